@@ -1,0 +1,499 @@
+//! The probe: a scriptable liveswap module used by the tests and the
+//! examples. Each versioned crate (`probe-v1`, `probe-v2`) is a thin
+//! component over this logic with its own version label and state shape.
+//!
+//! A probe is driven by text commands, one per line, given as its `Load`
+//! config or sent to it as messages of kind `do`:
+//!
+//! ```text
+//! sub P E | unsub P E         subscribe to / drop event E of publisher P
+//! timer NAME MS | cancel NAME start / stop a host timer
+//! tick-send TO                on every tick, send the next number to TO
+//! tick-publish EVENT          on every tick, publish the next number as EVENT
+//! send TO N                   send the next N numbers to TO now
+//! forge TO                    send one number to TO with a forged `from`
+//! publish EVENT               publish the next number as EVENT now
+//! flag F | unflag F           set / clear a behaviour flag (see below)
+//! pad N                       carry N extra bytes of state
+//! work US                     spend US microseconds on every message
+//! quiet | verbose             stop / resume logging every message
+//! report                      log a summary line
+//! spin | trap                 loop forever / trap, right now
+//! ```
+//!
+//! Flags: `fail-put`, `trap-put`, `fail-get`, `trap-get` (the next upgrade's
+//! `put-state` / `get-state` errors or traps), `fail-init`, `trap-init`
+//! (config only).
+//!
+//! Numbers are CBOR-encoded `u64`s in messages of kind `num`, counted from 1
+//! per (sender, receiver). A receiving probe logs `got N from S` and checks
+//! that each sender's numbers are consecutive, logging `GAP` or `DUP` lines
+//! when they are not; those lines are what the tests read.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Guest bindings of the `module-imp` world.
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "module-imp",
+        pub_export_macro: true,
+        default_bindings_module: "probe_core::bindings",
+    });
+}
+
+pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
+pub use bindings::Guest;
+use bindings::liveswap::module::host;
+
+/// What distinguishes one probe version from another.
+pub struct Probe {
+    /// The `info().version` label.
+    pub version: &'static str,
+    /// The state shape this version writes; it reads every shape up to it.
+    pub shape: u32,
+    /// Protocol versions it sends.
+    pub speaks: &'static [u32],
+    /// Protocol versions it understands.
+    pub accepts: &'static [u32],
+}
+
+/// The probe's stable state, whatever the shape it travels in.
+#[derive(Default)]
+struct State {
+    /// Next number to send, per receiver (last number sent).
+    sent: BTreeMap<String, u64>,
+    /// Last number received, per sender.
+    seen: BTreeMap<String, u64>,
+    /// Receivers fed on every tick.
+    tick_send: BTreeSet<String>,
+    /// Events published on every tick.
+    tick_publish: BTreeSet<String>,
+    /// Behaviour flags.
+    flags: BTreeSet<String>,
+    /// Ballast, to make the state as large as a test wants.
+    pad: Vec<u8>,
+    /// Messages served since first load (shape 2 only; shape 1 loses it).
+    served: u64,
+    /// Microseconds of busy work per message.
+    work_us: u64,
+    /// Log every message or not.
+    quiet: bool,
+}
+
+/// State shape 1, as version 1 writes it.
+#[derive(Serialize, Deserialize)]
+struct ShapeV1 {
+    seq: BTreeMap<String, u64>,
+    seen: BTreeMap<String, u64>,
+    on_tick_send: BTreeSet<String>,
+    on_tick_publish: BTreeSet<String>,
+    flags: BTreeSet<String>,
+    #[serde(with = "bytes")]
+    pad: Vec<u8>,
+    work_us: u64,
+    quiet: bool,
+}
+
+/// State shape 2: renamed maps, a served counter and an explicit shape tag.
+#[derive(Serialize, Deserialize)]
+struct ShapeV2 {
+    shape: u32,
+    outgoing: BTreeMap<String, u64>,
+    incoming: BTreeMap<String, u64>,
+    tick: Ticks,
+    flags: BTreeSet<String>,
+    #[serde(with = "bytes")]
+    ballast: Vec<u8>,
+    served: u64,
+    work_us: u64,
+    quiet: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Ticks {
+    send: BTreeSet<String>,
+    publish: BTreeSet<String>,
+}
+
+/// Peek at a state's shape: shape 2 carries a `shape` key, shape 1 none.
+#[derive(Deserialize)]
+struct ShapeTag {
+    shape: Option<u32>,
+}
+
+mod bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let b: serde_bytes_like::Bytes = Deserialize::deserialize(d)?;
+        Ok(b.0)
+    }
+    mod serde_bytes_like {
+        use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
+        pub struct Bytes(pub Vec<u8>);
+        impl<'de> Deserialize<'de> for Bytes {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = Bytes;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("a byte string")
+                    }
+                    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                        Ok(Bytes(v.to_vec()))
+                    }
+                    fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                        Ok(Bytes(v))
+                    }
+                    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Bytes, A::Error> {
+                        let mut out = Vec::new();
+                        while let Some(b) = a.next_element::<u8>()? {
+                            out.push(b);
+                        }
+                        Ok(Bytes(out))
+                    }
+                }
+                d.deserialize_byte_buf(V)
+            }
+        }
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    STATE.with(|s| f(&mut s.borrow_mut()))
+}
+
+fn log(level: Level, line: &str) {
+    host::log(level, line);
+}
+
+fn encode_num(n: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    ciborium::into_writer(&n, &mut out).expect("encoding a u64 cannot fail");
+    out
+}
+
+fn decode_num(body: &[u8]) -> Option<u64> {
+    ciborium::from_reader(body).ok()
+}
+
+fn busy(us: u64) {
+    if us == 0 {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed().as_micros() < u128::from(us) {
+        std::hint::spin_loop();
+    }
+}
+
+impl Probe {
+    /// The answer to `info`.
+    pub fn info(&self) -> ModuleInfo {
+        ModuleInfo {
+            version: self.version.to_string(),
+            speaks: self.speaks.to_vec(),
+            accepts: self.accepts.to_vec(),
+        }
+    }
+
+    /// `init`: run the config as commands.
+    pub fn init(&self, config: Vec<u8>) -> Result<(), String> {
+        let text = String::from_utf8(config).map_err(|_| "config is not UTF-8".to_string())?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            match line {
+                "fail-init" => return Err("init refused: config says fail-init".into()),
+                "trap-init" => panic!("init trapped: config says trap-init"),
+                _ => self.command(line)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// `service`: one message.
+    pub fn service(&self, msg: Message) -> Result<(), String> {
+        let (work, quiet) = with(|s| {
+            s.served += 1;
+            (s.work_us, s.quiet)
+        });
+        busy(work);
+        match (msg.from.as_str(), msg.kind.as_str()) {
+            (_, "do") => {
+                let text = String::from_utf8(msg.body).map_err(|_| "command is not UTF-8")?;
+                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    self.command(line)?;
+                }
+                Ok(())
+            }
+            ("$timer", name) => {
+                let (sends, pubs) = with(|s| (s.tick_send.clone(), s.tick_publish.clone()));
+                if !quiet {
+                    log(Level::Debug, &format!("tick {name}"));
+                }
+                for to in sends {
+                    self.send_next(&to, false);
+                }
+                for event in pubs {
+                    self.publish_next(&event);
+                }
+                Ok(())
+            }
+            (from, kind) => {
+                let Some(n) = decode_num(&msg.body) else {
+                    log(Level::Warn, &format!("unreadable {kind} from {from}"));
+                    return Err(format!("body of {kind} is not a CBOR number"));
+                };
+                let expected = with(|s| {
+                    let last = s.seen.entry(from.to_string()).or_insert(0);
+                    let expected = *last + 1;
+                    if n >= expected {
+                        *last = n;
+                    }
+                    expected
+                });
+                let what = if kind == "num" { String::new() } else { format!(" ({kind})") };
+                if n == expected {
+                    if !quiet {
+                        log(Level::Info, &format!("got {n} from {from}{what}"));
+                    }
+                } else if n > expected {
+                    log(Level::Warn, &format!("GAP from {from}: expected {expected}, got {n}"));
+                } else {
+                    log(Level::Warn, &format!("DUP from {from}: expected {expected}, got {n}"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `enable`.
+    pub fn enable(&self) {
+        log(Level::Debug, "enabled");
+    }
+
+    /// `disable`.
+    pub fn disable(&self) {
+        log(Level::Debug, "disabled");
+    }
+
+    /// `put-state`: the state in this version's shape, unless a flag says
+    /// otherwise.
+    pub fn put_state(&self) -> Result<Vec<u8>, String> {
+        with(|s| {
+            if s.flags.contains("trap-put") {
+                panic!("put-state trapped: flag trap-put");
+            }
+            if s.flags.contains("fail-put") {
+                return Err("put-state refused: flag fail-put".to_string());
+            }
+            let mut out = Vec::with_capacity(s.pad.len() + 256);
+            let res = if self.shape == 1 {
+                ciborium::into_writer(
+                    &ShapeV1 {
+                        seq: s.sent.clone(),
+                        seen: s.seen.clone(),
+                        on_tick_send: s.tick_send.clone(),
+                        on_tick_publish: s.tick_publish.clone(),
+                        flags: s.flags.clone(),
+                        pad: s.pad.clone(),
+                        work_us: s.work_us,
+                        quiet: s.quiet,
+                    },
+                    &mut out,
+                )
+            } else {
+                ciborium::into_writer(
+                    &ShapeV2 {
+                        shape: 2,
+                        outgoing: s.sent.clone(),
+                        incoming: s.seen.clone(),
+                        tick: Ticks {
+                            send: s.tick_send.clone(),
+                            publish: s.tick_publish.clone(),
+                        },
+                        flags: s.flags.clone(),
+                        ballast: s.pad.clone(),
+                        served: s.served,
+                        work_us: s.work_us,
+                        quiet: s.quiet,
+                    },
+                    &mut out,
+                )
+            };
+            res.map_err(|e| format!("encoding state: {e}"))?;
+            Ok(out)
+        })
+    }
+
+    /// `get-state`: take over a state of any shape up to this version's.
+    pub fn get_state(&self, bytes: Vec<u8>) -> Result<(), String> {
+        let tag: ShapeTag = ciborium::from_reader(bytes.as_slice())
+            .map_err(|e| format!("state is not a CBOR map: {e}"))?;
+        let shape = tag.shape.unwrap_or(1);
+        if shape > self.shape {
+            return Err(format!(
+                "state shape {shape} is newer than version {} reads (up to {})",
+                self.version, self.shape
+            ));
+        }
+        let state = if shape == 1 {
+            let v: ShapeV1 = ciborium::from_reader(bytes.as_slice())
+                .map_err(|e| format!("state shape 1 unreadable: {e}"))?;
+            State {
+                sent: v.seq,
+                seen: v.seen,
+                tick_send: v.on_tick_send,
+                tick_publish: v.on_tick_publish,
+                flags: v.flags,
+                pad: v.pad,
+                served: 0,
+                work_us: v.work_us,
+                quiet: v.quiet,
+            }
+        } else {
+            let v: ShapeV2 = ciborium::from_reader(bytes.as_slice())
+                .map_err(|e| format!("state shape 2 unreadable: {e}"))?;
+            State {
+                sent: v.outgoing,
+                seen: v.incoming,
+                tick_send: v.tick.send,
+                tick_publish: v.tick.publish,
+                flags: v.flags,
+                pad: v.ballast,
+                served: v.served,
+                work_us: v.work_us,
+                quiet: v.quiet,
+            }
+        };
+        if state.flags.contains("trap-get") {
+            panic!("get-state trapped: flag trap-get");
+        }
+        if state.flags.contains("fail-get") {
+            return Err("get-state refused: flag fail-get".into());
+        }
+        let summary: Vec<String> = state.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        log(
+            Level::Info,
+            &format!("took over state shape {shape}, seen {}", summary.join(",")),
+        );
+        with(|s| *s = state);
+        Ok(())
+    }
+
+    fn send_next(&self, to: &str, forged: bool) {
+        let n = with(|s| {
+            let e = s.sent.entry(to.to_string()).or_insert(0);
+            *e += 1;
+            *e
+        });
+        let msg = Message {
+            from: if forged { "MALLORY".into() } else { String::new() },
+            kind: "num".into(),
+            proto: self.speaks.first().copied().unwrap_or(0),
+            body: encode_num(n),
+        };
+        if let Err(e) = host::send(to, &msg) {
+            // Not accepted, so not counted: the next number stays consecutive.
+            with(|s| {
+                if let Some(x) = s.sent.get_mut(to) {
+                    *x -= 1;
+                }
+            });
+            log(Level::Warn, &format!("send to {to} failed: {e}"));
+        }
+    }
+
+    fn publish_next(&self, event: &str) {
+        let key = format!("event:{event}");
+        let n = with(|s| {
+            let e = s.sent.entry(key).or_insert(0);
+            *e += 1;
+            *e
+        });
+        if let Err(e) = host::publish(event, &encode_num(n)) {
+            log(Level::Warn, &format!("publish {event} failed: {e}"));
+        }
+    }
+
+    fn command(&self, line: &str) -> Result<(), String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| -> Result<u64, String> {
+            words
+                .get(i)
+                .ok_or_else(|| format!("`{line}`: missing number"))?
+                .parse::<u64>()
+                .map_err(|_| format!("`{line}`: not a number"))
+        };
+        let word = |i: usize| -> Result<&str, String> {
+            words.get(i).copied().ok_or_else(|| format!("`{line}`: missing argument"))
+        };
+        match words.first().copied().unwrap_or("") {
+            "sub" => host::subscribe(word(1)?, word(2)?)?,
+            "unsub" => host::unsubscribe(word(1)?, word(2)?),
+            "timer" => host::set_timer(word(1)?, num(2)? as u32),
+            "cancel" => host::cancel_timer(word(1)?),
+            "tick-send" => {
+                let to = word(1)?.to_string();
+                with(|s| s.tick_send.insert(to));
+            }
+            "tick-publish" => {
+                let event = word(1)?.to_string();
+                with(|s| s.tick_publish.insert(event));
+            }
+            "send" => {
+                let to = word(1)?.to_string();
+                for _ in 0..num(2)? {
+                    self.send_next(&to, false);
+                }
+            }
+            "forge" => self.send_next(word(1)?, true),
+            "publish" => self.publish_next(word(1)?),
+            "flag" => {
+                let f = word(1)?.to_string();
+                with(|s| s.flags.insert(f));
+            }
+            "unflag" => {
+                let f = word(1)?;
+                with(|s| s.flags.remove(f));
+            }
+            "pad" => {
+                let n = num(1)? as usize;
+                with(|s| s.pad = (0..n).map(|i| i as u8).collect());
+            }
+            "work" => {
+                let us = num(1)?;
+                with(|s| s.work_us = us);
+            }
+            "quiet" => with(|s| s.quiet = true),
+            "verbose" => with(|s| s.quiet = false),
+            "report" => {
+                let line = with(|s| {
+                    let seen: Vec<String> = s.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!(
+                        "report served={} seen={} pad={}",
+                        s.served,
+                        seen.join(","),
+                        s.pad.len()
+                    )
+                });
+                log(Level::Info, &line);
+            }
+            "spin" => loop {
+                std::hint::spin_loop();
+            },
+            "trap" => panic!("trap requested"),
+            other => return Err(format!("unknown probe command `{other}`")),
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,412 @@
+//! The command language (thesis table 4.1, figure 4.11): one command a
+//! line, keywords case-insensitive, `#` starts a comment, double quotes
+//! group words (with `\n`, `\"` and `\\` escapes). The same parser serves
+//! scripts, the shell and the admin endpoint.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How group votes are collected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One CanCommit to every target at once (the default).
+    Concurrent,
+    /// One target at a time, each waiting for the previous vote.
+    Sequential,
+}
+
+impl Mode {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Concurrent => "concurrent",
+            Mode::Sequential => "sequential",
+        }
+    }
+}
+
+/// Options of `Load`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Bytes given to the guest's `init`.
+    pub config: Vec<u8>,
+    /// Mailbox capacity, if not the host's default.
+    pub capacity: Option<usize>,
+}
+
+/// A (name, file) pair of an upgrade command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Module name.
+    pub name: String,
+    /// The `.wasm` file.
+    pub path: PathBuf,
+}
+
+/// Which group command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKind {
+    /// `Replace` (one target) and `Syn_Replace`: every name is loaded.
+    Replace,
+    /// `Syn_Load`: no name is loaded; all start together.
+    Load,
+    /// `Syn_Upgrade`: loaded names are replaced, the others loaded.
+    Upgrade,
+}
+
+/// One parsed command.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `Load <name> <file.wasm> [config "<text>"] [capacity N]`.
+    Load {
+        /// Module name.
+        name: String,
+        /// The file.
+        path: PathBuf,
+        /// Options.
+        options: LoadOptions,
+    },
+    /// `Unload <name>`.
+    Unload(String),
+    /// `Enable <name>`.
+    Enable(String),
+    /// `Disable <name>`.
+    Disable(String),
+    /// `Replace`, `Syn_Replace`, `Syn_Load`, `Syn_Upgrade`.
+    Upgrade {
+        /// Which command.
+        kind: GroupKind,
+        /// Its targets, in order.
+        targets: Vec<Target>,
+    },
+    /// `SetTimer <duration>`: the quiescence bound.
+    SetTimer(Duration),
+    /// `SetMode concurrent|sequential`.
+    SetMode(Mode),
+    /// `Send <name> <kind> [text]`: inject a message from `$admin`.
+    Send {
+        /// Receiver.
+        to: String,
+        /// Message kind.
+        kind: String,
+        /// Body (UTF-8 text).
+        body: String,
+    },
+    /// `Wait <duration>`.
+    Wait(Duration),
+    /// `Status`.
+    Status,
+    /// `Versions`.
+    Versions,
+    /// `History`.
+    History,
+    /// `Help`.
+    Help,
+    /// `Quit`.
+    Quit,
+}
+
+/// The grammar, as `Help` prints it.
+pub const HELP: &str = "\
+Commands (one per line, keywords case-insensitive, # starts a comment):
+  Load <name> <file.wasm> [config \"<text>\"] [capacity <n>]
+                                   add a module: init, register, enable
+  Unload <name>                    disable, drain its mailbox, remove it
+  Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)
+  Replace <name> <file.wasm>       upgrade one module, state and messages kept
+  Syn_Replace <name> <file> [<name> <file> ...]
+                                   upgrade several, all or nothing
+  Syn_Load <name> <file> [...]     load several, started together
+  Syn_Upgrade <name> <file> [...]  replace the loaded names, load the others,
+                                   start them together
+  SetTimer <duration>              quiescence bound of upgrades (default 10s)
+  SetMode concurrent|sequential    how group votes are collected
+  Send <name> <kind> [\"<text>\"]    inject a message from $admin
+  Wait <duration>                  pause the script (500ms, 2s, 1.5)
+  Status | Versions | History      inspect modules, versions, transactions
+  Help | Quit
+Durations: a bare number is seconds; or 250ms, 2s, 1m.";
+
+/// Split a line into words: whitespace-separated, double quotes group,
+/// `#` outside quotes ends the line.
+pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => break,
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        None => return Err("unterminated quoted string".into()),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some('n') => cur.push('\n'),
+                            Some('t') => cur.push('\t'),
+                            Some('"') => cur.push('"'),
+                            Some('\\') => cur.push('\\'),
+                            Some(o) => return Err(format!("unknown escape `\\{o}` in a quoted string")),
+                            None => return Err("unterminated quoted string".into()),
+                        },
+                        Some(o) => cur.push(o),
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// Parse a duration: `1.5` (seconds), `250ms`, `2s`, `1m`, `100us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 2s, 1.5)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a duration (try 500ms, 2s, 1.5)"));
+    }
+    let secs = match unit.to_ascii_lowercase().as_str() {
+        "us" | "µs" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    };
+    if secs > 86_400.0 * 365.0 {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn name_arg(cmd: &str, word: &str) -> Result<String, String> {
+    if crate::names::valid_name(word) {
+        Ok(word.to_string())
+    } else {
+        Err(format!(
+            "{cmd}: `{word}` is not a valid module name (a letter, then letters, digits, _ - .)"
+        ))
+    }
+}
+
+fn pairs(cmd: &str, args: &[String]) -> Result<Vec<Target>, String> {
+    if args.is_empty() || args.len() % 2 != 0 {
+        return Err(format!(
+            "{cmd} takes pairs of <name> <file.wasm>, got {} argument(s)",
+            args.len()
+        ));
+    }
+    let mut out: Vec<Target> = Vec::new();
+    for pair in args.chunks(2) {
+        let name = name_arg(cmd, &pair[0])?;
+        if out.iter().any(|t| t.name == name) {
+            return Err(format!("{cmd}: `{name}` is named twice"));
+        }
+        out.push(Target {
+            name,
+            path: PathBuf::from(&pair[1]),
+        });
+    }
+    Ok(out)
+}
+
+fn arity(cmd: &str, args: &[String], n: usize, usage: &str) -> Result<(), String> {
+    if args.len() != n {
+        Err(format!(
+            "{cmd} takes {n} argument(s), got {}: usage `{usage}`",
+            args.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parse one line. `Ok(None)` for a blank or comment line.
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    let words = tokenize(line)?;
+    let Some((head, args)) = words.split_first() else {
+        return Ok(None);
+    };
+    let cmd = head.to_ascii_lowercase();
+    let c = match cmd.as_str() {
+        "load" => {
+            if args.len() < 2 {
+                return Err(format!(
+                    "Load takes <name> <file.wasm> [options], got {} argument(s)",
+                    args.len()
+                ));
+            }
+            let name = name_arg("Load", &args[0])?;
+            let mut options = LoadOptions::default();
+            let mut rest = args[2..].iter();
+            while let Some(opt) = rest.next() {
+                let mut value = || {
+                    rest.next()
+                        .ok_or_else(|| format!("Load: option `{opt}` needs a value"))
+                };
+                match opt.to_ascii_lowercase().as_str() {
+                    "config" => options.config = value()?.clone().into_bytes(),
+                    "capacity" => {
+                        let v = value()?;
+                        let n: usize = v
+                            .parse()
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| format!("Load: capacity `{v}` is not a positive number"))?;
+                        options.capacity = Some(n);
+                    }
+                    other => {
+                        return Err(format!(
+                            "Load: unknown option `{other}` (known: config, capacity)"
+                        ));
+                    }
+                }
+            }
+            Command::Load {
+                name,
+                path: PathBuf::from(&args[1]),
+                options,
+            }
+        }
+        "unload" => {
+            arity("Unload", args, 1, "Unload <name>")?;
+            Command::Unload(name_arg("Unload", &args[0])?)
+        }
+        "enable" => {
+            arity("Enable", args, 1, "Enable <name>")?;
+            Command::Enable(name_arg("Enable", &args[0])?)
+        }
+        "disable" => {
+            arity("Disable", args, 1, "Disable <name>")?;
+            Command::Disable(name_arg("Disable", &args[0])?)
+        }
+        "replace" => {
+            arity("Replace", args, 2, "Replace <name> <file.wasm>")?;
+            Command::Upgrade {
+                kind: GroupKind::Replace,
+                targets: pairs("Replace", args)?,
+            }
+        }
+        "syn_replace" => Command::Upgrade {
+            kind: GroupKind::Replace,
+            targets: pairs("Syn_Replace", args)?,
+        },
+        "syn_load" => Command::Upgrade {
+            kind: GroupKind::Load,
+            targets: pairs("Syn_Load", args)?,
+        },
+        "syn_upgrade" => Command::Upgrade {
+            kind: GroupKind::Upgrade,
+            targets: pairs("Syn_Upgrade", args)?,
+        },
+        "settimer" => {
+            arity("SetTimer", args, 1, "SetTimer <duration>")?;
+            let d = parse_duration(&args[0]).map_err(|e| format!("SetTimer: {e}"))?;
+            if d.is_zero() {
+                return Err("SetTimer: the bound must be more than zero".into());
+            }
+            Command::SetTimer(d)
+        }
+        "setmode" => {
+            arity("SetMode", args, 1, "SetMode concurrent|sequential")?;
+            match args[0].to_ascii_lowercase().as_str() {
+                "concurrent" => Command::SetMode(Mode::Concurrent),
+                "sequential" => Command::SetMode(Mode::Sequential),
+                other => {
+                    return Err(format!(
+                        "SetMode: `{other}` is not a mode (concurrent or sequential)"
+                    ));
+                }
+            }
+        }
+        "send" => {
+            if !(2..=3).contains(&args.len()) {
+                return Err(format!(
+                    "Send takes <name> <kind> [\"text\"], got {} argument(s)",
+                    args.len()
+                ));
+            }
+            Command::Send {
+                to: name_arg("Send", &args[0])?,
+                kind: args[1].clone(),
+                body: args.get(2).cloned().unwrap_or_default(),
+            }
+        }
+        "wait" => {
+            arity("Wait", args, 1, "Wait <duration>")?;
+            Command::Wait(parse_duration(&args[0]).map_err(|e| format!("Wait: {e}"))?)
+        }
+        "status" | "versions" | "history" | "help" | "quit" | "exit" => {
+            if !args.is_empty() {
+                return Err(format!("{head} takes no arguments"));
+            }
+            match cmd.as_str() {
+                "status" => Command::Status,
+                "versions" => Command::Versions,
+                "history" => Command::History,
+                "help" => Command::Help,
+                _ => Command::Quit,
+            }
+        }
+        _ => return Err(format!("unknown command `{head}` (try Help)")),
+    };
+    Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_are_case_insensitive_and_comments_ignored() {
+        assert_eq!(parse("  # nothing").unwrap(), None);
+        assert_eq!(parse("uNLOAD IP # bye").unwrap(), Some(Command::Unload("IP".into())));
+    }
+
+    #[test]
+    fn quoted_config_keeps_spaces_and_escapes() {
+        let c = parse(r#"Load A a.wasm config "sub B x\ntimer t 5" capacity 10"#).unwrap();
+        let Some(Command::Load { options, .. }) = c else { panic!("{c:?}") };
+        assert_eq!(options.config, b"sub B x\ntimer t 5");
+        assert_eq!(options.capacity, Some(10));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(parse("Replace A").unwrap_err().contains("Replace takes 2"));
+        assert!(parse("Syn_Replace A a.wasm B").unwrap_err().contains("pairs"));
+        assert!(parse("Syn_Replace A a.wasm A b.wasm").unwrap_err().contains("twice"));
+        assert!(parse("Frobnicate").unwrap_err().contains("unknown command"));
+        assert!(parse("Load 9x a.wasm").unwrap_err().contains("not a valid module name"));
+        assert!(parse("Load A a.wasm config").unwrap_err().contains("needs a value"));
+        assert!(parse("Send A do \"open").unwrap_err().contains("unterminated"));
+    }
+}

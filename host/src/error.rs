@@ -1,0 +1,100 @@
+//! Error types callers match on.
+
+use std::path::PathBuf;
+
+/// Why a `.wasm` file could not become a version in the repository.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file named in the command.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bytes are not WebAssembly at all.
+    #[error("{path}: not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm {
+        /// The file named in the command.
+        path: PathBuf,
+    },
+    /// A core module, where a component is needed.
+    #[error(
+        "{path}: a core WebAssembly module, not a component; build it for wasm32-wasip2 \
+         (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule {
+        /// The file named in the command.
+        path: PathBuf,
+    },
+    /// wasmtime refused to compile it.
+    #[error("{path}: invalid component: {reason}")]
+    Compile {
+        /// The file named in the command.
+        path: PathBuf,
+        /// wasmtime's explanation.
+        reason: String,
+    },
+    /// A component, but not of the `module-imp` world (imports the host
+    /// does not provide, or missing exports).
+    #[error("{path}: not a liveswap module (world `module-imp`): {reason}")]
+    WrongWorld {
+        /// The file named in the command.
+        path: PathBuf,
+        /// What does not match.
+        reason: String,
+    },
+    /// Instantiating it, or its `info` call, failed.
+    #[error("{path}: cannot instantiate: {reason}")]
+    Instantiate {
+        /// The file named in the command.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Why a command was refused or failed. A refused command changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// The line does not parse.
+    #[error("{0}")]
+    Parse(String),
+    /// The command names a module that is not loaded.
+    #[error("no module named `{0}` is loaded")]
+    UnknownModule(String),
+    /// `Load` of a name already in use.
+    #[error("a module named `{0}` is already loaded")]
+    AlreadyLoaded(String),
+    /// The same name twice in one command.
+    #[error("`{0}` is named twice in one command")]
+    DuplicateTarget(String),
+    /// A file could not become a version.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The guest's `init` returned an error or trapped.
+    #[error("module `{name}`: init failed: {reason}")]
+    InitFailed {
+        /// Module name.
+        name: String,
+        /// The guest's error or the trap.
+        reason: String,
+    },
+    /// A module is in a state that does not allow the command.
+    #[error("module `{name}` is {state}: {hint}")]
+    BadState {
+        /// Module name.
+        name: String,
+        /// Its state.
+        state: String,
+        /// What to do instead.
+        hint: String,
+    },
+    /// The upgrade would break a protocol edge (DESIGN §5).
+    #[error("{0}")]
+    Scope(String),
+    /// The host is shutting down.
+    #[error("the host is shutting down")]
+    ShuttingDown,
+}

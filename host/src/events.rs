@@ -1,0 +1,188 @@
+//! What happened, as a stream: guest log lines, lifecycle changes and
+//! transaction reports. The CLI prints it (as text or JSON lines); tests
+//! read it to check what the modules themselves recorded.
+
+use std::sync::Mutex;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+use serde_json::json;
+
+use crate::bindings::Level;
+use crate::report::TransactionReport;
+
+/// A module's lifecycle, as the proxy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleState {
+    /// Registered and serving its mailbox.
+    Serving,
+    /// Held by `Disable`: its mailbox fills but nothing is served.
+    Disabled,
+    /// Serving the messages ahead of an upgrade's TERM.
+    Quiescing,
+    /// Reached TERM; its state is being handed over.
+    Quiesced,
+    /// The new version took over.
+    Swapped,
+    /// The upgrade was aborted; the old version serves on.
+    Resumed,
+    /// A guest call trapped or overran its deadline: the instance is dead
+    /// and the mailbox is kept, unserved.
+    Faulted,
+    /// `Unload` drained it and removed the name.
+    Stopped,
+}
+
+impl ModuleState {
+    /// Lower-case name used in `Status` and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModuleState::Serving => "serving",
+            ModuleState::Disabled => "disabled",
+            ModuleState::Quiescing => "quiescing",
+            ModuleState::Quiesced => "quiesced",
+            ModuleState::Swapped => "swapped",
+            ModuleState::Resumed => "resumed",
+            ModuleState::Faulted => "faulted",
+            ModuleState::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for ModuleState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing that happened.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// A line a guest logged (or wrote to stdout/stderr).
+    Log {
+        /// Module name.
+        module: String,
+        /// `info().version` of the implementation that logged it.
+        version: String,
+        /// Severity.
+        level: Level,
+        /// The line.
+        line: String,
+    },
+    /// A lifecycle change.
+    Module {
+        /// Module name.
+        module: String,
+        /// `info().version` of the implementation concerned.
+        version: String,
+        /// The new state.
+        state: ModuleState,
+        /// Why, for faults and aborts.
+        detail: Option<String>,
+    },
+    /// A transaction finished (committed, aborted or refused).
+    Transaction(Box<TransactionReport>),
+}
+
+fn level_str(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
+impl Event {
+    /// The event as one JSON object (the `--json` stream).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Event::Log {
+                module,
+                version,
+                level,
+                line,
+            } => json!({"event": "log", "module": module, "version": version,
+                        "level": level_str(*level), "line": line}),
+            Event::Module {
+                module,
+                version,
+                state,
+                detail,
+            } => {
+                let mut v = json!({"event": "module", "module": module, "version": version,
+                                   "state": state.as_str()});
+                if let Some(d) = detail {
+                    v["detail"] = json!(d);
+                }
+                v
+            }
+            Event::Transaction(r) => r.to_json(),
+        }
+    }
+
+    /// The event as a line for people.
+    pub fn to_text(&self) -> String {
+        match self {
+            Event::Log {
+                module,
+                version,
+                level,
+                line,
+            } => match level {
+                Level::Warn | Level::Error => {
+                    format!("{module} v{version} | {}: {line}", level_str(*level))
+                }
+                _ => format!("{module} v{version} | {line}"),
+            },
+            Event::Module {
+                module,
+                version,
+                state,
+                detail,
+            } => match detail {
+                Some(d) => format!("-- {module} v{version} {state}: {d}"),
+                None => format!("-- {module} v{version} {state}"),
+            },
+            Event::Transaction(r) => r.to_text(),
+        }
+    }
+
+    /// Whether this is a debug- or trace-level log line.
+    pub fn is_chatty(&self) -> bool {
+        matches!(
+            self,
+            Event::Log {
+                level: Level::Debug | Level::Trace,
+                ..
+            }
+        )
+    }
+}
+
+/// Fans every event out to every watcher. A watcher that went away is
+/// dropped at the next event.
+#[derive(Default)]
+pub struct EventBus {
+    // A Mutex, not a RwLock: emitting also prunes dead watchers, and the
+    // critical section is a few channel sends.
+    watchers: Mutex<Vec<Sender<Event>>>,
+}
+
+impl EventBus {
+    /// A new receiver of every event from now on.
+    pub fn watch(&self) -> Receiver<Event> {
+        let (tx, rx) = unbounded();
+        self.watchers.lock().expect("event bus poisoned").push(tx);
+        rx
+    }
+
+    /// Emit one event.
+    pub fn emit(&self, event: Event) {
+        let mut watchers = self.watchers.lock().expect("event bus poisoned");
+        if watchers.is_empty() {
+            return;
+        }
+        watchers.retain(|w| w.send(event.clone()).is_ok());
+    }
+}

@@ -1,0 +1,161 @@
+//! One instance of a version: its own `Store`, its bindings, and guarded
+//! calls into it. Every call runs under an epoch deadline; a trap or an
+//! overrun becomes a [`GuestFault`], never a host panic, and the instance is
+//! marked dead (a trapped instance cannot be entered again).
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use crate::bindings::{Message, ModuleImp, ModuleInfo};
+use crate::context::ModuleCtx;
+use crate::repository::Version;
+use crate::services::Services;
+
+/// A guest call that trapped or overran its deadline.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{call} trapped: {reason}")]
+pub struct GuestFault {
+    /// The export that was called.
+    pub call: &'static str,
+    /// The trap or deadline, in one line.
+    pub reason: String,
+}
+
+/// A live instance of one version, owned by exactly one thread at a time.
+pub struct Implementation {
+    store: Store<ModuleCtx>,
+    api: ModuleImp,
+    version: Arc<Version>,
+    deadline_ticks: u64,
+    dead: bool,
+}
+
+/// Settings every new instance gets.
+#[derive(Clone, Debug)]
+pub struct InstanceLimits {
+    /// Bytes of linear memory the instance may grow to.
+    pub memory: usize,
+    /// Epoch ticks a single call may run (see `Runtime`'s epoch period).
+    pub deadline_ticks: u64,
+}
+
+impl Implementation {
+    /// Instantiate `version` for module `name` and ask it for its `info`
+    /// (its first call, made here so that no later pause pays for it).
+    pub fn instantiate(
+        version: &Arc<Version>,
+        name: Arc<str>,
+        services: Arc<Services>,
+        limits: &InstanceLimits,
+    ) -> Result<Self, String> {
+        let engine = version.pre().engine();
+        let mut store = Store::new(engine, ModuleCtx::new(name, services, limits.memory));
+        store.limiter(|ctx| &mut ctx.limits);
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let api = version
+            .pre()
+            .instantiate(&mut store)
+            .map_err(|e| one_line(&e))?;
+        let mut imp = Implementation {
+            store,
+            api,
+            version: version.clone(),
+            deadline_ticks: limits.deadline_ticks,
+            dead: false,
+        };
+        let info = imp.info().map_err(|f| f.to_string())?;
+        version.set_info(info.clone());
+        let ctx = imp.store.data_mut();
+        ctx.version = Arc::from(info.version.as_str());
+        ctx.speaks = Arc::from(info.speaks.as_slice());
+        Ok(imp)
+    }
+
+    /// The version this instance runs.
+    pub fn version(&self) -> &Arc<Version> {
+        &self.version
+    }
+
+    /// `info().version` of this instance.
+    pub fn label(&self) -> Arc<str> {
+        self.store.data().version.clone()
+    }
+
+    /// Whether a call trapped: the instance must not be entered again.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    fn guard<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
+        if self.dead {
+            return Err(GuestFault {
+                call,
+                reason: "the instance trapped earlier and cannot be entered again".into(),
+            });
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        match f(&self.api, &mut self.store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.dead = true;
+                Err(GuestFault {
+                    call,
+                    reason: one_line(&e),
+                })
+            }
+        }
+    }
+
+    /// `info`.
+    pub fn info(&mut self) -> Result<ModuleInfo, GuestFault> {
+        self.guard("info", |api, store| api.call_info(store))
+    }
+
+    /// `init(config)`.
+    pub fn init(&mut self, config: &[u8]) -> Result<Result<(), String>, GuestFault> {
+        self.guard("init", |api, store| api.call_init(store, config))
+    }
+
+    /// `service(msg)`.
+    pub fn service(&mut self, msg: &Message) -> Result<Result<(), String>, GuestFault> {
+        self.guard("service", |api, store| api.call_service(store, msg))
+    }
+
+    /// `enable`.
+    pub fn enable(&mut self) -> Result<(), GuestFault> {
+        self.guard("enable", |api, store| api.call_enable(store))
+    }
+
+    /// `disable`.
+    pub fn disable(&mut self) -> Result<(), GuestFault> {
+        self.guard("disable", |api, store| api.call_disable(store))
+    }
+
+    /// `put-state`.
+    pub fn put_state(&mut self) -> Result<Result<Vec<u8>, String>, GuestFault> {
+        self.guard("put-state", |api, store| api.call_put_state(store))
+    }
+
+    /// `get-state(state)`.
+    pub fn get_state(&mut self, state: &[u8]) -> Result<Result<(), String>, GuestFault> {
+        self.guard("get-state", |api, store| api.call_get_state(store, state))
+    }
+}
+
+/// A wasmtime error in one line: the trap or root cause, without the wasm
+/// backtrace.
+fn one_line(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => "call overran its deadline (interrupted)".to_string(),
+            other => other.to_string(),
+        };
+    }
+    let root = e.root_cause().to_string();
+    root.lines().next().unwrap_or("unknown error").to_string()
+}

@@ -1,0 +1,42 @@
+//! liveswap: a host that keeps a multi-module application running while
+//! its modules — WebAssembly components of the world `module-imp` — are
+//! added, replaced and removed, moving state across and losing no message.
+//!
+//! Layout (thesis name → module):
+//! - [`runtime`]: the [`Runtime`] that owns everything and runs commands.
+//! - [`proxy`]: module-proxy — a module's name, mailbox and thread.
+//! - [`names`], [`pubsub`], [`timers`]: name service, event manager, timers.
+//! - [`repository`]: version-control repository (compiled, pre-linked).
+//! - [`upgrader`] with [`txn`] and [`scope`]: software upgrader, two-phase
+//!   commit, protocol-scope check; [`report`] says what a transaction did.
+//! - [`command`]: the command language; [`events`]: what happened.
+//! - [`implementation`], [`context`], [`host_api`], [`bindings`]: one
+//!   instance, its store data, and the WIT glue.
+
+pub mod bindings;
+pub mod command;
+pub mod context;
+pub mod error;
+pub mod events;
+mod host_api;
+pub mod implementation;
+pub mod names;
+pub mod proxy;
+pub mod pubsub;
+pub mod rates;
+pub mod report;
+pub mod repository;
+pub mod runtime;
+pub mod scope;
+pub mod services;
+pub mod timers;
+mod txn;
+mod upgrader;
+
+pub use command::{Command, Mode};
+pub use error::{CommandError, LoadError};
+pub use events::{Event, ModuleState};
+pub use proxy::{ModuleProxy, ProxyStatus};
+pub use report::{ModuleReport, Outcome, TransactionReport};
+pub use runtime::{Reply, Runtime, RuntimeBuilder};
+pub use services::SendError;

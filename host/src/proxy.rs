@@ -1,0 +1,715 @@
+//! The module proxy (thesis `ModuleType`): a module's stable name and
+//! mailbox, and the thread that owns its current implementation.
+//!
+//! A `ModuleProxy` is a cloneable handle. Exactly one thread — the module's
+//! worker — touches the implementation's `Store`; everyone else talks to it
+//! through two channels: the *mailbox* (application messages and TERM
+//! markers, in order) and the *control* channel (enable, disable, vote,
+//! abort, stop), which the worker reads first.
+//!
+//! An upgrade needs no separate buffer: the worker appends TERM to the
+//! mailbox, serves everything ahead of it, and whatever arrives after TERM
+//! simply waits in the same queue behind it. On commit the new
+//! implementation continues from that queue, on abort the old one does, so
+//! order is kept and nothing is lost either way.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, select, unbounded};
+
+use crate::bindings::{Level, Message};
+use crate::events::{Event, ModuleState};
+use crate::implementation::{GuestFault, Implementation};
+use crate::rates::RateWindow;
+use crate::repository::Version;
+use crate::services::{SendError, Services, TIMER_SENDER};
+use crate::txn::{Decision, Report, Txn};
+
+/// What the mailbox holds.
+pub(crate) enum Item {
+    /// An application message (or timer tick, or event).
+    Msg(Message),
+    /// The end of the old implementation's share of the mailbox.
+    Term(Arc<Txn>),
+}
+
+/// Control messages, served before the mailbox.
+pub(crate) enum Control {
+    /// Run the guest's `enable` and serve the mailbox again.
+    Enable(Sender<Result<(), String>>),
+    /// Run the guest's `disable` and hold the mailbox.
+    Disable(Sender<Result<(), String>>),
+    /// CanCommit: start the vote with `new` as the candidate.
+    Vote { txn: Arc<Txn>, new: Box<Implementation> },
+    /// The coordinator aborted before this module reached TERM.
+    Abort { txn: u64 },
+    /// Unload: drain what is queued, then end. The name is already gone.
+    Stop(Sender<()>),
+}
+
+/// How a new worker starts.
+pub(crate) enum Start {
+    /// Call `enable` and serve at once (`Load`).
+    Now,
+    /// Wait for a transaction's decision (`Syn_Load`, `Syn_Upgrade`):
+    /// start on commit, end on abort.
+    OnDecision(Arc<Txn>),
+}
+
+/// A point-in-time view of a module, for `Status`.
+#[derive(Clone, Debug)]
+pub struct ProxyStatus {
+    /// Module name.
+    pub name: String,
+    /// Lifecycle state.
+    pub state: ModuleState,
+    /// The version behind the name.
+    pub version: Arc<Version>,
+    /// Messages queued and not yet served.
+    pub depth: usize,
+    /// Mailbox capacity.
+    pub capacity: usize,
+    /// Messages served.
+    pub served: u64,
+    /// `service` calls that returned an error.
+    pub errors: u64,
+    /// Traps and deadline overruns.
+    pub faults: u64,
+    /// The last fault, if any.
+    pub last_fault: Option<String>,
+    /// Arrivals per second, per sender, over the recent window.
+    pub rates: Vec<(String, f64)>,
+}
+
+struct Shared {
+    name: Arc<str>,
+    data_tx: Sender<Item>,
+    ctl_tx: Sender<Control>,
+    // The gate closes at Unload. A read lock per `send` (uncontended: a few
+    // ns) makes "accepted" and "queued before the worker's final drain" the
+    // same thing: Unload takes the write lock, so no send is half done when
+    // the worker drains.
+    gate: RwLock<bool>,
+    depth: AtomicUsize,
+    capacity: AtomicUsize,
+    /// Timer ticks are only queued while the module is enabled.
+    ticking: AtomicBool,
+    state: Mutex<(ModuleState, Arc<Version>, Option<String>)>,
+    served: AtomicU64,
+    errors: AtomicU64,
+    faults: AtomicU64,
+    // Per-sender arrival counts. A Mutex per receiver: senders to the same
+    // module contend briefly; senders to different modules never do.
+    arrivals: Mutex<HashMap<Arc<str>, RateWindow>>,
+    /// Timers with a tick waiting in the mailbox: not queued twice.
+    pending_ticks: Mutex<HashSet<String>>,
+    origin: Instant,
+    worker: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Handle on one module: its name, mailbox and worker.
+#[derive(Clone)]
+pub struct ModuleProxy(Arc<Shared>);
+
+impl ModuleProxy {
+    /// A proxy for `name` whose worker will run `imp`. Nothing runs until
+    /// [`ModuleProxy::spawn`].
+    pub(crate) fn new(
+        name: Arc<str>,
+        version: Arc<Version>,
+        capacity: usize,
+    ) -> (Self, Receiver<Item>, Receiver<Control>) {
+        let (data_tx, data_rx) = unbounded();
+        let (ctl_tx, ctl_rx) = unbounded();
+        let shared = Shared {
+            name,
+            data_tx,
+            ctl_tx,
+            gate: RwLock::new(true),
+            depth: AtomicUsize::new(0),
+            capacity: AtomicUsize::new(capacity),
+            ticking: AtomicBool::new(false),
+            state: Mutex::new((ModuleState::Disabled, version, None)),
+            served: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+            arrivals: Mutex::new(HashMap::new()),
+            pending_ticks: Mutex::new(HashSet::new()),
+            origin: Instant::now(),
+            worker: Mutex::new(None),
+        };
+        (ModuleProxy(Arc::new(shared)), data_rx, ctl_rx)
+    }
+
+    /// Start the worker thread that owns `imp`.
+    pub(crate) fn spawn(
+        &self,
+        imp: Box<Implementation>,
+        services: Arc<Services>,
+        data_rx: Receiver<Item>,
+        ctl_rx: Receiver<Control>,
+        start: Start,
+    ) {
+        let worker = Worker {
+            shared: self.0.clone(),
+            services,
+            imp,
+            data_rx,
+            ctl_rx,
+            serving: false,
+            vote: None,
+            skip: Vec::new(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("module-{}", self.0.name))
+            .spawn(move || worker.run(start))
+            .expect("spawning a module thread");
+        *self.0.worker.lock().expect("proxy poisoned") = Some(handle);
+    }
+
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// The version behind the name.
+    pub fn version(&self) -> Arc<Version> {
+        self.0.state.lock().expect("proxy poisoned").1.clone()
+    }
+
+    /// The lifecycle state.
+    pub fn state(&self) -> ModuleState {
+        self.0.state.lock().expect("proxy poisoned").0
+    }
+
+    /// Messages queued, not yet served.
+    pub fn depth(&self) -> usize {
+        self.0.depth.load(Ordering::Relaxed)
+    }
+
+    /// Change the mailbox capacity.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.0.capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    /// Senders seen so far (for the protocol-edge check).
+    pub fn senders(&self) -> Vec<String> {
+        self.0
+            .arrivals
+            .lock()
+            .expect("proxy poisoned")
+            .keys()
+            .filter(|k| !k.starts_with('$'))
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// A snapshot for `Status`.
+    pub fn status(&self) -> ProxyStatus {
+        let (state, version, last_fault) = self.0.state.lock().expect("proxy poisoned").clone();
+        let now = Instant::now();
+        let mut rates: Vec<(String, f64)> = self
+            .0
+            .arrivals
+            .lock()
+            .expect("proxy poisoned")
+            .iter()
+            .map(|(k, w)| (k.to_string(), w.rate(self.0.origin, now)))
+            .collect();
+        rates.sort_by(|a, b| a.0.cmp(&b.0));
+        ProxyStatus {
+            name: self.0.name.to_string(),
+            state,
+            version,
+            depth: self.depth(),
+            capacity: self.0.capacity.load(Ordering::Relaxed),
+            served: self.0.served.load(Ordering::Relaxed),
+            errors: self.0.errors.load(Ordering::Relaxed),
+            faults: self.0.faults.load(Ordering::Relaxed),
+            last_fault,
+            rates,
+        }
+    }
+
+    /// Accept `msg` into the mailbox, or say why not.
+    pub(crate) fn deliver(&self, from: &Arc<str>, msg: Message) -> Result<(), SendError> {
+        let s = &*self.0;
+        let open = s.gate.read().expect("proxy poisoned");
+        if !*open {
+            return Err(SendError::Closing(s.name.to_string()));
+        }
+        let capacity = s.capacity.load(Ordering::Relaxed);
+        if s.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
+            s.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(SendError::Full {
+                name: s.name.to_string(),
+                capacity,
+            });
+        }
+        {
+            let mut arrivals = s.arrivals.lock().expect("proxy poisoned");
+            let now = Instant::now();
+            match arrivals.get_mut(&**from) {
+                Some(w) => w.record(s.origin, now),
+                None => {
+                    let mut w = RateWindow::default();
+                    w.record(s.origin, now);
+                    arrivals.insert(from.clone(), w);
+                }
+            }
+        }
+        // The receiver lives as long as `Shared`, which we hold: cannot fail.
+        let _ = s.data_tx.send(Item::Msg(msg));
+        Ok(())
+    }
+
+    /// Queue a tick of timer `timer`, unless the module is held or a tick
+    /// of that timer is already waiting.
+    pub(crate) fn tick(&self, timer: &str) {
+        let s = &*self.0;
+        if !s.ticking.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut pending = s.pending_ticks.lock().expect("proxy poisoned");
+            if !pending.insert(timer.to_string()) {
+                return;
+            }
+        }
+        s.depth.fetch_add(1, Ordering::AcqRel);
+        let _ = s.data_tx.send(Item::Msg(Message {
+            from: TIMER_SENDER.to_string(),
+            kind: timer.to_string(),
+            proto: 0,
+            body: Vec::new(),
+        }));
+    }
+
+    pub(crate) fn control(&self, c: Control) -> bool {
+        self.0.ctl_tx.send(c).is_ok()
+    }
+
+    /// Close the mailbox: every later send fails. Waits for sends under way.
+    pub(crate) fn close(&self) {
+        *self.0.gate.write().expect("proxy poisoned") = false;
+    }
+
+    /// Wait for the worker thread to end (after `Stop`).
+    pub(crate) fn join(&self) {
+        let handle = self.0.worker.lock().expect("proxy poisoned").take();
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A vote in progress: TERM is queued, the candidate waits.
+struct PendingVote {
+    txn: Arc<Txn>,
+    new: Box<Implementation>,
+    started: Instant,
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    services: Arc<Services>,
+    imp: Box<Implementation>,
+    data_rx: Receiver<Item>,
+    ctl_rx: Receiver<Control>,
+    /// Enabled: the mailbox is served.
+    serving: bool,
+    vote: Option<PendingVote>,
+    /// Aborted transactions whose TERM is still in the mailbox.
+    skip: Vec<u64>,
+}
+
+enum Step {
+    Ctl(Control),
+    Data(Item),
+    Exit,
+}
+
+impl Worker {
+    fn run(mut self, start: Start) {
+        match start {
+            Start::Now => self.start(),
+            Start::OnDecision(txn) => {
+                let decision = txn.wait();
+                let committed = decision == Decision::Commit;
+                if committed {
+                    self.start();
+                }
+                txn.report(Report::Done {
+                    module: self.shared.name.to_string(),
+                    committed,
+                    pause_us: None,
+                    buffered: 0,
+                });
+                if !committed {
+                    return;
+                }
+            }
+        }
+        loop {
+            let step = match self.ctl_rx.try_recv() {
+                Ok(c) => Step::Ctl(c),
+                Err(TryRecvError::Disconnected) => Step::Exit,
+                Err(TryRecvError::Empty) if self.draining() => select! {
+                    recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                    recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                },
+                Err(TryRecvError::Empty) => self.ctl_rx.recv().map(Step::Ctl).unwrap_or(Step::Exit),
+            };
+            match step {
+                Step::Ctl(c) => {
+                    if !self.control(c) {
+                        return;
+                    }
+                }
+                Step::Data(item) => self.item(item),
+                Step::Exit => return,
+            }
+        }
+    }
+
+    /// Whether the mailbox is being served: enabled, or quiescing for a
+    /// vote, and alive.
+    fn draining(&self) -> bool {
+        !self.imp.is_dead() && (self.serving || self.vote.is_some())
+    }
+
+    fn start(&mut self) {
+        match self.imp.enable() {
+            Ok(()) => {
+                self.serving = true;
+                self.shared.ticking.store(true, Ordering::Release);
+                self.set_state(ModuleState::Serving, None);
+            }
+            Err(f) => self.fault(f),
+        }
+    }
+
+    fn set_state(&self, state: ModuleState, detail: Option<String>) {
+        let version = {
+            let mut st = self.shared.state.lock().expect("proxy poisoned");
+            st.0 = state;
+            if state == ModuleState::Faulted {
+                st.2 = detail.clone();
+            }
+            st.1.clone()
+        };
+        self.services.events.emit(Event::Module {
+            module: self.shared.name.to_string(),
+            version: version.label().to_string(),
+            state,
+            detail,
+        });
+    }
+
+    fn log(&self, level: Level, line: String) {
+        self.services.events.emit(Event::Log {
+            module: self.shared.name.to_string(),
+            version: self.imp.label().to_string(),
+            level,
+            line,
+        });
+    }
+
+    fn fault(&mut self, f: GuestFault) {
+        self.shared.faults.fetch_add(1, Ordering::Relaxed);
+        self.shared.ticking.store(false, Ordering::Release);
+        self.set_state(ModuleState::Faulted, Some(f.to_string()));
+    }
+
+    /// Serve one control message; false ends the worker.
+    fn control(&mut self, c: Control) -> bool {
+        match c {
+            Control::Enable(reply) => {
+                let r = if self.imp.is_dead() {
+                    Err("the module is faulted".to_string())
+                } else {
+                    match self.imp.enable() {
+                        Ok(()) => {
+                            self.serving = true;
+                            self.shared.ticking.store(true, Ordering::Release);
+                            self.set_state(ModuleState::Serving, None);
+                            Ok(())
+                        }
+                        Err(f) => {
+                            let e = f.to_string();
+                            self.fault(f);
+                            Err(e)
+                        }
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Control::Disable(reply) => {
+                let r = if self.imp.is_dead() {
+                    Err("the module is faulted".to_string())
+                } else {
+                    self.serving = false;
+                    self.shared.ticking.store(false, Ordering::Release);
+                    match self.imp.disable() {
+                        Ok(()) => {
+                            self.set_state(ModuleState::Disabled, None);
+                            Ok(())
+                        }
+                        Err(f) => {
+                            let e = f.to_string();
+                            self.fault(f);
+                            Err(e)
+                        }
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            Control::Vote { txn, new } => self.begin_vote(txn, new),
+            Control::Abort { txn } => {
+                if self.vote.as_ref().is_some_and(|v| v.txn.id == txn) {
+                    let pv = self.vote.take().expect("checked");
+                    self.services.bury(pv.new);
+                    self.skip.push(txn);
+                    self.resume_old();
+                    pv.txn.report(Report::Done {
+                        module: self.shared.name.to_string(),
+                        committed: false,
+                        pause_us: None,
+                        buffered: 0,
+                    });
+                }
+            }
+            Control::Stop(reply) => {
+                self.serving = false;
+                self.shared.ticking.store(false, Ordering::Release);
+                if !self.imp.is_dead()
+                    && let Err(f) = self.imp.disable()
+                {
+                    self.fault(f);
+                }
+                // The gate is closed: this drains everything ever accepted.
+                while let Ok(item) = self.data_rx.try_recv() {
+                    match item {
+                        Item::Msg(m) if !self.imp.is_dead() => self.serve(m),
+                        _ => {}
+                    }
+                }
+                self.set_state(ModuleState::Stopped, None);
+                let _ = reply.send(());
+                return false;
+            }
+        }
+        true
+    }
+
+    fn item(&mut self, item: Item) {
+        match item {
+            Item::Msg(m) => self.serve(m),
+            Item::Term(txn) => self.reach_term(txn),
+        }
+    }
+
+    fn serve(&mut self, m: Message) {
+        self.shared.depth.fetch_sub(1, Ordering::AcqRel);
+        if m.from == TIMER_SENDER {
+            self.shared
+                .pending_ticks
+                .lock()
+                .expect("proxy poisoned")
+                .remove(&m.kind);
+        }
+        match self.imp.service(&m) {
+            Ok(Ok(())) => {
+                self.shared.served.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Err(e)) => {
+                self.shared.served.fetch_add(1, Ordering::Relaxed);
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                self.log(
+                    Level::Warn,
+                    format!("service error on `{}` from {}: {e}", m.kind, m.from),
+                );
+            }
+            Err(f) => {
+                self.fault(f);
+                if let Some(pv) = self.vote.take() {
+                    // The old version died before TERM: vote NO now.
+                    self.skip.push(pv.txn.id);
+                    let name = self.shared.name.to_string();
+                    pv.txn.report(Report::Vote {
+                        module: name.clone(),
+                        quiesce_us: None,
+                        no: Some(format!(
+                            "{name}: old version faulted before quiescence: {}",
+                            self.shared.state.lock().expect("poisoned").2.clone().unwrap_or_default()
+                        )),
+                    });
+                    pv.txn.decide(Decision::Abort);
+                    self.services.bury(pv.new);
+                    pv.txn.report(Report::Done {
+                        module: name,
+                        committed: false,
+                        pause_us: None,
+                        buffered: 0,
+                    });
+                }
+            }
+        }
+    }
+
+    fn begin_vote(&mut self, txn: Arc<Txn>, new: Box<Implementation>) {
+        let name = self.shared.name.to_string();
+        let refuse = if self.imp.is_dead() {
+            Some(format!("{name} is faulted"))
+        } else if self.vote.is_some() {
+            Some(format!("{name} is already in a transaction"))
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            txn.report(Report::Vote {
+                module: name.clone(),
+                quiesce_us: None,
+                no: Some(reason),
+            });
+            txn.decide(Decision::Abort);
+            self.services.bury(new);
+            txn.report(Report::Done {
+                module: name,
+                committed: false,
+                pause_us: None,
+                buffered: 0,
+            });
+            return;
+        }
+        self.shared.ticking.store(false, Ordering::Release);
+        self.set_state(ModuleState::Quiescing, None);
+        let _ = self.shared.data_tx.send(Item::Term(txn.clone()));
+        self.vote = Some(PendingVote {
+            txn,
+            new,
+            started: Instant::now(),
+        });
+        if let Err(f) = self.imp.disable() {
+            self.fault(f);
+            // reach_term will find the instance dead and vote NO.
+        }
+    }
+
+    /// The old implementation has served everything queued before TERM.
+    fn reach_term(&mut self, txn: Arc<Txn>) {
+        if let Some(i) = self.skip.iter().position(|id| *id == txn.id) {
+            self.skip.swap_remove(i);
+            return;
+        }
+        let Some(pv) = self.vote.take_if(|v| v.txn.id == txn.id) else {
+            return;
+        };
+        let quiesced = Instant::now();
+        let quiesce_us = quiesced.duration_since(pv.started).as_micros() as u64;
+        let name = self.shared.name.to_string();
+        let mut new = pv.new;
+
+        // Vote: put-state on the old version, get-state on the new one.
+        let no = if txn.decision() == Decision::Abort {
+            Some(format!("{name}: the transaction was already aborted"))
+        } else {
+            self.transfer(&name, &mut new)
+        };
+        let yes = no.is_none();
+        txn.report(Report::Vote {
+            module: name.clone(),
+            quiesce_us: Some(quiesce_us),
+            no,
+        });
+        let decision = if !yes {
+            txn.decide(Decision::Abort)
+        } else if txn.auto_commit {
+            if Instant::now() <= txn.deadline {
+                txn.decide(Decision::Commit)
+            } else {
+                txn.decide(Decision::Abort)
+            }
+        } else {
+            txn.wait()
+        };
+
+        if decision == Decision::Commit {
+            let old = std::mem::replace(&mut self.imp, new);
+            let enabled = self.imp.enable();
+            let resumed = Instant::now();
+            let buffered = self.data_rx.len();
+            self.services.bury(old);
+            self.serving = true;
+            {
+                let mut st = self.shared.state.lock().expect("proxy poisoned");
+                st.1 = self.imp.version().clone();
+            }
+            txn.report(Report::Done {
+                module: name,
+                committed: true,
+                pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
+                buffered,
+            });
+            match enabled {
+                Ok(()) => {
+                    self.shared.ticking.store(true, Ordering::Release);
+                    self.set_state(ModuleState::Swapped, None);
+                    self.set_state(ModuleState::Serving, None);
+                }
+                Err(f) => self.fault(f),
+            }
+        } else {
+            self.services.bury(new);
+            let resumed = Instant::now();
+            let buffered = self.data_rx.len();
+            self.resume_old();
+            txn.report(Report::Done {
+                module: name,
+                committed: false,
+                pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
+                buffered,
+            });
+        }
+    }
+
+    /// Hand the old version's state to the new one. `Some(reason)` is NO.
+    fn transfer(&mut self, name: &str, new: &mut Implementation) -> Option<String> {
+        let old_label = self.imp.label();
+        let new_label = new.label();
+        let state = match self.imp.put_state() {
+            Ok(Ok(state)) => state,
+            Ok(Err(e)) => return Some(format!("{name} v{old_label}: put-state returned an error: {e}")),
+            Err(f) => {
+                let reason = format!("{name} v{old_label}: {f}");
+                self.fault(f);
+                return Some(reason);
+            }
+        };
+        match new.get_state(&state) {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("{name} v{new_label}: get-state returned an error: {e}")),
+            Err(f) => Some(format!("{name} v{new_label}: {f}")),
+        }
+    }
+
+    /// After an abort: the old version serves on, if it can.
+    fn resume_old(&mut self) {
+        if self.imp.is_dead() {
+            return;
+        }
+        match self.imp.enable() {
+            Ok(()) => {
+                self.serving = true;
+                self.shared.ticking.store(true, Ordering::Release);
+                self.set_state(ModuleState::Resumed, None);
+                self.set_state(ModuleState::Serving, None);
+            }
+            Err(f) => self.fault(f),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The version-control repository (thesis 3.3.4): `.wasm` files by content
+//! digest, each compiled and pre-linked once (`ModuleImpPre`), so that a
+//! swap instantiates and never compiles.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::{ModuleImp, ModuleImpPre, ModuleInfo};
+use crate::context::ModuleCtx;
+use crate::error::LoadError;
+
+/// One compiled, pre-linked version of a module.
+pub struct Version {
+    /// `sha256:<hex>` of the file's bytes.
+    pub digest: String,
+    /// The file it was first loaded from.
+    pub path: PathBuf,
+    /// Size of the file in bytes.
+    pub size: usize,
+    /// Time spent compiling and pre-linking, in microseconds.
+    pub compile_us: u64,
+    pre: ModuleImpPre<ModuleCtx>,
+    info: OnceLock<ModuleInfo>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .field("version", &self.label())
+            .finish()
+    }
+}
+
+impl Version {
+    /// The pre-linked component, ready to instantiate.
+    pub(crate) fn pre(&self) -> &ModuleImpPre<ModuleCtx> {
+        &self.pre
+    }
+
+    /// What the version said of itself in `info`, once an instance was made.
+    pub fn info(&self) -> Option<&ModuleInfo> {
+        self.info.get()
+    }
+
+    pub(crate) fn set_info(&self, info: ModuleInfo) {
+        let _ = self.info.set(info);
+    }
+
+    /// `info().version`, or `?` before the first instance.
+    pub fn label(&self) -> &str {
+        self.info().map(|i| i.version.as_str()).unwrap_or("?")
+    }
+
+    /// The first 12 hex digits of the digest, for tables.
+    pub fn short_digest(&self) -> &str {
+        let hex = self.digest.trim_start_matches("sha256:");
+        &hex[..hex.len().min(12)]
+    }
+}
+
+/// Compiled versions by digest.
+pub struct Repository {
+    engine: Engine,
+    linker: Linker<ModuleCtx>,
+    // A Mutex held only for map look-ups and inserts, never while compiling:
+    // two commands preparing different files do not wait on each other.
+    versions: Mutex<HashMap<String, Arc<Version>>>,
+}
+
+const WASM_MAGIC: &[u8] = b"\0asm";
+/// Layer field of a component's preamble (bytes 6..8); core modules have 0.
+const COMPONENT_LAYER: [u8; 2] = [0x01, 0x00];
+
+impl Repository {
+    /// A repository whose versions link against the module-imp imports.
+    pub fn new(engine: Engine) -> anyhow::Result<Self> {
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        ModuleImp::add_to_linker::<ModuleCtx, wasmtime::component::HasSelf<ModuleCtx>>(
+            &mut linker,
+            |ctx| ctx,
+        )?;
+        Ok(Repository {
+            engine,
+            linker,
+            versions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The engine every version is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Read `path`, and return its version: the cached one if a file with
+    /// the same bytes was loaded before, else a freshly compiled one.
+    pub fn fetch(&self, path: &Path) -> Result<Arc<Version>, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if let Some(v) = self.lookup(&digest) {
+            return Ok(v);
+        }
+        check_header(path, &bytes)?;
+        let started = Instant::now();
+        let component =
+            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongWorld {
+                    path: path.to_path_buf(),
+                    reason: format!("{e:#}"),
+                })?;
+        let pre = ModuleImpPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
+        let version = Arc::new(Version {
+            digest: digest.clone(),
+            path: path.to_path_buf(),
+            size: bytes.len(),
+            compile_us: started.elapsed().as_micros() as u64,
+            pre,
+            info: OnceLock::new(),
+        });
+        tracing::debug!(path = %path.display(), %digest, us = version.compile_us, "compiled");
+        let mut versions = self.versions.lock().expect("repository poisoned");
+        // Another command may have compiled the same bytes meanwhile: keep one.
+        Ok(versions.entry(digest).or_insert(version).clone())
+    }
+
+    /// The version with this digest, if held.
+    pub fn lookup(&self, digest: &str) -> Option<Arc<Version>> {
+        self.versions
+            .lock()
+            .expect("repository poisoned")
+            .get(digest)
+            .cloned()
+    }
+
+    /// Every version held, oldest path first.
+    pub fn all(&self) -> Vec<Arc<Version>> {
+        let mut v: Vec<_> = self
+            .versions
+            .lock()
+            .expect("repository poisoned")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path).then(a.digest.cmp(&b.digest)));
+        v
+    }
+
+    /// The cleaning phase: drop every version no one holds but the
+    /// repository (no module runs it, no transaction prepares it).
+    /// Returns the digests released.
+    pub fn release_unused(&self) -> Vec<String> {
+        let mut versions = self.versions.lock().expect("repository poisoned");
+        let unused: Vec<String> = versions
+            .iter()
+            .filter(|(_, v)| Arc::strong_count(v) == 1)
+            .map(|(d, _)| d.clone())
+            .collect();
+        for d in &unused {
+            versions.remove(d);
+        }
+        unused
+    }
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return Err(LoadError::CoreModule {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,512 @@
+//! The runtime: owns the engine, the repository and the services, runs
+//! commands one at a time, and shuts everything down gracefully.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, bounded};
+
+use crate::bindings::Message;
+use crate::command::{Command, GroupKind, HELP, LoadOptions, Mode};
+use crate::error::{CommandError, LoadError};
+use crate::events::Event;
+use crate::implementation::{Implementation, InstanceLimits};
+use crate::proxy::{Control, ModuleProxy, ProxyStatus, Start};
+use crate::rates::WINDOW_SECS;
+use crate::report::TransactionReport;
+use crate::repository::Repository;
+use crate::services::{ADMIN_SENDER, SendError, Services};
+
+/// How often the engine's epoch advances; call deadlines are counted in it.
+pub const EPOCH_PERIOD: Duration = Duration::from_millis(10);
+
+/// Settings of a new runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeBuilder {
+    mailbox_capacity: usize,
+    memory_limit: usize,
+    call_deadline: Duration,
+    quiescence_bound: Duration,
+    mode: Mode,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            mailbox_capacity: 100_000,
+            memory_limit: 64 << 20,
+            call_deadline: Duration::from_secs(5),
+            quiescence_bound: Duration::from_secs(10),
+            mode: Mode::Concurrent,
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Default mailbox capacity of new modules (default 100 000).
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.mailbox_capacity = n.max(1);
+        self
+    }
+    /// Linear-memory limit of each instance (default 64 MiB).
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+    /// Longest a single guest call may run before it is interrupted
+    /// (default 5 s).
+    pub fn call_deadline(mut self, d: Duration) -> Self {
+        self.call_deadline = d;
+        self
+    }
+    /// Initial quiescence bound of upgrades, as `SetTimer` (default 10 s).
+    pub fn quiescence_bound(mut self, d: Duration) -> Self {
+        self.quiescence_bound = d;
+        self
+    }
+    /// Initial vote mode, as `SetMode` (default concurrent).
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+
+    /// Start the runtime.
+    pub fn build(self) -> anyhow::Result<Runtime> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config)?;
+        let repo = Repository::new(engine.clone())?;
+        let services = Services::new(self.mailbox_capacity);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let stop = stop.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("liveswap-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_PERIOD);
+                        engine.increment_epoch();
+                    }
+                })?
+        };
+        let ticks = (self.call_deadline.as_nanos() / EPOCH_PERIOD.as_nanos()).max(1) as u64;
+        Ok(Runtime {
+            services,
+            repo,
+            limits: InstanceLimits {
+                memory: self.memory_limit,
+                deadline_ticks: ticks,
+            },
+            call_deadline: self.call_deadline,
+            admin: Mutex::new(AdminState {
+                bound: self.quiescence_bound,
+                mode: self.mode,
+                history: Vec::new(),
+                next_txn: 1,
+            }),
+            epoch_stop: stop,
+            epoch: Mutex::new(Some(ticker)),
+        })
+    }
+}
+
+pub(crate) struct AdminState {
+    pub bound: Duration,
+    pub mode: Mode,
+    pub history: Vec<TransactionReport>,
+    pub next_txn: u64,
+}
+
+/// What a command produced.
+#[derive(Debug)]
+pub enum Reply {
+    /// Done; a line saying what happened.
+    Done(String),
+    /// Inspection output.
+    Text(String),
+    /// An upgrade ended (committed, aborted or refused).
+    Transaction(Box<TransactionReport>),
+    /// `Quit` was asked for.
+    Quit,
+}
+
+/// A liveswap host.
+pub struct Runtime {
+    pub(crate) services: Arc<Services>,
+    pub(crate) repo: Repository,
+    pub(crate) limits: InstanceLimits,
+    pub(crate) call_deadline: Duration,
+    // One command at a time: held for the whole of each command, so that a
+    // transaction never sees another one's half-done changes.
+    pub(crate) admin: Mutex<AdminState>,
+    epoch_stop: Arc<AtomicBool>,
+    epoch: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// A runtime with default settings.
+    pub fn new() -> anyhow::Result<Self> {
+        RuntimeBuilder::default().build()
+    }
+
+    /// Receive every event from now on.
+    pub fn watch(&self) -> Receiver<Event> {
+        self.services.events.watch()
+    }
+
+    /// The repository of versions.
+    pub fn repository(&self) -> &Repository {
+        &self.repo
+    }
+
+    /// Inject a message from `$admin`.
+    pub fn send(&self, to: &str, kind: &str, body: &[u8]) -> Result<(), SendError> {
+        let from: Arc<str> = Arc::from(ADMIN_SENDER);
+        self.services.send(
+            &from,
+            &[],
+            to,
+            Message {
+                from: String::new(),
+                kind: kind.to_string(),
+                proto: 0,
+                body: body.to_vec(),
+            },
+        )
+    }
+
+    /// A snapshot of every module.
+    pub fn status(&self) -> Vec<ProxyStatus> {
+        self.services.names.all().iter().map(|p| p.status()).collect()
+    }
+
+    /// The proxy of `name`.
+    pub fn module(&self, name: &str) -> Option<ModuleProxy> {
+        self.services.names.resolve(name)
+    }
+
+    /// Every transaction so far.
+    pub fn history(&self) -> Vec<TransactionReport> {
+        self.admin.lock().expect("admin poisoned").history.clone()
+    }
+
+    /// Parse and run one line. `Ok(None)` for a blank line.
+    pub fn execute_line(&self, line: &str, origin: &str) -> Result<Option<Reply>, CommandError> {
+        match crate::command::parse(line).map_err(CommandError::Parse)? {
+            None => Ok(None),
+            Some(c) => self.execute(c, line.trim(), origin).map(Some),
+        }
+    }
+
+    /// Run one command. `text` is how it was written (for reports),
+    /// `origin` who asked (for `History`).
+    pub fn execute(&self, cmd: Command, text: &str, origin: &str) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::Wait(d) => {
+                std::thread::sleep(d);
+                return Ok(Reply::Done(format!("waited {d:?}")));
+            }
+            Command::Help => return Ok(Reply::Text(HELP.to_string())),
+            Command::Quit => return Ok(Reply::Quit),
+            _ => {}
+        }
+        let mut admin = self.admin.lock().expect("admin poisoned");
+        match cmd {
+            Command::Load {
+                name,
+                path,
+                options,
+            } => self.load(&name, &path, &options).map(Reply::Done),
+            Command::Unload(name) => self.unload(&name).map(Reply::Done),
+            Command::Enable(name) => self.enable(&name, true).map(Reply::Done),
+            Command::Disable(name) => self.enable(&name, false).map(Reply::Done),
+            Command::Upgrade { kind, targets } => Ok(Reply::Transaction(Box::new(
+                self.transact(&mut admin, kind, &targets, text, origin),
+            ))),
+            Command::SetTimer(d) => {
+                admin.bound = d;
+                Ok(Reply::Done(format!("quiescence bound is {d:?}")))
+            }
+            Command::SetMode(m) => {
+                admin.mode = m;
+                Ok(Reply::Done(format!("votes are collected {}ly", m.as_str())))
+            }
+            Command::Send { to, kind, body } => {
+                self.send(&to, &kind, body.as_bytes())
+                    .map_err(|e| match e {
+                        SendError::UnknownModule(n) => CommandError::UnknownModule(n),
+                        other => CommandError::Parse(format!("Send: {other}")),
+                    })?;
+                Ok(Reply::Done(format!("sent `{kind}` to {to}")))
+            }
+            Command::Status => Ok(Reply::Text(self.status_text(&admin))),
+            Command::Versions => Ok(Reply::Text(self.versions_text())),
+            Command::History => Ok(Reply::Text(
+                admin
+                    .history
+                    .iter()
+                    .map(|r| format!("[{}] {}", r.origin, r.to_text()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )),
+            Command::Wait(_) | Command::Help | Command::Quit => unreachable!("handled above"),
+        }
+    }
+
+    /// Instantiate `version` for `name`, as a `Load` or an upgrade does.
+    pub(crate) fn instantiate(
+        &self,
+        version: &Arc<crate::repository::Version>,
+        name: &str,
+    ) -> Result<Implementation, LoadError> {
+        Implementation::instantiate(
+            version,
+            Arc::from(name),
+            self.services.clone(),
+            &self.limits,
+        )
+        .map_err(|reason| LoadError::Instantiate {
+            path: version.path.clone(),
+            reason,
+        })
+    }
+
+    /// Run `init` on a fresh instance; on failure undo what it registered.
+    pub(crate) fn init(
+        &self,
+        imp: &mut Implementation,
+        name: &str,
+        config: &[u8],
+    ) -> Result<(), CommandError> {
+        let failed = match imp.init(config) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("returned an error: {e}"),
+            Err(f) => f.to_string(),
+        };
+        self.services.timers.cancel_all(name);
+        self.services.pubsub.forget(name);
+        Err(CommandError::InitFailed {
+            name: name.to_string(),
+            reason: failed,
+        })
+    }
+
+    /// The thesis' addition protocol: upload, instantiate, init, register,
+    /// enable.
+    fn load(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        options: &LoadOptions,
+    ) -> Result<String, CommandError> {
+        if self.services.names.contains(name) {
+            return Err(CommandError::AlreadyLoaded(name.to_string()));
+        }
+        let version = self.repo.fetch(path)?;
+        let mut imp = self.instantiate(&version, name)?;
+        self.init(&mut imp, name, &options.config)?;
+        let label = imp.label();
+        let capacity = options.capacity.unwrap_or(self.services.mailbox_capacity);
+        let (proxy, data_rx, ctl_rx) = ModuleProxy::new(Arc::from(name), version.clone(), capacity);
+        if !self.services.names.register(proxy.clone()) {
+            return Err(CommandError::AlreadyLoaded(name.to_string()));
+        }
+        proxy.spawn(
+            Box::new(imp),
+            self.services.clone(),
+            data_rx,
+            ctl_rx,
+            Start::Now,
+        );
+        Ok(format!(
+            "loaded {name} v{label} from {} ({})",
+            path.display(),
+            version.short_digest()
+        ))
+    }
+
+    /// The removal protocol: unregister (later sends fail), disable, drain
+    /// everything already accepted, stop.
+    fn unload(&self, name: &str) -> Result<String, CommandError> {
+        let proxy = self
+            .services
+            .names
+            .unregister(name)
+            .ok_or_else(|| CommandError::UnknownModule(name.to_string()))?;
+        let label = proxy.version().label().to_string();
+        let queued = proxy.depth();
+        proxy.close();
+        self.services.timers.cancel_all(name);
+        let (tx, rx) = bounded(1);
+        if proxy.control(Control::Stop(tx)) {
+            let _ = rx.recv();
+        }
+        proxy.join();
+        // After the drain: a drained message may have subscribed again.
+        self.services.pubsub.forget(name);
+        self.services.timers.cancel_all(name);
+        self.repo.release_unused();
+        Ok(format!("unloaded {name} v{label} after draining {queued} message(s)"))
+    }
+
+    fn enable(&self, name: &str, on: bool) -> Result<String, CommandError> {
+        let proxy = self
+            .services
+            .names
+            .resolve(name)
+            .ok_or_else(|| CommandError::UnknownModule(name.to_string()))?;
+        let (tx, rx) = bounded(1);
+        let sent = proxy.control(if on {
+            Control::Enable(tx)
+        } else {
+            Control::Disable(tx)
+        });
+        let verb = if on { "enable" } else { "disable" };
+        let reply = if sent {
+            rx.recv_timeout(self.call_deadline + Duration::from_secs(1))
+                .unwrap_or_else(|_| Err("the module did not answer".into()))
+        } else {
+            Err("the module has stopped".into())
+        };
+        reply.map_err(|e| CommandError::BadState {
+            name: name.to_string(),
+            state: proxy.state().to_string(),
+            hint: format!("cannot {verb}: {e}"),
+        })?;
+        Ok(if on {
+            format!("enabled {name}: {} queued message(s) now served", proxy.depth())
+        } else {
+            format!("disabled {name}: its mailbox is held")
+        })
+    }
+
+    fn status_text(&self, admin: &AdminState) -> String {
+        let mut out = String::new();
+        let t = admin.bound.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  arrivals/s (last {WINDOW_SECS}s) -> buffer for T={t}s",
+            "MODULE", "VERSION", "DIGEST", "STATE", "QUEUED", "SERVED", "ERRORS", "FAULTS"
+        );
+        for s in self.status() {
+            let total: f64 = s.rates.iter().map(|(_, r)| r).sum();
+            let need = (total * t).ceil() as u64;
+            let rates: Vec<String> = s
+                .rates
+                .iter()
+                .filter(|(_, r)| *r > 0.0)
+                .map(|(k, r)| format!("{k}:{r:.1}"))
+                .collect();
+            let verdict = if need as usize > s.capacity {
+                "OVER CAPACITY"
+            } else {
+                "ok"
+            };
+            let _ = writeln!(
+                out,
+                "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  [{}] -> {need}/{} {verdict}",
+                s.name,
+                format!("v{}", s.version.label()),
+                s.version.short_digest(),
+                s.state.as_str(),
+                s.depth,
+                s.served,
+                s.errors,
+                s.faults,
+                rates.join(" "),
+                s.capacity,
+            );
+            if let Some(f) = &s.last_fault {
+                let _ = writeln!(out, "{:<10} last fault: {f}", "");
+            }
+        }
+        let _ = write!(
+            out,
+            "quiescence bound {:?}, mode {}",
+            admin.bound,
+            admin.mode.as_str()
+        );
+        out
+    }
+
+    fn versions_text(&self) -> String {
+        self.repo.release_unused();
+        let modules = self.services.names.all();
+        let mut out = format!(
+            "{:<14} {:<8} {:>9} {:<40} RUN BY\n",
+            "DIGEST", "VERSION", "BYTES", "PATH"
+        );
+        for v in self.repo.all() {
+            let users: Vec<String> = modules
+                .iter()
+                .filter(|p| p.version().digest == v.digest)
+                .map(|p| p.name().to_string())
+                .collect();
+            let _ = writeln!(
+                out,
+                "{:<14} {:<8} {:>9} {:<40} {}",
+                v.short_digest(),
+                format!("v{}", v.label()),
+                v.size,
+                v.path.display(),
+                if users.is_empty() {
+                    "-".to_string()
+                } else {
+                    users.join(", ")
+                }
+            );
+        }
+        out.trim_end().to_string()
+    }
+
+    /// Stop gracefully: every module drains its mailbox and stops.
+    pub fn shutdown(&self) {
+        let _admin = self.admin.lock().expect("admin poisoned");
+        for p in self.services.names.all() {
+            let _ = self.unload(p.name());
+        }
+        self.services.shutdown();
+        self.epoch_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.epoch.lock().expect("poisoned").take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Wait until `name` has no queued message, or `timeout` passes.
+    /// For scripts and tests: returns whether it emptied.
+    pub fn wait_idle(&self, name: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            match self.services.names.resolve(name) {
+                None => return true,
+                Some(p) if p.depth() == 0 => return true,
+                Some(_) if Instant::now() >= end => return false,
+                Some(_) => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.epoch.lock().map(|e| e.is_some()).unwrap_or(false) {
+            self.shutdown();
+        }
+    }
+}
+
+impl GroupKind {
+    /// The command's keyword.
+    pub fn keyword(self, n: usize) -> &'static str {
+        match (self, n) {
+            (GroupKind::Replace, 1) => "Replace",
+            (GroupKind::Replace, _) => "Syn_Replace",
+            (GroupKind::Load, _) => "Syn_Load",
+            (GroupKind::Upgrade, _) => "Syn_Upgrade",
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The software upgrader: validates an upgrade command, prepares every new
+//! version before anything pauses, runs two-phase commit over the targets
+//! (each module thread is the slave of its own target), and reports.
+//!
+//! Phases (DESIGN §3): validate → prepare → vote (CanCommit) → commit or
+//! abort. A refusal in validation or preparation touches nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, unbounded};
+
+use crate::command::{GroupKind, Mode, Target};
+use crate::error::CommandError;
+use crate::events::{Event, ModuleState};
+use crate::implementation::Implementation;
+use crate::proxy::{Control, ModuleProxy, Start};
+use crate::report::{ModuleReport, Outcome, TransactionReport};
+use crate::repository::Version;
+use crate::runtime::{AdminState, Runtime};
+use crate::scope::{self, Side};
+use crate::txn::{Decision, Report, Txn};
+
+/// A target after preparation.
+struct Prepared {
+    name: String,
+    /// The running proxy, for a replacement; none for a load.
+    old: Option<ModuleProxy>,
+    version: Arc<Version>,
+    imp: Box<Implementation>,
+}
+
+impl Runtime {
+    /// Run one upgrade command to its end.
+    pub(crate) fn transact(
+        &self,
+        admin: &mut AdminState,
+        kind: GroupKind,
+        targets: &[Target],
+        text: &str,
+        origin: &str,
+    ) -> TransactionReport {
+        let started = Instant::now();
+        let id = admin.next_txn;
+        admin.next_txn += 1;
+        let mut report = TransactionReport {
+            id,
+            command: text.to_string(),
+            origin: origin.to_string(),
+            outcome: Outcome::Refused,
+            reason: None,
+            modules: targets
+                .iter()
+                .map(|t| ModuleReport {
+                    name: t.name.clone(),
+                    from: self
+                        .services
+                        .names
+                        .resolve(&t.name)
+                        .map(|p| p.version().label().to_string()),
+                    ..Default::default()
+                })
+                .collect(),
+            prepare_us: 0,
+            total_us: 0,
+            mode: admin.mode.as_str().to_string(),
+        };
+
+        match self.prepare(kind, targets) {
+            Err(e) => {
+                report.reason = Some(e.to_string());
+            }
+            Ok(prepared) => {
+                for (m, p) in report.modules.iter_mut().zip(&prepared) {
+                    m.to = Some(p.imp.label().to_string());
+                }
+                report.prepare_us = started.elapsed().as_micros() as u64;
+                self.vote_and_complete(admin, id, prepared, &mut report);
+            }
+        }
+        report.total_us = started.elapsed().as_micros() as u64;
+        self.repo.release_unused();
+        admin.history.push(report.clone());
+        self.services
+            .events
+            .emit(Event::Transaction(Box::new(report.clone())));
+        report
+    }
+
+    /// Validate and prepare: every check that can refuse, and every slow
+    /// step (reading, compiling, instantiating, `init` of new modules),
+    /// before any module is disturbed.
+    fn prepare(&self, kind: GroupKind, targets: &[Target]) -> Result<Vec<Prepared>, CommandError> {
+        let keyword = kind.keyword(targets.len());
+        let mut seen = BTreeSet::new();
+        let mut olds = Vec::new();
+        for t in targets {
+            if !seen.insert(t.name.clone()) {
+                return Err(CommandError::DuplicateTarget(t.name.clone()));
+            }
+            let old = self.services.names.resolve(&t.name);
+            match (kind, &old) {
+                (GroupKind::Replace, None) => {
+                    return Err(CommandError::Parse(format!(
+                        "{keyword}: no module named `{}` is loaded (use Load, or Syn_Upgrade to load and replace together)",
+                        t.name
+                    )));
+                }
+                (GroupKind::Load, Some(_)) => {
+                    return Err(CommandError::AlreadyLoaded(t.name.clone()));
+                }
+                _ => {}
+            }
+            if let Some(p) = &old {
+                let state = p.state();
+                if state != ModuleState::Serving {
+                    return Err(CommandError::BadState {
+                        name: t.name.clone(),
+                        state: state.to_string(),
+                        hint: match state {
+                            ModuleState::Disabled => "Enable it before upgrading it".into(),
+                            _ => "only a serving module can be upgraded".into(),
+                        },
+                    });
+                }
+            }
+            olds.push(old);
+        }
+
+        // Compile (or find) every version first: the slow part.
+        let mut versions = Vec::new();
+        for t in targets {
+            versions.push(self.repo.fetch(&t.path)?);
+        }
+
+        // Instantiate and make the first call (`info`) now, so the pause
+        // never pays for it.
+        let mut prepared = Vec::new();
+        for ((t, old), version) in targets.iter().zip(olds).zip(versions) {
+            let imp = self.instantiate(&version, &t.name)?;
+            prepared.push(Prepared {
+                name: t.name.clone(),
+                old,
+                version,
+                imp: Box::new(imp),
+            });
+        }
+
+        self.check_scope(&prepared)?;
+
+        // New modules: `init` now; a failure refuses the whole group.
+        for i in 0..prepared.len() {
+            if prepared[i].old.is_none() {
+                let name = prepared[i].name.clone();
+                if let Err(e) = self.init(&mut prepared[i].imp, &name, &[]) {
+                    for p in &prepared[..i] {
+                        if p.old.is_none() {
+                            self.services.timers.cancel_all(&p.name);
+                            self.services.pubsub.forget(&p.name);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// The protocol-edge check of DESIGN §5 over the system as it would be.
+    fn check_scope(&self, prepared: &[Prepared]) -> Result<(), CommandError> {
+        let mut after: BTreeMap<String, Side> = BTreeMap::new();
+        let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+        for p in self.services.names.all() {
+            if let Some(info) = p.version().info() {
+                after.insert(
+                    p.name().to_string(),
+                    Side {
+                        version: info.version.clone(),
+                        speaks: info.speaks.clone(),
+                        accepts: info.accepts.clone(),
+                    },
+                );
+            }
+            for s in p.senders() {
+                edges.insert((s, p.name().to_string()));
+            }
+        }
+        for e in self.services.pubsub.edges() {
+            edges.insert(e);
+        }
+        let mut targets = BTreeSet::new();
+        for p in prepared {
+            if let Some(info) = p.version.info() {
+                after.insert(
+                    p.name.clone(),
+                    Side {
+                        version: info.version.clone(),
+                        speaks: info.speaks.clone(),
+                        accepts: info.accepts.clone(),
+                    },
+                );
+            }
+            targets.insert(p.name.clone());
+        }
+        scope::check(&after, &edges, &targets).map_err(CommandError::Scope)
+    }
+
+    /// Two-phase commit over the prepared targets.
+    fn vote_and_complete(
+        &self,
+        admin: &AdminState,
+        id: u64,
+        prepared: Vec<Prepared>,
+        report: &mut TransactionReport,
+    ) {
+        let (tx, rx) = unbounded();
+        let replacing = prepared.iter().filter(|p| p.old.is_some()).count();
+        let auto_commit = replacing == 1 && prepared.len() == 1;
+        let txn = Arc::new(Txn::new(id, Instant::now() + admin.bound, auto_commit, tx));
+
+        // New modules wait on the decision, unregistered.
+        let mut fresh: Vec<ModuleProxy> = Vec::new();
+        let mut voters: Vec<(String, ModuleProxy, Box<Implementation>)> = Vec::new();
+        for p in prepared {
+            match p.old {
+                Some(old) => voters.push((p.name, old, p.imp)),
+                None => {
+                    let (proxy, data_rx, ctl_rx) = ModuleProxy::new(
+                        Arc::from(p.name.as_str()),
+                        p.version.clone(),
+                        self.services.mailbox_capacity,
+                    );
+                    proxy.spawn(
+                        p.imp,
+                        self.services.clone(),
+                        data_rx,
+                        ctl_rx,
+                        Start::OnDecision(txn.clone()),
+                    );
+                    fresh.push(proxy);
+                }
+            }
+        }
+
+        // CanCommit: concurrently (all at once) or one after the other.
+        let mut votes: HashMap<String, Option<u64>> = HashMap::new();
+        let mut dones: HashMap<String, (bool, Option<u64>, usize)> = HashMap::new();
+        let mut no: Option<String> = None;
+        let total = voters.len();
+        let voter_proxies: Vec<ModuleProxy> = voters.iter().map(|v| v.1.clone()).collect();
+        let mut pending_sends = voters.into_iter();
+        let sequential = admin.mode == Mode::Sequential;
+        let asked_first = if sequential { 1.min(total) } else { total };
+        let mut ask = |n: usize| {
+            for (_, proxy, imp) in pending_sends.by_ref().take(n) {
+                proxy.control(Control::Vote {
+                    txn: txn.clone(),
+                    new: imp,
+                });
+            }
+        };
+        ask(asked_first);
+        let mut asked = asked_first;
+        while votes.len() < total && no.is_none() {
+            match rx.recv_deadline(txn.deadline) {
+                Ok(Report::Vote {
+                    module,
+                    quiesce_us,
+                    no: refusal,
+                }) => {
+                    votes.insert(module, quiesce_us);
+                    if let Some(r) = refusal {
+                        no = Some(r);
+                    } else if sequential && asked < total && votes.len() == asked {
+                        ask(1);
+                        asked += 1;
+                    }
+                }
+                Ok(Report::Done {
+                    module,
+                    committed,
+                    pause_us,
+                    buffered,
+                }) => {
+                    dones.insert(module, (committed, pause_us, buffered));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let late: Vec<String> = voter_proxies
+                        .iter()
+                        .filter(|p| !votes.contains_key(p.name()))
+                        .map(|p| {
+                            if asked < total && !votes.contains_key(p.name()) && p.state() == ModuleState::Serving {
+                                format!("{} (not yet asked)", p.name())
+                            } else {
+                                format!("{} ({} message(s) still queued)", p.name(), p.depth())
+                            }
+                        })
+                        .collect();
+                    no = Some(format!(
+                        "{} did not reach quiescence within the bound of {:?}",
+                        late.join(", "),
+                        admin.bound
+                    ));
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    no = Some("a module thread went away during the vote".into());
+                }
+            }
+        }
+        drop(ask);
+
+        // The decision. Register new names first so that, once started,
+        // the group can reach them.
+        let decision = if no.is_none() {
+            for p in &fresh {
+                self.services.names.register(p.clone());
+            }
+            txn.decide(Decision::Commit)
+        } else {
+            txn.decide(Decision::Abort)
+        };
+        if decision == Decision::Abort {
+            // New modules were never registered; undo what their `init` set up.
+            for p in &fresh {
+                self.services.timers.cancel_all(p.name());
+                self.services.pubsub.forget(p.name());
+            }
+            for p in &voter_proxies {
+                if !votes.contains_key(p.name()) {
+                    p.control(Control::Abort { txn: id });
+                }
+            }
+            if no.is_none() {
+                no = Some("the bound passed as the last vote came in".into());
+            }
+        }
+
+        // Completion reports: every participant that heard the decision.
+        let expected = total.min(asked) + fresh.len();
+        let wait_until = Instant::now() + self.call_deadline + Duration::from_secs(1);
+        while dones.len() < expected {
+            match rx.recv_deadline(wait_until) {
+                Ok(Report::Done {
+                    module,
+                    committed,
+                    pause_us,
+                    buffered,
+                }) => {
+                    dones.insert(module, (committed, pause_us, buffered));
+                }
+                Ok(Report::Vote {
+                    module, quiesce_us, ..
+                }) => {
+                    votes.insert(module, quiesce_us);
+                }
+                Err(_) => break,
+            }
+        }
+        for p in &fresh {
+            if decision == Decision::Abort {
+                p.join();
+            }
+        }
+
+        for m in report.modules.iter_mut() {
+            if let Some(q) = votes.get(&m.name) {
+                m.quiesce_us = *q;
+            }
+            if let Some((_, pause, buffered)) = dones.get(&m.name) {
+                m.pause_us = *pause;
+                m.buffered = *buffered;
+            }
+        }
+        report.outcome = if decision == Decision::Commit {
+            Outcome::Committed
+        } else {
+            Outcome::Aborted
+        };
+        report.reason = if decision == Decision::Commit { None } else { no };
+    }
+}
