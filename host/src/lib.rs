@@ -28,6 +28,7 @@ pub mod report;
 pub mod repository;
 pub mod runtime;
 pub mod scope;
+pub mod script;
 pub mod services;
 pub mod timers;
 mod txn;

@@ -2,7 +2,7 @@
 //! examples. Each versioned crate (`probe-v1`, `probe-v2`) is a thin
 //! component over this logic with its own version label and state shape.
 //!
-//! A probe is driven by text commands, one per line, given as its `Load`
+//! A probe is driven by text commands, one per line (or `;`-separated), given as its `Load`
 //! config or sent to it as messages of kind `do`:
 //!
 //! ```text
@@ -210,7 +210,7 @@ impl Probe {
     /// `init`: run the config as commands.
     pub fn init(&self, config: Vec<u8>) -> Result<(), String> {
         let text = String::from_utf8(config).map_err(|_| "config is not UTF-8".to_string())?;
-        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        for line in text.split(['\n', ';']).map(str::trim).filter(|l| !l.is_empty()) {
             match line {
                 "fail-init" => return Err("init refused: config says fail-init".into()),
                 "trap-init" => panic!("init trapped: config says trap-init"),
@@ -230,8 +230,9 @@ impl Probe {
         match (msg.from.as_str(), msg.kind.as_str()) {
             (_, "do") => {
                 let text = String::from_utf8(msg.body).map_err(|_| "command is not UTF-8")?;
-                for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                for line in text.split(['\n', ';']).map(str::trim).filter(|l| !l.is_empty()) {
                     self.command(line)?;
+                    log(Level::Debug, &format!("did {line}"));
                 }
                 Ok(())
             }
