@@ -17,8 +17,12 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let guests_dir = manifest_dir.parent().expect("artifacts sits in guest-modules/");
-    let workspace = guests_dir.parent().expect("guest-modules sits in the workspace");
+    let guests_dir = manifest_dir
+        .parent()
+        .expect("artifacts sits in guest-modules/");
+    let workspace = guests_dir
+        .parent()
+        .expect("guest-modules sits in the workspace");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("set by cargo"));
 
     let guests = guest_crates(guests_dir);
@@ -42,18 +46,26 @@ fn main() {
     for g in &guests {
         cmd.args(["-p", g]);
     }
-    let status = cmd.status().expect("could not run the nested cargo build of the guests");
+    let status = cmd
+        .status()
+        .expect("could not run the nested cargo build of the guests");
     if !status.success() {
         panic!("building the guest modules failed (see the cargo output above)");
     }
 
     let release = target_dir.join(TARGET).join("release");
-    let mut code = String::from("/// Every guest: (crate name, path of its component).\npub const ALL: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Every guest: (crate name, path of its component).\npub const ALL: &[(&str, &str)] = &[\n",
+    );
     let mut consts = String::new();
     for g in &guests {
         let file = g.replace('-', "_");
         let wasm = release.join(format!("{file}.wasm"));
-        assert!(wasm.exists(), "guest {g} built but {} is missing", wasm.display());
+        assert!(
+            wasm.exists(),
+            "guest {g} built but {} is missing",
+            wasm.display()
+        );
         let path = wasm.to_str().expect("target path is UTF-8");
         writeln!(code, "    ({g:?}, {path:?}),").unwrap();
         writeln!(
@@ -68,7 +80,10 @@ fn main() {
     code.push_str(&consts);
     fs::write(out_dir.join("guests.rs"), code).expect("writing guests.rs");
 
-    println!("cargo:rerun-if-changed={}", guests_dir.join("Cargo.toml").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        guests_dir.join("Cargo.toml").display()
+    );
     println!("cargo:rerun-if-changed={}", workspace.join("wit").display());
     for g in &guests {
         println!("cargo:rerun-if-changed={}", guests_dir.join(g).display());
@@ -82,7 +97,9 @@ fn guest_crates(dir: &Path) -> Vec<String> {
     for entry in fs::read_dir(dir).expect("reading guest-modules/") {
         let path = entry.expect("reading guest-modules/").path();
         let manifest = path.join("Cargo.toml");
-        let Ok(text) = fs::read_to_string(&manifest) else { continue };
+        let Ok(text) = fs::read_to_string(&manifest) else {
+            continue;
+        };
         if text.contains("cdylib") {
             out.push(path.file_name().unwrap().to_string_lossy().into_owned());
         }
@@ -126,9 +143,13 @@ fn check_target_installed() {
 
 /// Turn cargo's dep-info file into `rerun-if-changed` lines.
 fn rerun_from_depfile(depfile: &Path) {
-    let Ok(text) = fs::read_to_string(depfile) else { return };
+    let Ok(text) = fs::read_to_string(depfile) else {
+        return;
+    };
     for line in text.lines() {
-        let Some((_, deps)) = line.split_once(": ") else { continue };
+        let Some((_, deps)) = line.split_once(": ") else {
+            continue;
+        };
         for dep in deps.split_whitespace() {
             if !dep.contains("/.cargo/registry/") {
                 println!("cargo:rerun-if-changed={dep}");

@@ -148,7 +148,9 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
                             Some('t') => cur.push('\t'),
                             Some('"') => cur.push('"'),
                             Some('\\') => cur.push('\\'),
-                            Some(o) => return Err(format!("unknown escape `\\{o}` in a quoted string")),
+                            Some(o) => {
+                                return Err(format!("unknown escape `\\{o}` in a quoted string"));
+                            }
                             None => return Err("unterminated quoted string".into()),
                         },
                         Some(o) => cur.push(o),
@@ -209,7 +211,7 @@ fn name_arg(cmd: &str, word: &str) -> Result<String, String> {
 }
 
 fn pairs(cmd: &str, args: &[String]) -> Result<Vec<Target>, String> {
-    if args.is_empty() || args.len() % 2 != 0 {
+    if args.is_empty() || !args.len().is_multiple_of(2) {
         return Err(format!(
             "{cmd} takes pairs of <name> <file.wasm>, got {} argument(s)",
             args.len()
@@ -267,11 +269,9 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                     "config" => options.config = value()?.clone().into_bytes(),
                     "capacity" => {
                         let v = value()?;
-                        let n: usize = v
-                            .parse()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| format!("Load: capacity `{v}` is not a positive number"))?;
+                        let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            format!("Load: capacity `{v}` is not a positive number")
+                        })?;
                         options.capacity = Some(n);
                     }
                     other => {
@@ -379,13 +379,18 @@ mod tests {
     #[test]
     fn keywords_are_case_insensitive_and_comments_ignored() {
         assert_eq!(parse("  # nothing").unwrap(), None);
-        assert_eq!(parse("uNLOAD IP # bye").unwrap(), Some(Command::Unload("IP".into())));
+        assert_eq!(
+            parse("uNLOAD IP # bye").unwrap(),
+            Some(Command::Unload("IP".into()))
+        );
     }
 
     #[test]
     fn quoted_config_keeps_spaces_and_escapes() {
         let c = parse(r#"Load A a.wasm config "sub B x\ntimer t 5" capacity 10"#).unwrap();
-        let Some(Command::Load { options, .. }) = c else { panic!("{c:?}") };
+        let Some(Command::Load { options, .. }) = c else {
+            panic!("{c:?}")
+        };
         assert_eq!(options.config, b"sub B x\ntimer t 5");
         assert_eq!(options.capacity, Some(10));
     }
@@ -402,11 +407,31 @@ mod tests {
     #[test]
     fn bad_lines_say_what_is_wrong() {
         assert!(parse("Replace A").unwrap_err().contains("Replace takes 2"));
-        assert!(parse("Syn_Replace A a.wasm B").unwrap_err().contains("pairs"));
-        assert!(parse("Syn_Replace A a.wasm A b.wasm").unwrap_err().contains("twice"));
+        assert!(
+            parse("Syn_Replace A a.wasm B")
+                .unwrap_err()
+                .contains("pairs")
+        );
+        assert!(
+            parse("Syn_Replace A a.wasm A b.wasm")
+                .unwrap_err()
+                .contains("twice")
+        );
         assert!(parse("Frobnicate").unwrap_err().contains("unknown command"));
-        assert!(parse("Load 9x a.wasm").unwrap_err().contains("not a valid module name"));
-        assert!(parse("Load A a.wasm config").unwrap_err().contains("needs a value"));
-        assert!(parse("Send A do \"open").unwrap_err().contains("unterminated"));
+        assert!(
+            parse("Load 9x a.wasm")
+                .unwrap_err()
+                .contains("not a valid module name")
+        );
+        assert!(
+            parse("Load A a.wasm config")
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse("Send A do \"open")
+                .unwrap_err()
+                .contains("unterminated")
+        );
     }
 }

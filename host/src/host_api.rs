@@ -40,7 +40,9 @@ impl host::Host for ModuleCtx {
         if event.is_empty() {
             return Err("the event name is empty".into());
         }
-        self.services.pubsub.subscribe(&self.name, &publisher, &event);
+        self.services
+            .pubsub
+            .subscribe(&self.name, &publisher, &event);
         Ok(())
     }
 

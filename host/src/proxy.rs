@@ -44,7 +44,10 @@ pub(crate) enum Control {
     /// Run the guest's `disable` and hold the mailbox.
     Disable(Sender<Result<(), String>>),
     /// CanCommit: start the vote with `new` as the candidate.
-    Vote { txn: Arc<Txn>, new: Box<Implementation> },
+    Vote {
+        txn: Arc<Txn>,
+        new: Box<Implementation>,
+    },
     /// The coordinator aborted before this module reached TERM.
     Abort { txn: u64 },
     /// Unload: drain what is queued, then end. The name is already gone.
@@ -545,7 +548,13 @@ impl Worker {
                         quiesce_us: None,
                         no: Some(format!(
                             "{name}: old version faulted before quiescence: {}",
-                            self.shared.state.lock().expect("poisoned").2.clone().unwrap_or_default()
+                            self.shared
+                                .state
+                                .lock()
+                                .expect("poisoned")
+                                .2
+                                .clone()
+                                .unwrap_or_default()
                         )),
                     });
                     pv.txn.decide(Decision::Abort);
@@ -683,7 +692,11 @@ impl Worker {
         let new_label = new.label();
         let state = match self.imp.put_state() {
             Ok(Ok(state)) => state,
-            Ok(Err(e)) => return Some(format!("{name} v{old_label}: put-state returned an error: {e}")),
+            Ok(Err(e)) => {
+                return Some(format!(
+                    "{name} v{old_label}: put-state returned an error: {e}"
+                ));
+            }
             Err(f) => {
                 let reason = format!("{name} v{old_label}: {f}");
                 self.fault(f);
@@ -692,7 +705,9 @@ impl Worker {
         };
         match new.get_state(&state) {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("{name} v{new_label}: get-state returned an error: {e}")),
+            Ok(Err(e)) => Some(format!(
+                "{name} v{new_label}: get-state returned an error: {e}"
+            )),
             Err(f) => Some(format!("{name} v{new_label}: {f}")),
         }
     }

@@ -112,8 +112,13 @@ impl TransactionReport {
             out.push_str(&format!(
                 "\n   {:<10} {:>6} -> {:<6} quiesce {:>9}  pause {:>9}  buffered {}",
                 m.name,
-                m.from.as_deref().map(|v| format!("v{v}")).unwrap_or("-".into()),
-                m.to.as_deref().map(|v| format!("v{v}")).unwrap_or("-".into()),
+                m.from
+                    .as_deref()
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or("-".into()),
+                m.to.as_deref()
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or("-".into()),
                 us(m.quiesce_us),
                 us(m.pause_us),
                 m.buffered

@@ -181,7 +181,12 @@ impl Runtime {
 
     /// A snapshot of every module.
     pub fn status(&self) -> Vec<ProxyStatus> {
-        self.services.names.all().iter().map(|p| p.status()).collect()
+        self.services
+            .names
+            .all()
+            .iter()
+            .map(|p| p.status())
+            .collect()
     }
 
     /// The proxy of `name`.
@@ -350,7 +355,9 @@ impl Runtime {
         self.services.pubsub.forget(name);
         self.services.timers.cancel_all(name);
         self.repo.release_unused();
-        Ok(format!("unloaded {name} v{label} after draining {queued} message(s)"))
+        Ok(format!(
+            "unloaded {name} v{label} after draining {queued} message(s)"
+        ))
     }
 
     fn enable(&self, name: &str, on: bool) -> Result<String, CommandError> {
@@ -378,7 +385,10 @@ impl Runtime {
             hint: format!("cannot {verb}: {e}"),
         })?;
         Ok(if on {
-            format!("enabled {name}: {} queued message(s) now served", proxy.depth())
+            format!(
+                "enabled {name}: {} queued message(s) now served",
+                proxy.depth()
+            )
         } else {
             format!("disabled {name}: its mailbox is held")
         })

@@ -17,7 +17,7 @@ pub struct ScriptError {
     /// The line as written.
     pub command: String,
     /// What went wrong.
-    pub source: CommandError,
+    pub source: Box<CommandError>,
 }
 
 /// How a script ended.
@@ -56,7 +56,7 @@ pub fn run(
                     file: file.to_string(),
                     line: i + 1,
                     command: line.trim().to_string(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -73,5 +73,11 @@ pub fn run_file(
 ) -> anyhow::Result<ScriptEnd> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read script: {e}", path.display()))?;
-    Ok(run(rt, &path.display().to_string(), &text, expand, on_reply)?)
+    Ok(run(
+        rt,
+        &path.display().to_string(),
+        &text,
+        expand,
+        on_reply,
+    )?)
 }

@@ -57,7 +57,12 @@ pub(crate) struct Txn {
 }
 
 impl Txn {
-    pub(crate) fn new(id: u64, deadline: Instant, auto_commit: bool, reports: Sender<Report>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        deadline: Instant,
+        auto_commit: bool,
+        reports: Sender<Report>,
+    ) -> Self {
         Txn {
             id,
             deadline,

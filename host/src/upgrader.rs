@@ -290,7 +290,10 @@ impl Runtime {
                         .iter()
                         .filter(|p| !votes.contains_key(p.name()))
                         .map(|p| {
-                            if asked < total && !votes.contains_key(p.name()) && p.state() == ModuleState::Serving {
+                            if asked < total
+                                && !votes.contains_key(p.name())
+                                && p.state() == ModuleState::Serving
+                            {
                                 format!("{} (not yet asked)", p.name())
                             } else {
                                 format!("{} ({} message(s) still queued)", p.name(), p.depth())
@@ -308,7 +311,6 @@ impl Runtime {
                 }
             }
         }
-        drop(ask);
 
         // The decision. Register new names first so that, once started,
         // the group can reach them.
@@ -377,6 +379,10 @@ impl Runtime {
         } else {
             Outcome::Aborted
         };
-        report.reason = if decision == Decision::Commit { None } else { no };
+        report.reason = if decision == Decision::Commit {
+            None
+        } else {
+            no
+        };
     }
 }

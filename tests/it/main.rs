@@ -1,1 +1,5 @@
+//! Integration tests: one binary, real guest components.
+
+mod bad_input;
 mod basics;
+mod support;

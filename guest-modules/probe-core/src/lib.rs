@@ -45,9 +45,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
 pub use bindings::Guest;
 use bindings::liveswap::module::host;
+pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
 
 /// What distinguishes one probe version from another.
 pub struct Probe {
@@ -210,7 +210,11 @@ impl Probe {
     /// `init`: run the config as commands.
     pub fn init(&self, config: Vec<u8>) -> Result<(), String> {
         let text = String::from_utf8(config).map_err(|_| "config is not UTF-8".to_string())?;
-        for line in text.split(['\n', ';']).map(str::trim).filter(|l| !l.is_empty()) {
+        for line in text
+            .split(['\n', ';'])
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+        {
             match line {
                 "fail-init" => return Err("init refused: config says fail-init".into()),
                 "trap-init" => panic!("init trapped: config says trap-init"),
@@ -230,7 +234,11 @@ impl Probe {
         match (msg.from.as_str(), msg.kind.as_str()) {
             (_, "do") => {
                 let text = String::from_utf8(msg.body).map_err(|_| "command is not UTF-8")?;
-                for line in text.split(['\n', ';']).map(str::trim).filter(|l| !l.is_empty()) {
+                for line in text
+                    .split(['\n', ';'])
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                {
                     self.command(line)?;
                     log(Level::Debug, &format!("did {line}"));
                 }
@@ -262,15 +270,25 @@ impl Probe {
                     }
                     expected
                 });
-                let what = if kind == "num" { String::new() } else { format!(" ({kind})") };
+                let what = if kind == "num" {
+                    String::new()
+                } else {
+                    format!(" ({kind})")
+                };
                 if n == expected {
                     if !quiet {
                         log(Level::Info, &format!("got {n} from {from}{what}"));
                     }
                 } else if n > expected {
-                    log(Level::Warn, &format!("GAP from {from}: expected {expected}, got {n}"));
+                    log(
+                        Level::Warn,
+                        &format!("GAP from {from}: expected {expected}, got {n}"),
+                    );
                 } else {
-                    log(Level::Warn, &format!("DUP from {from}: expected {expected}, got {n}"));
+                    log(
+                        Level::Warn,
+                        &format!("DUP from {from}: expected {expected}, got {n}"),
+                    );
                 }
                 Ok(())
             }
@@ -398,7 +416,11 @@ impl Probe {
             *e
         });
         let msg = Message {
-            from: if forged { "MALLORY".into() } else { String::new() },
+            from: if forged {
+                "MALLORY".into()
+            } else {
+                String::new()
+            },
             kind: "num".into(),
             proto: self.speaks.first().copied().unwrap_or(0),
             body: encode_num(n),
@@ -436,7 +458,10 @@ impl Probe {
                 .map_err(|_| format!("`{line}`: not a number"))
         };
         let word = |i: usize| -> Result<&str, String> {
-            words.get(i).copied().ok_or_else(|| format!("`{line}`: missing argument"))
+            words
+                .get(i)
+                .copied()
+                .ok_or_else(|| format!("`{line}`: missing argument"))
         };
         match words.first().copied().unwrap_or("") {
             "sub" => host::subscribe(word(1)?, word(2)?)?,
@@ -479,7 +504,8 @@ impl Probe {
             "verbose" => with(|s| s.quiet = false),
             "report" => {
                 let line = with(|s| {
-                    let seen: Vec<String> = s.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    let seen: Vec<String> =
+                        s.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
                     format!(
                         "report served={} seen={} pad={}",
                         s.served,
