@@ -56,8 +56,8 @@ pub(crate) enum Control {
 
 /// How a new worker starts.
 pub(crate) enum Start {
-    /// Call `enable` and serve at once (`Load`).
-    Now,
+    /// Call `enable` and serve at once (`Load`); say so on the channel.
+    Now(Sender<()>),
     /// Wait for a transaction's decision (`Syn_Load`, `Syn_Upgrade`):
     /// start on commit, end on abort.
     OnDecision(Arc<Txn>),
@@ -339,7 +339,10 @@ enum Step {
 impl Worker {
     fn run(mut self, start: Start) {
         match start {
-            Start::Now => self.start(),
+            Start::Now(started) => {
+                self.start();
+                let _ = started.send(());
+            }
             Start::OnDecision(txn) => {
                 let decision = txn.wait();
                 let committed = decision == Decision::Commit;

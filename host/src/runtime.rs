@@ -320,13 +320,16 @@ impl Runtime {
         if !self.services.names.register(proxy.clone()) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
+        let (started_tx, started) = bounded(1);
         proxy.spawn(
             Box::new(imp),
             self.services.clone(),
             data_rx,
             ctl_rx,
-            Start::Now,
+            Start::Now(started_tx),
         );
+        // `enable` has run (or faulted) when the command returns.
+        let _ = started.recv_timeout(self.call_deadline + Duration::from_secs(1));
         Ok(format!(
             "loaded {name} v{label} from {} ({})",
             path.display(),

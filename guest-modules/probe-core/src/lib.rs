@@ -506,10 +506,13 @@ impl Probe {
                 let line = with(|s| {
                     let seen: Vec<String> =
                         s.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    let sent: Vec<String> =
+                        s.sent.iter().map(|(k, v)| format!("{k}:{v}")).collect();
                     format!(
-                        "report served={} seen={} pad={}",
+                        "report served={} seen={} sent={} pad={}",
                         s.served,
                         seen.join(","),
+                        sent.join(","),
                         s.pad.len()
                     )
                 });

@@ -1,0 +1,331 @@
+//! Live upgrade transactions with real guest components: every commit and
+//! abort path, state-shape changes, scope refusals and the queueing model.
+
+use liveswap::{Event, ModuleState, Outcome};
+
+use crate::support::*;
+
+const V3: &str = liveswap_guests::PROBE_V3;
+
+/// T ticks numbers into SINK every 2 ms.
+fn feeding() -> Host {
+    let mut h = Host::new();
+    h.ok(&format!("Load SINK {V1}"));
+    h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
+    h.wait_line("SINK", "got 3 from T");
+    h
+}
+
+/// SINK keeps getting T's numbers, consecutive, from before to after.
+fn consecutive_on(h: &mut Host, receiver: &str, sender: &str, more: u64) {
+    h.drain();
+    let n = *h.got(receiver, sender).last().unwrap();
+    h.wait_line(receiver, &format!("got {} from {sender}", n + more));
+    let got = h.got(receiver, sender);
+    assert_eq!(got, one_to(got.len() as u64), "{receiver} from {sender}");
+    assert!(
+        h.violations(receiver).is_empty(),
+        "{:?}",
+        h.violations(receiver)
+    );
+}
+
+fn version(h: &Host, name: &str) -> String {
+    h.rt.module(name).unwrap().version().label().to_string()
+}
+
+#[test]
+fn replace_one_module_keeps_state_and_every_message() {
+    let mut h = feeding();
+    let r = h.txn(&format!("Replace SINK {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    let m = &r.modules[0];
+    assert_eq!(
+        (m.from.as_deref(), m.to.as_deref()),
+        (Some("1.0"), Some("2.0"))
+    );
+    assert!(m.pause_us.is_some() && m.quiesce_us.is_some());
+    assert_eq!(version(&h, "SINK"), "2.0");
+    // v2 took over v1's record of T and carries on counting from it.
+    h.wait_log("SINK", |l| {
+        l.starts_with("took over state shape 1, seen T:")
+    });
+    consecutive_on(&mut h, "SINK", "T", 20);
+    // The sender is replaced too: its own counter continues.
+    let r = h.txn(&format!("Replace T {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed);
+    consecutive_on(&mut h, "SINK", "T", 20);
+}
+
+#[test]
+fn a_group_commits_together_even_when_it_messages_itself() {
+    let mut h = Host::new();
+    h.ok(&format!("Load A {V1} config \"timer t 1; tick-send B\""));
+    h.ok(&format!("Load B {V1} config \"timer t 1; tick-send A\""));
+    h.ok(&format!(
+        "Load C {V1} config \"timer t 1; tick-send A; tick-send B\""
+    ));
+    h.wait_line("A", "got 5 from B");
+    h.wait_line("B", "got 5 from C");
+    let r = h.txn(&format!("Syn_Replace A {V2} B {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    assert_eq!(
+        (version(&h, "A"), version(&h, "B"), version(&h, "C")),
+        ("2.0".into(), "2.0".into(), "1.0".into())
+    );
+    for m in &r.modules {
+        assert!(m.pause_us.is_some(), "{}", r.to_text());
+    }
+    consecutive_on(&mut h, "A", "B", 20);
+    consecutive_on(&mut h, "B", "A", 20);
+    consecutive_on(&mut h, "A", "C", 20);
+    consecutive_on(&mut h, "B", "C", 20);
+}
+
+#[test]
+fn sequential_mode_commits_a_group_too() {
+    let mut h = feeding();
+    h.ok(&format!("Load X {V1} config \"timer t 2; tick-send SINK\""));
+    h.ok("SetMode sequential");
+    let r = h.txn(&format!("Syn_Replace SINK {V2} T {V2} X {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    assert_eq!(r.mode, "sequential");
+    consecutive_on(&mut h, "SINK", "T", 20);
+    consecutive_on(&mut h, "SINK", "X", 20);
+}
+
+#[test]
+fn a_module_that_cannot_quiesce_in_time_aborts_the_group() {
+    let mut h = feeding();
+    // SLOW has 40 messages of 25 ms each ahead of TERM: a second of work
+    // against a bound of 200 ms.
+    h.ok(&format!("Load SLOW {V1} config \"work 25000\""));
+    h.ok("Send T do \"send SLOW 40\"");
+    h.wait_line("T", "did send SLOW 40");
+    h.ok("SetTimer 200ms");
+    let r = h.txn(&format!("Syn_Replace SINK {V2} SLOW {V2}"));
+    assert_eq!(r.outcome, Outcome::Aborted, "{}", r.to_text());
+    let reason = r.reason.clone().unwrap();
+    assert!(
+        reason.contains("SLOW") && reason.contains("did not reach quiescence within"),
+        "{reason}"
+    );
+    assert!(!reason.contains("SINK"), "SINK was ready: {reason}");
+    assert_eq!(
+        (version(&h, "SINK"), version(&h, "SLOW")),
+        ("1.0".into(), "1.0".into())
+    );
+    // Nothing lost: SLOW serves all 40, SINK carries on.
+    h.wait_line("SLOW", "got 40 from T");
+    assert_eq!(h.got("SLOW", "T"), one_to(40));
+    consecutive_on(&mut h, "SINK", "T", 20);
+    // With a longer bound the same upgrade commits.
+    h.ok("SetTimer 10s");
+    let r = h.txn(&format!("Syn_Replace SINK {V2} SLOW {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+}
+
+#[test]
+fn put_state_and_get_state_errors_and_traps_abort_cleanly() {
+    let mut h = feeding();
+    for (flag, why) in [
+        (
+            "fail-put",
+            "SINK v1.0: put-state returned an error: put-state refused",
+        ),
+        (
+            "fail-get",
+            "SINK v2.0: get-state returned an error: get-state refused",
+        ),
+        ("trap-get", "SINK v2.0: get-state trapped"),
+    ] {
+        h.ok(&format!("Send SINK do \"flag {flag}\""));
+        h.wait_line("SINK", &format!("did flag {flag}"));
+        let r = h.txn(&format!("Replace SINK {V2}"));
+        assert_eq!(r.outcome, Outcome::Aborted, "{flag}: {}", r.to_text());
+        let reason = r.reason.unwrap();
+        assert!(reason.starts_with(why), "{flag}: {reason}");
+        assert_eq!(version(&h, "SINK"), "1.0");
+        assert_eq!(h.rt.module("SINK").unwrap().state(), ModuleState::Serving);
+        consecutive_on(&mut h, "SINK", "T", 10);
+        h.ok(&format!("Send SINK do \"unflag {flag}\""));
+        h.wait_line("SINK", &format!("did unflag {flag}"));
+    }
+    let r = h.txn(&format!("Replace SINK {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed);
+    consecutive_on(&mut h, "SINK", "T", 10);
+}
+
+#[test]
+fn a_newer_state_shape_is_refused_by_a_downgrade_and_nothing_changes() {
+    let mut h = feeding();
+    assert_eq!(
+        h.txn(&format!("Replace SINK {V2}")).outcome,
+        Outcome::Committed
+    );
+    let r = h.txn(&format!("Replace SINK {V1}"));
+    assert_eq!(r.outcome, Outcome::Aborted);
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("state shape 2 is newer than version 1.0 reads"),
+        "{reason}"
+    );
+    assert_eq!(version(&h, "SINK"), "2.0");
+    consecutive_on(&mut h, "SINK", "T", 20);
+}
+
+#[test]
+fn syn_upgrade_replaces_and_loads_and_starts_them_together() {
+    let mut h = feeding();
+    let r = h.txn(&format!("Syn_Upgrade SINK {V2} NEW {V1}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    assert_eq!(version(&h, "SINK"), "2.0");
+    assert_eq!(h.rt.module("NEW").unwrap().state(), ModuleState::Serving);
+    // The new module is reachable and serves.
+    h.ok("Send T do \"send NEW 3\"");
+    h.wait_line("NEW", "got 3 from T");
+    consecutive_on(&mut h, "SINK", "T", 10);
+    // Syn_Load of two more, started together.
+    let r = h.txn(&format!("Syn_Load N1 {V1} N2 {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    h.ok("Send N1 do \"send N2 2\"");
+    h.wait_line("N2", "got 2 from N1");
+}
+
+#[test]
+fn a_refused_command_changes_nothing() {
+    let mut h = feeding();
+    let before = h.mark();
+    for (cmd, why) in [
+        (
+            format!("Syn_Replace SINK {V2} GHOST {V2}"),
+            "no module named `GHOST` is loaded",
+        ),
+        (
+            format!("Syn_Replace SINK {V2} T /missing.wasm"),
+            "/missing.wasm: cannot read",
+        ),
+        (
+            format!("Syn_Load SINK {V2}"),
+            "a module named `SINK` is already loaded",
+        ),
+        (format!("Syn_Upgrade SINK {V2} NEW {V1}x"), "cannot read"),
+    ] {
+        let r = h.txn(&cmd);
+        assert_eq!(r.outcome, Outcome::Refused, "{cmd}");
+        assert!(
+            r.reason.as_deref().unwrap_or("").contains(why),
+            "{cmd}: {:?}",
+            r.reason
+        );
+    }
+    assert!(h.rt.module("NEW").is_none());
+    assert_eq!(
+        (version(&h, "SINK"), version(&h, "T")),
+        ("1.0".into(), "1.0".into())
+    );
+    h.drain();
+    let touched = h.seen[before..].iter().any(|e| {
+        matches!(
+            e,
+            Event::Module {
+                state: ModuleState::Quiescing,
+                ..
+            }
+        )
+    });
+    assert!(!touched, "a refused transaction paused a module");
+    // A disabled module is not upgraded behind the operator's back.
+    h.ok("Disable SINK");
+    let r = h.txn(&format!("Replace SINK {V2}"));
+    assert_eq!(r.outcome, Outcome::Refused);
+    assert!(r.reason.unwrap().contains("Enable it before upgrading it"));
+    h.ok("Enable SINK");
+    consecutive_on(&mut h, "SINK", "T", 10);
+}
+
+#[test]
+fn a_new_protocol_needs_its_receivers_in_the_same_transaction() {
+    let mut h = feeding();
+    let r = h.txn(&format!("Replace T {V3}"));
+    assert_eq!(r.outcome, Outcome::Refused);
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.starts_with("SINK must be upgraded in the same transaction"),
+        "{reason}"
+    );
+    assert_eq!(version(&h, "T"), "1.0");
+    // Upgrading the receiver first to a version that accepts both keeps the
+    // scope minimal; then the sender can move alone.
+    assert_eq!(
+        h.txn(&format!("Replace SINK {V3}")).outcome,
+        Outcome::Committed
+    );
+    assert_eq!(
+        h.txn(&format!("Replace T {V3}")).outcome,
+        Outcome::Committed
+    );
+    consecutive_on(&mut h, "SINK", "T", 10);
+}
+
+#[test]
+fn versions_are_shared_by_digest_and_released_when_unused() {
+    let mut h = feeding();
+    let listing = |h: &Host| match h.ok("Versions") {
+        liveswap::Reply::Text(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let v = listing(&h);
+    assert_eq!(
+        v.lines().count(),
+        2,
+        "one version, run by two modules:\n{v}"
+    );
+    assert!(v.contains("SINK, T"), "{v}");
+    h.txn(&format!("Syn_Replace SINK {V2} T {V2}"));
+    let v = listing(&h);
+    assert!(
+        !v.contains("v1.0"),
+        "v1 is no longer run, so it is released:\n{v}"
+    );
+    assert!(v.contains("v2.0") && v.contains("SINK, T"), "{v}");
+    h.wait_log("SINK", |l| {
+        l.starts_with("took over state shape 1, seen T:")
+    });
+}
+
+#[test]
+fn a_full_mailbox_refuses_sends_and_status_shows_the_queueing_model() {
+    let mut h = Host::new();
+    h.ok(&format!("Load SMALL {V1} capacity 5"));
+    h.ok(&format!("Load A {V1}"));
+    h.ok("Disable SMALL");
+    h.ok("Send A do \"send SMALL 8\"");
+    h.wait_line("A", "did send SMALL 8");
+    let fails: Vec<String> = h
+        .logs("A")
+        .into_iter()
+        .filter(|l| l.starts_with("send to SMALL failed"))
+        .collect();
+    assert_eq!(fails.len(), 3, "{fails:?}");
+    assert!(fails[0].contains("mailbox of `SMALL` is full (5 messages)"));
+    let status = match h.ok("Status") {
+        liveswap::Reply::Text(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("SMALL"))
+        .unwrap()
+        .to_string();
+    assert!(
+        row.contains("disabled") && row.contains("[A:1.0]") && row.contains("/5 "),
+        "{status}"
+    );
+    h.ok("Enable SMALL");
+    h.wait_line("SMALL", "got 5 from A");
+    // Refused messages were not counted: the next one is number 6.
+    h.ok("Send A do \"send SMALL 1\"");
+    h.wait_line("SMALL", "got 6 from A");
+    assert!(h.violations("SMALL").is_empty());
+}
