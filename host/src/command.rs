@@ -3,6 +3,7 @@
 //! group words (with `\n`, `\"` and `\\` escapes). The same parser serves
 //! scripts, the shell and the admin endpoint.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -25,22 +26,95 @@ impl Mode {
     }
 }
 
-/// Options of `Load`.
+/// A capability the administrator grants a module at `Load`. A module has
+/// nothing else: no files, no network, no environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// Send UDP datagrams to this address (`grant udp 127.0.0.1:9301`).
+    Udp(SocketAddr),
+    /// Open TCP connections to this address (`grant tcp 127.0.0.1:8080`).
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Grant::Udp(a) => write!(f, "udp {a}"),
+            Grant::Tcp(a) => write!(f, "tcp {a}"),
+        }
+    }
+}
+
+/// Options of `Load` (and of each new module of `Syn_Load`/`Syn_Upgrade`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Bytes given to the guest's `init`.
     pub config: Vec<u8>,
     /// Mailbox capacity, if not the host's default.
     pub capacity: Option<usize>,
+    /// Capabilities; a `Replace` keeps them.
+    pub grants: Vec<Grant>,
 }
 
-/// A (name, file) pair of an upgrade command.
+impl LoadOptions {
+    /// Whether any option was given.
+    pub fn is_empty(&self) -> bool {
+        self == &LoadOptions::default()
+    }
+}
+
+const OPTION_WORDS: [&str; 3] = ["config", "capacity", "grant"];
+
+/// Parse options from `words` until one that is not an option keyword.
+fn options(cmd: &str, words: &mut std::iter::Peekable<std::slice::Iter<'_, String>>) -> Result<LoadOptions, String> {
+    let mut options = LoadOptions::default();
+    while let Some(opt) = words.next_if(|w| OPTION_WORDS.contains(&w.to_ascii_lowercase().as_str())) {
+        let opt = opt.to_ascii_lowercase();
+        let mut value = || {
+            words
+                .next()
+                .ok_or_else(|| format!("{cmd}: option `{opt}` needs a value"))
+        };
+        match opt.as_str() {
+            "config" => options.config = value()?.clone().into_bytes(),
+            "capacity" => {
+                let v = value()?;
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{cmd}: capacity `{v}` is not a positive number"))?;
+                options.capacity = Some(n);
+            }
+            _ => {
+                let proto = value()?.to_ascii_lowercase();
+                let addr = value()?;
+                let addr: SocketAddr = addr.parse().map_err(|_| {
+                    format!("{cmd}: grant {proto}: `{addr}` is not an IP address with a port")
+                })?;
+                options.grants.push(match proto.as_str() {
+                    "udp" => Grant::Udp(addr),
+                    "tcp" => Grant::Tcp(addr),
+                    other => {
+                        return Err(format!("{cmd}: cannot grant `{other}` (udp or tcp)"));
+                    }
+                });
+            }
+        }
+    }
+    Ok(options)
+}
+
+/// A (name, file) pair of an upgrade command, with options for a module
+/// being loaded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// Module name.
     pub name: String,
     /// The `.wasm` file.
     pub path: PathBuf,
+    /// Options (new modules only).
+    pub options: LoadOptions,
 }
 
 /// Which group command.
@@ -109,14 +183,16 @@ pub enum Command {
 /// The grammar, as `Help` prints it.
 pub const HELP: &str = "\
 Commands (one per line, keywords case-insensitive, # starts a comment):
-  Load <name> <file.wasm> [config \"<text>\"] [capacity <n>]
+  Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant udp|tcp <ip:port>]...
                                    add a module: init, register, enable
+                                   (a module may reach nothing it was not granted)
   Unload <name>                    disable, drain its mailbox, remove it
   Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)
   Replace <name> <file.wasm>       upgrade one module, state and messages kept
   Syn_Replace <name> <file> [<name> <file> ...]
                                    upgrade several, all or nothing
-  Syn_Load <name> <file> [...]     load several, started together
+  Syn_Load <name> <file> [options] [...]
+                                   load several, started together
   Syn_Upgrade <name> <file> [...]  replace the loaded names, load the others,
                                    start them together
   SetTimer <duration>              quiescence bound of upgrades (default 10s)
@@ -211,22 +287,25 @@ fn name_arg(cmd: &str, word: &str) -> Result<String, String> {
 }
 
 fn pairs(cmd: &str, args: &[String]) -> Result<Vec<Target>, String> {
-    if args.is_empty() || !args.len().is_multiple_of(2) {
-        return Err(format!(
-            "{cmd} takes pairs of <name> <file.wasm>, got {} argument(s)",
-            args.len()
-        ));
-    }
     let mut out: Vec<Target> = Vec::new();
-    for pair in args.chunks(2) {
-        let name = name_arg(cmd, &pair[0])?;
+    let mut words = args.iter().peekable();
+    while let Some(name) = words.next() {
+        let name = name_arg(cmd, name)?;
+        let path = words
+            .next()
+            .ok_or_else(|| format!("{cmd}: `{name}` has no file: it takes <name> <file.wasm> pairs"))?;
         if out.iter().any(|t| t.name == name) {
             return Err(format!("{cmd}: `{name}` is named twice"));
         }
+        let options = options(cmd, &mut words)?;
         out.push(Target {
             name,
-            path: PathBuf::from(&pair[1]),
+            path: PathBuf::from(path),
+            options,
         });
+    }
+    if out.is_empty() {
+        return Err(format!("{cmd} takes pairs of <name> <file.wasm>, got none"));
     }
     Ok(out)
 }
@@ -258,28 +337,12 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                 ));
             }
             let name = name_arg("Load", &args[0])?;
-            let mut options = LoadOptions::default();
-            let mut rest = args[2..].iter();
-            while let Some(opt) = rest.next() {
-                let mut value = || {
-                    rest.next()
-                        .ok_or_else(|| format!("Load: option `{opt}` needs a value"))
-                };
-                match opt.to_ascii_lowercase().as_str() {
-                    "config" => options.config = value()?.clone().into_bytes(),
-                    "capacity" => {
-                        let v = value()?;
-                        let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                            format!("Load: capacity `{v}` is not a positive number")
-                        })?;
-                        options.capacity = Some(n);
-                    }
-                    other => {
-                        return Err(format!(
-                            "Load: unknown option `{other}` (known: config, capacity)"
-                        ));
-                    }
-                }
+            let mut rest = args[2..].iter().peekable();
+            let options = options("Load", &mut rest)?;
+            if let Some(w) = rest.next() {
+                return Err(format!(
+                    "Load: unknown option `{w}` (known: config, capacity, grant)"
+                ));
             }
             Command::Load {
                 name,
@@ -393,6 +456,16 @@ mod tests {
         };
         assert_eq!(options.config, b"sub B x\ntimer t 5");
         assert_eq!(options.capacity, Some(10));
+    }
+
+    #[test]
+    fn group_targets_take_options() {
+        let c = parse("Syn_Load A a.wasm grant udp 127.0.0.1:9 config x B b.wasm").unwrap();
+        let Some(Command::Upgrade { targets, .. }) = c else { panic!("{c:?}") };
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].options.grants, vec![Grant::Udp("127.0.0.1:9".parse().unwrap())]);
+        assert_eq!(targets[0].options.config, b"x");
+        assert!(targets[1].options.is_empty());
     }
 
     #[test]

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::command::Grant;
 use crate::services::Services;
 
 /// Store data of one implementation.
@@ -27,10 +29,33 @@ pub struct ModuleCtx {
 }
 
 impl ModuleCtx {
-    /// A context with nothing granted: no files, no network, no
-    /// environment, no inherited stdio.
-    pub(crate) fn new(name: Arc<str>, services: Arc<Services>, memory_limit: usize) -> Self {
-        let wasi = WasiCtx::builder().build();
+    /// A context with nothing granted but `grants`: no files, no
+    /// environment, no inherited stdio, and only the granted addresses.
+    pub(crate) fn new(
+        name: Arc<str>,
+        services: Arc<Services>,
+        memory_limit: usize,
+        grants: &Arc<[Grant]>,
+    ) -> Self {
+        let mut b = WasiCtx::builder();
+        let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
+        let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
+        b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);
+        let allowed = grants.clone();
+        b.socket_addr_check(move |addr, use_| {
+            let ok = match use_ {
+                // A socket must be bound before it sends; binding to a
+                // local ephemeral port reaches nobody.
+                SocketAddrUse::UdpBind | SocketAddrUse::TcpBind => {
+                    addr.port() == 0 && (addr.ip().is_unspecified() || addr.ip().is_loopback())
+                }
+                SocketAddrUse::UdpSend => allowed.contains(&Grant::Udp(addr)),
+                SocketAddrUse::TcpConnect => allowed.contains(&Grant::Tcp(addr)),
+                _ => false,
+            };
+            Box::pin(async move { ok })
+        });
+        let wasi = b.build();
         ModuleCtx {
             wasi,
             table: ResourceTable::new(),

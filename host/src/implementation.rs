@@ -8,6 +8,7 @@ use std::sync::Arc;
 use wasmtime::Store;
 
 use crate::bindings::{Message, ModuleImp, ModuleInfo};
+use crate::command::Grant;
 use crate::context::ModuleCtx;
 use crate::repository::Version;
 use crate::services::Services;
@@ -48,9 +49,13 @@ impl Implementation {
         name: Arc<str>,
         services: Arc<Services>,
         limits: &InstanceLimits,
+        grants: &Arc<[Grant]>,
     ) -> Result<Self, String> {
         let engine = version.pre().engine();
-        let mut store = Store::new(engine, ModuleCtx::new(name, services, limits.memory));
+        let mut store = Store::new(
+            engine,
+            ModuleCtx::new(name, services, limits.memory, grants),
+        );
         store.limiter(|ctx| &mut ctx.limits);
         store.set_epoch_deadline(limits.deadline_ticks);
         let api = version

@@ -16,10 +16,12 @@
 pub mod bindings;
 pub mod command;
 pub mod context;
+pub mod demo;
 pub mod error;
 pub mod events;
 mod host_api;
 pub mod implementation;
+pub mod monitor;
 pub mod names;
 pub mod proxy;
 pub mod pubsub;

@@ -22,6 +22,7 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, select, unbounded};
 
 use crate::bindings::{Level, Message};
+use crate::command::Grant;
 use crate::events::{Event, ModuleState};
 use crate::implementation::{GuestFault, Implementation};
 use crate::rates::RateWindow;
@@ -86,10 +87,14 @@ pub struct ProxyStatus {
     pub last_fault: Option<String>,
     /// Arrivals per second, per sender, over the recent window.
     pub rates: Vec<(String, f64)>,
+    /// Capabilities granted at `Load`.
+    pub grants: Vec<Grant>,
 }
 
 struct Shared {
     name: Arc<str>,
+    /// Capabilities, kept across swaps: every version gets the same.
+    grants: Arc<[Grant]>,
     data_tx: Sender<Item>,
     ctl_tx: Sender<Control>,
     // The gate closes at Unload. A read lock per `send` (uncontended: a few
@@ -125,11 +130,13 @@ impl ModuleProxy {
         name: Arc<str>,
         version: Arc<Version>,
         capacity: usize,
+        grants: Arc<[Grant]>,
     ) -> (Self, Receiver<Item>, Receiver<Control>) {
         let (data_tx, data_rx) = unbounded();
         let (ctl_tx, ctl_rx) = unbounded();
         let shared = Shared {
             name,
+            grants,
             data_tx,
             ctl_tx,
             gate: RwLock::new(true),
@@ -177,6 +184,11 @@ impl ModuleProxy {
     /// The module's name.
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// Capabilities granted at `Load`.
+    pub fn grants(&self) -> Arc<[Grant]> {
+        self.0.grants.clone()
     }
 
     /// The version behind the name.
@@ -235,6 +247,7 @@ impl ModuleProxy {
             faults: self.0.faults.load(Ordering::Relaxed),
             last_fault,
             rates,
+            grants: self.0.grants.to_vec(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, bounded};
 
 use crate::bindings::Message;
-use crate::command::{Command, GroupKind, HELP, LoadOptions, Mode};
+use crate::command::{Command, Grant, GroupKind, HELP, LoadOptions, Mode};
 use crate::error::{CommandError, LoadError};
 use crate::events::Event;
 use crate::implementation::{Implementation, InstanceLimits};
@@ -267,12 +267,14 @@ impl Runtime {
         &self,
         version: &Arc<crate::repository::Version>,
         name: &str,
+        grants: &Arc<[Grant]>,
     ) -> Result<Implementation, LoadError> {
         Implementation::instantiate(
             version,
             Arc::from(name),
             self.services.clone(),
             &self.limits,
+            grants,
         )
         .map_err(|reason| LoadError::Instantiate {
             path: version.path.clone(),
@@ -312,11 +314,13 @@ impl Runtime {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
         let version = self.repo.fetch(path)?;
-        let mut imp = self.instantiate(&version, name)?;
+        let grants: Arc<[Grant]> = Arc::from(options.grants.as_slice());
+        let mut imp = self.instantiate(&version, name, &grants)?;
         self.init(&mut imp, name, &options.config)?;
         let label = imp.label();
         let capacity = options.capacity.unwrap_or(self.services.mailbox_capacity);
-        let (proxy, data_rx, ctl_rx) = ModuleProxy::new(Arc::from(name), version.clone(), capacity);
+        let (proxy, data_rx, ctl_rx) =
+            ModuleProxy::new(Arc::from(name), version.clone(), capacity, grants);
         if !self.services.names.register(proxy.clone()) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{RecvTimeoutError, unbounded};
 
-use crate::command::{GroupKind, Mode, Target};
+use crate::command::{Grant, GroupKind, LoadOptions, Mode, Target};
 use crate::error::CommandError;
 use crate::events::{Event, ModuleState};
 use crate::implementation::Implementation;
@@ -25,6 +25,8 @@ use crate::txn::{Decision, Report, Txn};
 /// A target after preparation.
 struct Prepared {
     name: String,
+    /// Options of a module being loaded.
+    options: LoadOptions,
     /// The running proxy, for a replacement; none for a load.
     old: Option<ModuleProxy>,
     version: Arc<Version>,
@@ -112,6 +114,12 @@ impl Runtime {
                 }
                 _ => {}
             }
+            if old.is_some() && !t.options.is_empty() {
+                return Err(CommandError::Parse(format!(
+                    "{keyword}: `{}` is loaded: its config, capacity and grants are kept by an upgrade (Unload and Load to change them)",
+                    t.name
+                )));
+            }
             if let Some(p) = &old {
                 let state = p.state();
                 if state != ModuleState::Serving {
@@ -138,9 +146,14 @@ impl Runtime {
         // never pays for it.
         let mut prepared = Vec::new();
         for ((t, old), version) in targets.iter().zip(olds).zip(versions) {
-            let imp = self.instantiate(&version, &t.name)?;
+            let grants: Arc<[Grant]> = match &old {
+                Some(p) => p.grants(),
+                None => Arc::from(t.options.grants.as_slice()),
+            };
+            let imp = self.instantiate(&version, &t.name, &grants)?;
             prepared.push(Prepared {
                 name: t.name.clone(),
+                options: t.options.clone(),
                 old,
                 version,
                 imp: Box::new(imp),
@@ -153,7 +166,8 @@ impl Runtime {
         for i in 0..prepared.len() {
             if prepared[i].old.is_none() {
                 let name = prepared[i].name.clone();
-                if let Err(e) = self.init(&mut prepared[i].imp, &name, &[]) {
+                let config = prepared[i].options.config.clone();
+                if let Err(e) = self.init(&mut prepared[i].imp, &name, &config) {
                     for p in &prepared[..i] {
                         if p.old.is_none() {
                             self.services.timers.cancel_all(&p.name);
@@ -229,7 +243,8 @@ impl Runtime {
                     let (proxy, data_rx, ctl_rx) = ModuleProxy::new(
                         Arc::from(p.name.as_str()),
                         p.version.clone(),
-                        self.services.mailbox_capacity,
+                        p.options.capacity.unwrap_or(self.services.mailbox_capacity),
+                        Arc::from(p.options.grants.as_slice()),
                     );
                     proxy.spawn(
                         p.imp,

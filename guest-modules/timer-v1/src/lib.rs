@@ -1,0 +1,2 @@
+//! The router's TIMER module, version 1: speaks protocols [1], accepts [1].
+router_core::router_module!(router_core::Role::Timer, "1", [1], [1]);
