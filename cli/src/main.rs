@@ -174,17 +174,24 @@ fn demo(
     })
 }
 
-fn monitor(listen: std::net::SocketAddr, gap: Duration, every: Duration) -> anyhow::Result<ExitCode> {
+fn monitor(
+    listen: std::net::SocketAddr,
+    gap: Duration,
+    every: Duration,
+) -> anyhow::Result<ExitCode> {
     use liveswap::monitor::{Monitor, Notice};
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut m = Monitor::start(listen, gap, Some(tx))
-        .with_context(|| format!("listening on {listen}"))?;
+    let mut m =
+        Monitor::start(listen, gap, Some(tx)).with_context(|| format!("listening on {listen}"))?;
     let (stop_tx, stop_rx) = bounded::<()>(1);
     ctrlc::set_handler(move || {
         let _ = stop_tx.try_send(());
     })
     .context("installing the Ctrl-C handler")?;
-    println!("monitor listening on {} (outage: silence over {gap:?})", m.addr());
+    println!(
+        "monitor listening on {} (outage: silence over {gap:?})",
+        m.addr()
+    );
     let started = std::time::Instant::now();
     let table = |m: &Monitor| {
         for h in m.snapshot() {

@@ -66,9 +66,13 @@ impl LoadOptions {
 const OPTION_WORDS: [&str; 3] = ["config", "capacity", "grant"];
 
 /// Parse options from `words` until one that is not an option keyword.
-fn options(cmd: &str, words: &mut std::iter::Peekable<std::slice::Iter<'_, String>>) -> Result<LoadOptions, String> {
+fn options(
+    cmd: &str,
+    words: &mut std::iter::Peekable<std::slice::Iter<'_, String>>,
+) -> Result<LoadOptions, String> {
     let mut options = LoadOptions::default();
-    while let Some(opt) = words.next_if(|w| OPTION_WORDS.contains(&w.to_ascii_lowercase().as_str())) {
+    while let Some(opt) = words.next_if(|w| OPTION_WORDS.contains(&w.to_ascii_lowercase().as_str()))
+    {
         let opt = opt.to_ascii_lowercase();
         let mut value = || {
             words
@@ -291,9 +295,9 @@ fn pairs(cmd: &str, args: &[String]) -> Result<Vec<Target>, String> {
     let mut words = args.iter().peekable();
     while let Some(name) = words.next() {
         let name = name_arg(cmd, name)?;
-        let path = words
-            .next()
-            .ok_or_else(|| format!("{cmd}: `{name}` has no file: it takes <name> <file.wasm> pairs"))?;
+        let path = words.next().ok_or_else(|| {
+            format!("{cmd}: `{name}` has no file: it takes <name> <file.wasm> pairs")
+        })?;
         if out.iter().any(|t| t.name == name) {
             return Err(format!("{cmd}: `{name}` is named twice"));
         }
@@ -461,9 +465,14 @@ mod tests {
     #[test]
     fn group_targets_take_options() {
         let c = parse("Syn_Load A a.wasm grant udp 127.0.0.1:9 config x B b.wasm").unwrap();
-        let Some(Command::Upgrade { targets, .. }) = c else { panic!("{c:?}") };
+        let Some(Command::Upgrade { targets, .. }) = c else {
+            panic!("{c:?}")
+        };
         assert_eq!(targets.len(), 2);
-        assert_eq!(targets[0].options.grants, vec![Grant::Udp("127.0.0.1:9".parse().unwrap())]);
+        assert_eq!(
+            targets[0].options.grants,
+            vec![Grant::Udp("127.0.0.1:9".parse().unwrap())]
+        );
         assert_eq!(targets[0].options.config, b"x");
         assert!(targets[1].options.is_empty());
     }

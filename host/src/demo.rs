@@ -242,7 +242,15 @@ pub fn run(
     let mut numbers: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut ospf_v3 = (0, 0);
     for e in &events {
-        let Event::Log { module, version, line, .. } = e else { continue };
+        let Event::Log {
+            module,
+            version,
+            line,
+            ..
+        } = e
+        else {
+            continue;
+        };
         if module != "OSPF" {
             continue;
         }
@@ -256,8 +264,16 @@ pub fn run(
                 }
             }
         } else if line.starts_with("GAP") || line.starts_with("DUP") {
-            let sender = line.split_whitespace().nth(2).unwrap_or("?").trim_end_matches(':');
-            relays.entry(sender.to_string()).or_default().violations.push(line.clone());
+            let sender = line
+                .split_whitespace()
+                .nth(2)
+                .unwrap_or("?")
+                .trim_end_matches(':');
+            relays
+                .entry(sender.to_string())
+                .or_default()
+                .violations
+                .push(line.clone());
         }
     }
     for (sender, ns) in numbers {
@@ -271,9 +287,9 @@ pub fn run(
     let mut outages = Vec::new();
     for h in &heard {
         for o in &h.outages {
-            let within = steps.iter().position(|s| {
-                o.start <= s.window.1 + slack && o.end + slack >= s.window.0
-            });
+            let within = steps
+                .iter()
+                .position(|s| o.start <= s.window.1 + slack && o.end + slack >= s.window.0);
             outages.push((o.clone(), within));
         }
     }
@@ -354,7 +370,11 @@ fn label(c: &crate::command::Command) -> Option<String> {
             format!("{} {}", t.name, file.unwrap_or_default())
         })
         .collect();
-    Some(format!("{} {}", kind.keyword(targets.len()), pairs.join(" ")))
+    Some(format!(
+        "{} {}",
+        kind.keyword(targets.len()),
+        pairs.join(" ")
+    ))
 }
 
 /// Show `$GUESTS/ip_v2.wasm` rather than a long absolute path.
@@ -384,8 +404,8 @@ impl DemoResult {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<3} {:<58} {:<10} {:<34} {}",
-            "#", "command", "outcome", "pause per module", "buffered"
+            "{:<3} {:<58} {:<10} {:<34} buffered",
+            "#", "command", "outcome", "pause per module"
         );
         for s in &self.steps {
             let r = &s.report;
@@ -400,7 +420,11 @@ impl DemoResult {
                 .iter()
                 .map(|m| format!("{} {}", m.name, us(m.pause_us)))
                 .collect();
-            let buffered: Vec<String> = r.modules.iter().map(|m| format!("{}", m.buffered)).collect();
+            let buffered: Vec<String> = r
+                .modules
+                .iter()
+                .map(|m| format!("{}", m.buffered))
+                .collect();
             let _ = writeln!(
                 out,
                 "{:<3} {:<58} {:<10} {:<34} {}",

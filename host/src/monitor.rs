@@ -54,7 +54,11 @@ pub enum Notice {
     /// First packet from a module.
     Heard { module: String, version: String },
     /// A module's packets now carry another version.
-    Version { module: String, from: String, to: String },
+    Version {
+        module: String,
+        from: String,
+        to: String,
+    },
     /// A silence just ended.
     Outage(Outage),
 }

@@ -144,10 +144,17 @@ mod tests {
     fn variables_expand_with_defaults() {
         let mut v = Vars::default();
         v.set("GUESTS", "/g");
-        assert_eq!(v.expand("Load A $GUESTS/a.wasm").unwrap(), "Load A /g/a.wasm");
+        assert_eq!(
+            v.expand("Load A $GUESTS/a.wasm").unwrap(),
+            "Load A /g/a.wasm"
+        );
         assert_eq!(v.expand("Wait ${SETTLE:-3s} x").unwrap(), "Wait 3s x");
         assert_eq!(v.expand("Load A ${GUESTS}/b").unwrap(), "Load A /g/b");
-        assert!(v.expand("Load $NOPE").unwrap_err().contains("`NOPE` is not set"));
+        assert!(
+            v.expand("Load $NOPE")
+                .unwrap_err()
+                .contains("`NOPE` is not set")
+        );
         assert_eq!(v.expand("cost $ 5").unwrap(), "cost $ 5");
     }
 }

@@ -135,7 +135,14 @@ fn a_guest_whose_init_fails_or_traps_is_not_registered() {
 fn a_script_error_names_the_file_the_line_and_the_command() {
     let mut h = running();
     let text = format!("# setup\nLoad A {V1}\n\nLoad B /missing/b.wasm\nLoad C {V1}\n");
-    let err = script::run(&h.rt, "setup.ls", &text, &script::Vars::default(), |_, _, _| {}).unwrap_err();
+    let err = script::run(
+        &h.rt,
+        "setup.ls",
+        &text,
+        &script::Vars::default(),
+        |_, _, _| {},
+    )
+    .unwrap_err();
     let msg = err.to_string();
     assert!(
         msg.starts_with("setup.ls:4: `Load B /missing/b.wasm`: /missing/b.wasm: cannot read"),

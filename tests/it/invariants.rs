@@ -60,7 +60,10 @@ fn run(ops: Vec<Op>) {
     let mut h = Host::new();
     for i in 0..N {
         let next = name((i + 1) % N);
-        h.ok(&format!("Load {} {V1} config \"quiet; timer t 1; tick-send {next}\"", name(i)));
+        h.ok(&format!(
+            "Load {} {V1} config \"quiet; timer t 1; tick-send {next}\"",
+            name(i)
+        ));
     }
     for op in ops {
         match op {
@@ -77,7 +80,8 @@ fn run(ops: Vec<Op>) {
             }
             Op::Upgrade(set, v) => {
                 let file = if v == 1 { V1 } else { V2 };
-                let args: Vec<String> = set.iter().map(|i| format!("{} {file}", name(*i))).collect();
+                let args: Vec<String> =
+                    set.iter().map(|i| format!("{} {file}", name(*i))).collect();
                 let before = h.mark();
                 let r = h.txn(&format!("Syn_Replace {}", args.join(" ")));
                 // I3: all or nothing.
@@ -93,8 +97,17 @@ fn run(ops: Vec<Op>) {
                 h.drain();
                 let targets: BTreeSet<String> = set.iter().map(|i| name(*i)).collect();
                 for e in &h.seen[before..] {
-                    if let Event::Module { module, state: ModuleState::Quiescing, .. } = e {
-                        assert!(targets.contains(module), "I4: {module} paused by {}", r.command);
+                    if let Event::Module {
+                        module,
+                        state: ModuleState::Quiescing,
+                        ..
+                    } = e
+                    {
+                        assert!(
+                            targets.contains(module),
+                            "I4: {module} paused by {}",
+                            r.command
+                        );
                     }
                 }
             }
@@ -130,7 +143,12 @@ fn run(ops: Vec<Op>) {
     // I1 and I2: every accepted number arrived once, in order, and each
     // module's record survived every swap (a lost record shows as DUP/GAP).
     for i in 0..N {
-        assert!(h.violations(&name(i)).is_empty(), "{}: {:?}", name(i), h.violations(&name(i)));
+        assert!(
+            h.violations(&name(i)).is_empty(),
+            "{}: {:?}",
+            name(i),
+            h.violations(&name(i))
+        );
     }
     for (s, to) in &sent {
         for (r, n) in to {

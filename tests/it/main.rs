@@ -3,5 +3,6 @@
 mod bad_input;
 mod basics;
 mod invariants;
+mod router;
 mod support;
 mod upgrade;

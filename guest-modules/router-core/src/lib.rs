@@ -168,7 +168,11 @@ impl Spec {
     pub fn init(&self, config: Vec<u8>) -> Result<(), String> {
         let text = String::from_utf8(config).map_err(|_| "config is not UTF-8".to_string())?;
         let mut interval = 100u32;
-        for item in text.split([';', '\n']).map(str::trim).filter(|s| !s.is_empty()) {
+        for item in text
+            .split([';', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             match item.split_once(' ') {
                 Some(("monitor", addr)) => {
                     let addr = addr.trim().to_string();
@@ -180,7 +184,11 @@ impl Spec {
                         .parse()
                         .map_err(|_| format!("interval `{ms}` is not a number of ms"))?;
                 }
-                _ => return Err(format!("unknown config item `{item}` (monitor ADDR; interval MS)")),
+                _ => {
+                    return Err(format!(
+                        "unknown config item `{item}` (monitor ADDR; interval MS)"
+                    ));
+                }
             }
         }
         with(|s| s.interval_ms = interval);
@@ -231,7 +239,11 @@ impl Spec {
                     with(|s| s.relay -= 1);
                     host::log(Level::Warn, &format!("relay {n} to OSPF refused: {e}"));
                 }
-                let kind = if self.role == Role::Ip { "ICMP" } else { "HEARTBEAT" };
+                let kind = if self.role == Role::Ip {
+                    "ICMP"
+                } else {
+                    "HEARTBEAT"
+                };
                 self.packet(kind, n);
             }
             (Role::Ospf, "broadcast") => {
@@ -257,11 +269,17 @@ impl Spec {
                     };
                     host::send(&me, &m)?;
                 }
-                host::log(Level::Info, &format!("route flap: {n} recomputations queued"));
+                host::log(
+                    Level::Info,
+                    &format!("route flap: {n} recomputations queued"),
+                );
             }
             (Role::Ip, "route-recompute") => {
                 let runs = recompute_routes(Duration::from_millis(100));
-                host::log(Level::Debug, &format!("recomputed routes ({runs} shortest-path runs)"));
+                host::log(
+                    Level::Debug,
+                    &format!("recomputed routes ({runs} shortest-path runs)"),
+                );
             }
             (_, kind) => return Err(format!("{} does not handle `{kind}`", self.name())),
         }
@@ -295,13 +313,22 @@ impl Spec {
         } else {
             format!("DUP from {}: expected {expected}, got {}", msg.from, r.n)
         };
-        host::log(if r.n == expected { Level::Info } else { Level::Warn }, &line);
+        host::log(
+            if r.n == expected {
+                Level::Info
+            } else {
+                Level::Warn
+            },
+            &line,
+        );
         Ok(())
     }
 
     /// Emit one packet to the monitor, if there is one and it is granted.
     fn packet(&self, kind: &str, seq: u64) {
-        let Some(addr) = with(|s| s.monitor.clone()) else { return };
+        let Some(addr) = with(|s| s.monitor.clone()) else {
+            return;
+        };
         let text = format!("{} {} {} {kind} {seq}", self.name(), self.version, now_us());
         let sent = SOCKET.with(|sock| {
             let mut sock = sock.borrow_mut();
@@ -310,9 +337,10 @@ impl Spec {
                 UdpSocket::bind("0.0.0.0:0").map_err(|e| format!("cannot open a UDP socket: {e}"))
             });
             match socket {
-                Ok(s) => s.send_to(text.as_bytes(), addr.as_str()).map(|_| ()).map_err(|e| {
-                    format!("cannot send to {addr}: {e} (is it granted?)")
-                }),
+                Ok(s) => s
+                    .send_to(text.as_bytes(), addr.as_str())
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot send to {addr}: {e} (is it granted?)")),
                 Err(e) if fresh => Err(e.clone()),
                 Err(_) => Ok(()), // said once already
             }
@@ -340,7 +368,10 @@ impl Spec {
                 format!("last relays {}", l.join(", "))
             }
         };
-        host::log(Level::Info, &format!("v{} takes over at {summary}", self.version));
+        host::log(
+            Level::Info,
+            &format!("v{} takes over at {summary}", self.version),
+        );
         with(|s| *s = state);
         Ok(())
     }
@@ -362,7 +393,10 @@ fn recompute_routes(budget: Duration) -> u32 {
         let mut done = vec![false; N];
         dist[src] = 0;
         for _ in 0..N {
-            let Some(u) = (0..N).filter(|&v| !done[v] && dist[v] != u64::MAX).min_by_key(|&v| dist[v]) else {
+            let Some(u) = (0..N)
+                .filter(|&v| !done[v] && dist[v] != u64::MAX)
+                .min_by_key(|&v| dist[v])
+            else {
                 break;
             };
             done[u] = true;
