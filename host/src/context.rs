@@ -2,14 +2,16 @@
 //! by default), its limits, and a narrow handle on the host services its
 //! imports delegate to.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::bindings::Level;
 use crate::command::Grant;
+use crate::stdio::GuestOutput;
 use crate::services::Services;
 
 /// Store data of one implementation.
@@ -22,6 +24,8 @@ pub struct ModuleCtx {
     pub(crate) name: Arc<str>,
     /// `info().version`, once known; used to label log lines.
     pub(crate) version: Arc<str>,
+    /// The same, for the stdout/stderr streams made before it was known.
+    pub(crate) label: Arc<OnceLock<Arc<str>>>,
     /// Protocol versions this implementation may send.
     pub(crate) speaks: Arc<[u32]>,
     /// The host services behind the imports.
@@ -38,6 +42,9 @@ impl ModuleCtx {
         grants: &Arc<[Grant]>,
     ) -> Self {
         let mut b = WasiCtx::builder();
+        let label: Arc<OnceLock<Arc<str>>> = Arc::default();
+        b.stdout(GuestOutput::new(name.clone(), label.clone(), Level::Info, services.clone()));
+        b.stderr(GuestOutput::new(name.clone(), label.clone(), Level::Warn, services.clone()));
         let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
         let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
         b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);
@@ -65,6 +72,7 @@ impl ModuleCtx {
                 .build(),
             name,
             version: Arc::from("?"),
+            label,
             speaks: Arc::from(Vec::new()),
             services,
         }

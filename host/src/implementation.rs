@@ -73,6 +73,7 @@ impl Implementation {
         version.set_info(info.clone());
         let ctx = imp.store.data_mut();
         ctx.version = Arc::from(info.version.as_str());
+        let _ = ctx.label.set(ctx.version.clone());
         ctx.speaks = Arc::from(info.speaks.as_slice());
         Ok(imp)
     }

@@ -32,6 +32,7 @@ pub mod runtime;
 pub mod scope;
 pub mod script;
 pub mod services;
+mod stdio;
 pub mod timers;
 mod txn;
 mod upgrader;

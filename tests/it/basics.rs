@@ -10,12 +10,13 @@ use crate::support::*;
 #[test]
 fn publish_fans_out_and_subscriptions_change_at_run_time() {
     let mut h = Host::new();
-    h.ok(&format!(
-        "Load P {V1} config \"timer beat 2; tick-publish beat; quiet\""
-    ));
+    // Subscribers first (P need not be loaded yet), so all see event 1.
     for s in ["S1", "S2", "S3"] {
         h.ok(&format!("Load {s} {V1} config \"sub P beat\""));
     }
+    h.ok(&format!(
+        "Load P {V1} config \"timer beat 2; tick-publish beat; quiet\""
+    ));
     for s in ["S1", "S2", "S3"] {
         h.wait_log(s, |l| l.starts_with("got ") && l.contains("from P"));
     }
@@ -162,4 +163,20 @@ fn a_module_that_never_returns_does_not_stop_the_others() {
     let n = *h.got("SINK", "T").last().unwrap();
     h.wait_line("SINK", &format!("got {} from T", n + 50));
     assert!(h.violations("SINK").is_empty());
+}
+
+#[test]
+fn a_trap_is_contained_and_the_guest_panic_message_is_logged() {
+    let mut h = Host::new();
+    h.ok(&format!("Load BAD {V1}"));
+    h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
+    h.ok(&format!("Load SINK {V1}"));
+    h.ok("Send BAD do trap");
+    let detail = h.wait_state("BAD", ModuleState::Faulted).unwrap_or_default();
+    assert!(detail.starts_with("service trapped"), "{detail}");
+    // The guest's own stderr (its panic message) is in BAD's log.
+    h.wait_log("BAD", |l| l.contains("panicked at"));
+    h.wait_line("BAD", "trap requested");
+    h.wait_line("SINK", "got 30 from T");
+    assert_eq!(h.rt.module("BAD").unwrap().state(), ModuleState::Faulted);
 }
