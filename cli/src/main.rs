@@ -1,13 +1,16 @@
 //! The `liveswap` binary: parses arguments, calls the host library, prints.
 
+mod shell;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::{Receiver, bounded};
+use liveswap::admin::{self, AdminOptions, AdminServer, Client, Final};
 use liveswap::script::{self, ScriptEnd};
 use liveswap::{Event, Reply, RuntimeBuilder};
 
@@ -20,6 +23,66 @@ struct Cli {
     command: Cmd,
 }
 
+/// The admin endpoint a host serves.
+#[derive(Args, Clone)]
+struct Serve {
+    /// Unix socket of the admin endpoint (mode 0600) [default:
+    /// $XDG_RUNTIME_DIR/liveswap/admin.sock, or /tmp/liveswap-<uid>/admin.sock].
+    #[arg(long, value_name = "PATH")]
+    admin: Option<PathBuf>,
+    /// Serve no admin endpoint.
+    #[arg(long)]
+    no_admin: bool,
+    /// Also serve the admin endpoint over TCP on this (loopback) address;
+    /// clients must send the token of --token-file first.
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    admin_tcp: Option<std::net::SocketAddr>,
+    /// File holding the admin token (its first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// How to reach a running host.
+#[derive(Args, Clone)]
+struct Connect {
+    /// The host's Unix socket [default: as for `run --admin`].
+    #[arg(long, value_name = "PATH", conflicts_with = "tcp")]
+    connect: Option<PathBuf>,
+    /// The host's TCP admin address instead; needs --token-file.
+    #[arg(long, value_name = "ADDR", requires = "token_file")]
+    tcp: Option<std::net::SocketAddr>,
+    /// File holding the admin token (its first line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+/// Arguments of `liveswap run`.
+#[derive(Args)]
+struct RunArgs {
+    /// The script: one command a line (`Load`, `Replace`, `Wait`, ...).
+    script: PathBuf,
+    /// Print one JSON object per line for every event instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Stop once the script ends instead of serving on.
+    #[arg(long)]
+    once: bool,
+    /// Show debug-level guest log lines too.
+    #[arg(long, short)]
+    verbose: bool,
+    /// Longest a single guest call may run, e.g. 5s or 500ms.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    call_deadline: Duration,
+    /// Default mailbox capacity of each module.
+    #[arg(long, default_value_t = 100_000)]
+    mailbox: usize,
+    /// Set a script variable, used as `$NAME` or `${NAME:-default}`.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a host, run a script of commands, then keep serving until
@@ -28,27 +91,42 @@ enum Cmd {
     /// In the script, `$GUESTS` stands for the folder of the guest modules
     /// this binary was built with, so examples run from any directory.
     /// Run `liveswap help-commands` for the command language.
-    Run {
-        /// The script: one command a line (`Load`, `Replace`, `Wait`, ...).
-        script: PathBuf,
-        /// Print one JSON object per line for every event instead of text.
+    Run(RunArgs),
+    /// Run one command on a running host, or a script of them (-f). The
+    /// exit status says how it went: 0 done or committed, 1 error,
+    /// 2 refused, 3 aborted, 4 host unreachable. A script stops at the
+    /// first command that does not succeed.
+    Ctl {
+        #[command(flatten)]
+        connect: Connect,
+        /// Run the commands of this file, one a line.
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "SCRIPT",
+            conflicts_with = "command"
+        )]
+        file: Option<PathBuf>,
+        /// Print replies as JSON.
         #[arg(long)]
         json: bool,
-        /// Stop once the script ends instead of serving on.
-        #[arg(long)]
-        once: bool,
-        /// Show debug-level guest log lines too.
-        #[arg(long, short)]
-        verbose: bool,
-        /// Longest a single guest call may run, e.g. 5s or 500ms.
-        #[arg(long, default_value = "5s", value_parser = parse_duration)]
-        call_deadline: Duration,
-        /// Default mailbox capacity of each module.
-        #[arg(long, default_value_t = 100_000)]
-        mailbox: usize,
-        /// Set a script variable, used as `$NAME` or `${NAME:-default}`.
-        #[arg(long = "var", value_name = "NAME=VALUE")]
-        vars: Vec<String>,
+        /// The command, e.g. `Replace IP ip_v2.wasm` or `Status`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// An interactive shell: on a running host (--connect/--tcp), or on a
+    /// fresh one started here. Line editing, history (~/.liveswap_history),
+    /// Tab completes commands, module names and .wasm paths.
+    Shell {
+        #[command(flatten)]
+        connect: Connect,
+        /// Start a fresh host in this process instead of connecting.
+        #[arg(long, conflicts_with_all = ["connect", "tcp"])]
+        local: bool,
+        /// With --local: the Unix socket its admin endpoint serves
+        /// [default: as for `run --admin`].
+        #[arg(long, value_name = "PATH", requires = "local")]
+        admin: Option<PathBuf>,
     },
     /// Run the non-stop router of the thesis live, in one process: load it,
     /// upgrade it through six transactions (one aborts, one is refused),
@@ -67,9 +145,8 @@ enum Cmd {
         /// Where the monitor listens (UDP).
         #[arg(long, default_value = "127.0.0.1:0")]
         monitor: std::net::SocketAddr,
-        /// Show every module log line, not a sample.
-        #[arg(long, short)]
-        verbose: bool,
+        #[command(flatten)]
+        serve: Serve,
     },
     /// Listen for the packets modules send (as in the router) and show,
     /// per module, the version heard, the last timestamp and every outage.
@@ -113,22 +190,33 @@ fn main() -> anyhow::Result<ExitCode> {
             println!("{}", liveswap::command::HELP);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run {
-            script,
-            json,
-            once,
-            verbose,
-            call_deadline,
-            mailbox,
-            vars,
-        } => run(&script, json, once, verbose, call_deadline, mailbox, &vars),
+        Cmd::Run(args) => run(&args),
         Cmd::Demo {
             beat,
             settle,
             gap,
             monitor,
-            verbose,
-        } => demo(beat, settle, gap, monitor, verbose),
+            serve,
+        } => demo(beat, settle, gap, monitor, &serve),
+        Cmd::Ctl {
+            connect,
+            file,
+            json,
+            command,
+        } => ctl(&connect, file.as_deref(), json, &command),
+        Cmd::Shell {
+            connect,
+            local,
+            admin,
+        } => {
+            let serve = Serve {
+                admin,
+                no_admin: false,
+                admin_tcp: None,
+                token_file: None,
+            };
+            shell::run(&connect_or_local(&connect, local), &serve)
+        }
         Cmd::Monitor { listen, gap, every } => monitor(listen, gap, every),
     }
 }
@@ -138,7 +226,7 @@ fn demo(
     settle: Duration,
     gap: Duration,
     monitor: std::net::SocketAddr,
-    verbose: bool,
+    serve: &Serve,
 ) -> anyhow::Result<ExitCode> {
     use liveswap::demo::{self, Narration};
     let mut vars = script::Vars::default();
@@ -155,7 +243,6 @@ fn demo(
         Narration::Log(l) => println!("{}   {l}", stamp()),
         Narration::Monitor(m) => println!("{}   [{m}]", stamp()),
     });
-    let _ = verbose;
     println!("liveswap demo: the non-stop router, upgraded live (Ctrl-C to stop)");
     let result = demo::run(
         demo::DemoOptions {
@@ -163,6 +250,7 @@ fn demo(
             gap,
             script: demo::ROUTER_SCRIPT.to_string(),
             monitor,
+            admin: admin_options(serve)?,
         },
         narrate,
     )?;
@@ -259,19 +347,22 @@ fn printer(
     })
 }
 
-fn run(
-    path: &Path,
-    json: bool,
-    once: bool,
-    verbose: bool,
-    call_deadline: Duration,
-    mailbox: usize,
-    set: &[String],
-) -> anyhow::Result<ExitCode> {
+fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let RunArgs {
+        script: path,
+        json,
+        once,
+        verbose,
+        call_deadline,
+        mailbox,
+        vars: set,
+        serve,
+    } = args;
+    let (json, once, verbose) = (*json, *once, *verbose);
     let rt = Arc::new(
         RuntimeBuilder::default()
-            .call_deadline(call_deadline)
-            .mailbox_capacity(mailbox)
+            .call_deadline(*call_deadline)
+            .mailbox_capacity(*mailbox)
             .build()
             .context("starting the host")?,
     );
@@ -282,6 +373,21 @@ fn run(
     .context("installing the Ctrl-C handler")?;
     let (done_tx, done_rx) = bounded::<()>(1);
     let printer = printer(rt.watch(), done_rx, json, verbose);
+    let mut endpoint = start_admin(&rt, serve)?;
+    if let Some(e) = &endpoint
+        && !json
+    {
+        if let Some(p) = e.unix_path() {
+            println!(
+                "-- admin endpoint: {} (liveswap ctl --connect {} Status)",
+                p.display(),
+                p.display()
+            );
+        }
+        if let Some(a) = e.tcp_addr() {
+            println!("-- admin endpoint: tcp {a} (token required)");
+        }
+    }
 
     let mut vars = script::Vars::default();
     vars.set("GUESTS", guests_dir().display().to_string());
@@ -320,8 +426,183 @@ fn run(
     if !json {
         println!("-- shutting down: modules drain their mailboxes");
     }
+    if let Some(e) = endpoint.as_mut() {
+        e.stop();
+    }
     rt.shutdown();
     let _ = done_tx.send(());
     let _ = printer.join();
     Ok(code)
+}
+
+fn read_token(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the token file {}", file.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty",
+        file.display()
+    );
+    Ok(token)
+}
+
+/// The admin endpoint a host should serve, if any.
+fn admin_options(serve: &Serve) -> anyhow::Result<Option<AdminOptions>> {
+    if serve.no_admin {
+        return Ok(None);
+    }
+    let token = serve.token_file.as_deref().map(read_token).transpose()?;
+    Ok(Some(AdminOptions {
+        unix: Some(
+            serve
+                .admin
+                .clone()
+                .unwrap_or_else(admin::default_socket_path),
+        ),
+        tcp: serve.admin_tcp,
+        token,
+    }))
+}
+
+/// Start the admin endpoint a host should serve, if any.
+fn start_admin(rt: &Arc<liveswap::Runtime>, serve: &Serve) -> anyhow::Result<Option<AdminServer>> {
+    let Some(opts) = admin_options(serve)? else {
+        return Ok(None);
+    };
+    let server = AdminServer::start(rt.clone(), opts).context("starting the admin endpoint")?;
+    Ok(Some(server))
+}
+
+/// Where a client should go.
+pub(crate) enum Target {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr, PathBuf),
+    Local,
+}
+
+fn connect_or_local(c: &Connect, local: bool) -> Target {
+    if local {
+        return Target::Local;
+    }
+    match (&c.tcp, &c.token_file) {
+        (Some(a), Some(f)) => Target::Tcp(*a, f.clone()),
+        _ => Target::Unix(c.connect.clone().unwrap_or_else(admin::default_socket_path)),
+    }
+}
+
+pub(crate) fn dial(t: &Target) -> anyhow::Result<Client> {
+    match t {
+        Target::Unix(p) => {
+            Client::unix(p).with_context(|| format!("cannot reach a host at {}", p.display()))
+        }
+        Target::Tcp(a, f) => {
+            let token = read_token(f)?;
+            Client::tcp(*a, &token).with_context(|| format!("connecting to the host at tcp {a}"))
+        }
+        Target::Local => anyhow::bail!("no host to reach"),
+    }
+}
+
+/// Re-quote words the shell split, so `Send A do "send B 3"` survives,
+/// and make relative `.wasm` paths absolute: the host may run elsewhere.
+fn join_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            let p = Path::new(w);
+            if w.ends_with(".wasm")
+                && p.is_relative()
+                && let Ok(abs) = std::fs::canonicalize(p)
+            {
+                return abs.display().to_string();
+            }
+            if w.is_empty() || w.contains(char::is_whitespace) || w.contains('"') || w.contains('#')
+            {
+                format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ctl(
+    connect: &Connect,
+    file: Option<&Path>,
+    json: bool,
+    command: &[String],
+) -> anyhow::Result<ExitCode> {
+    let lines: Vec<String> = match file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading {}", f.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None if command.is_empty() => {
+            anyhow::bail!("give a command (e.g. `liveswap ctl Status`) or -f SCRIPT")
+        }
+        None => vec![join_words(command)],
+    };
+    let target = connect_or_local(connect, false);
+    let mut client = match dial(&target) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let denied = e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+            return Ok(ExitCode::from(if denied {
+                1
+            } else {
+                admin::EXIT_UNREACHABLE
+            }));
+        }
+    };
+    if json {
+        client.command("Json on", |_| {})?;
+    }
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed.eq_ignore_ascii_case("watch") {
+            // Stream until the host goes away or Ctrl-C.
+            client.command(trimmed, |l| println!("{l}"))?;
+            continue;
+        }
+        let fin = client.command(trimmed, |l| println!("{l}"))?;
+        let code = fin.exit_code();
+        match &fin {
+            Final::Err(e) => eprintln!(
+                "error: {}{e}",
+                file.map(|f| format!("{}:{}: ", f.display(), i + 1))
+                    .unwrap_or_default()
+            ),
+            Final::Ok(o) if code != 0 => eprintln!("{o}"),
+            Final::Ok(_) => {}
+        }
+        if code != 0 {
+            return Ok(ExitCode::from(code));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn words_are_quoted_back() {
+        let w: Vec<String> = ["Send", "A", "do", "send B 3"].map(String::from).to_vec();
+        assert_eq!(super::join_words(&w), r#"Send A do "send B 3""#);
+    }
 }

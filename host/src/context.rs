@@ -11,8 +11,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::Level;
 use crate::command::Grant;
-use crate::stdio::GuestOutput;
 use crate::services::Services;
+use crate::stdio::GuestOutput;
 
 /// Store data of one implementation.
 pub struct ModuleCtx {
@@ -43,8 +43,18 @@ impl ModuleCtx {
     ) -> Self {
         let mut b = WasiCtx::builder();
         let label: Arc<OnceLock<Arc<str>>> = Arc::default();
-        b.stdout(GuestOutput::new(name.clone(), label.clone(), Level::Info, services.clone()));
-        b.stderr(GuestOutput::new(name.clone(), label.clone(), Level::Warn, services.clone()));
+        b.stdout(GuestOutput::new(
+            name.clone(),
+            label.clone(),
+            Level::Info,
+            services.clone(),
+        ));
+        b.stderr(GuestOutput::new(
+            name.clone(),
+            label.clone(),
+            Level::Warn,
+            services.clone(),
+        ));
         let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
         let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
         b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);

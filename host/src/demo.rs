@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub script: String,
     /// Where the monitor listens (port 0: any free port).
     pub monitor: SocketAddr,
+    /// The admin endpoint to serve while the demo runs, if any.
+    pub admin: Option<crate::admin::AdminOptions>,
 }
 
 /// Something to tell the person watching.
@@ -133,8 +135,27 @@ pub fn run(
     let mut vars = opts.vars;
     vars.set("MONITOR", monitor.addr().to_string());
 
-    let rt = RuntimeBuilder::default().build()?;
+    let rt = Arc::new(RuntimeBuilder::default().build()?);
     let events = rt.watch();
+    let mut endpoint = match opts.admin {
+        None => None,
+        Some(a) => match crate::admin::AdminServer::start(rt.clone(), a) {
+            Ok(e) => {
+                if let Some(p) = e.unix_path() {
+                    narrate(Narration::Reply(format!(
+                        "admin endpoint: {} (try: liveswap ctl --connect {} Status)",
+                        p.display(),
+                        p.display()
+                    )));
+                }
+                Some(e)
+            }
+            Err(e) => {
+                narrate(Narration::Reply(format!("no admin endpoint: {e}")));
+                None
+            }
+        },
+    };
     let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
     // OSPF lines to show after each command: a few, not all.
     let budget = Arc::new(AtomicUsize::new(0));
@@ -226,6 +247,9 @@ pub fn run(
                 break;
             }
         }
+    }
+    if let Some(e) = endpoint.as_mut() {
+        e.stop();
     }
     rt.shutdown();
     drop(rt);

@@ -81,6 +81,13 @@ pub enum Event {
     },
     /// A transaction finished (committed, aborted or refused).
     Transaction(Box<TransactionReport>),
+    /// A long phase of a command: what it is doing or waiting for.
+    Progress {
+        /// Who asked for the command.
+        origin: String,
+        /// What is happening.
+        text: String,
+    },
 }
 
 fn level_str(level: Level) -> &'static str {
@@ -118,6 +125,9 @@ impl Event {
                 v
             }
             Event::Transaction(r) => r.to_json(),
+            Event::Progress { origin, text } => {
+                json!({"event": "progress", "origin": origin, "text": text})
+            }
         }
     }
 
@@ -145,6 +155,7 @@ impl Event {
                 None => format!("-- {module} v{version} {state}"),
             },
             Event::Transaction(r) => r.to_text(),
+            Event::Progress { text, .. } => format!(".. {text}"),
         }
     }
 

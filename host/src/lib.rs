@@ -13,6 +13,7 @@
 //! - [`implementation`], [`context`], [`host_api`], [`bindings`]: one
 //!   instance, its store data, and the WIT glue.
 
+pub mod admin;
 pub mod bindings;
 pub mod command;
 pub mod context;

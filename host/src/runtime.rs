@@ -102,7 +102,9 @@ impl RuntimeBuilder {
                 deadline_ticks: ticks,
             },
             call_deadline: self.call_deadline,
+            current: Mutex::new(None),
             admin: Mutex::new(AdminState {
+                commands: Vec::new(),
                 bound: self.quiescence_bound,
                 mode: self.mode,
                 history: Vec::new(),
@@ -114,7 +116,49 @@ impl RuntimeBuilder {
     }
 }
 
+/// One command run by the host, for `History`.
+#[derive(Clone, Debug)]
+pub struct CommandRecord {
+    /// When it ended.
+    pub at: std::time::SystemTime,
+    /// Who asked (`script.ls:3`, `unix:2`, `tcp:127.0.0.1:5123`, ...).
+    pub origin: String,
+    /// The command as written.
+    pub line: String,
+    /// `done`, `committed`, `aborted`, `refused` or `error: ...`.
+    pub outcome: String,
+    /// The transaction it ran, if an upgrade.
+    pub transaction: Option<u64>,
+}
+
+fn history_text(admin: &AdminState) -> String {
+    let mut out = String::new();
+    for c in &admin.commands {
+        let secs =
+            c.at.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+        let _ = writeln!(
+            out,
+            "[{secs:.3}] {} `{}` -> {}",
+            c.origin, c.line, c.outcome
+        );
+        if let Some(id) = c.transaction
+            && let Some(r) = admin.history.iter().find(|r| r.id == id)
+        {
+            for l in r.to_text().lines().skip(1) {
+                let _ = writeln!(out, "    {l}");
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push_str("no command has run yet");
+    }
+    out.trim_end().to_string()
+}
+
 pub(crate) struct AdminState {
+    pub commands: Vec<CommandRecord>,
     pub bound: Duration,
     pub mode: Mode,
     pub history: Vec<TransactionReport>,
@@ -143,6 +187,9 @@ pub struct Runtime {
     // One command at a time: held for the whole of each command, so that a
     // transaction never sees another one's half-done changes.
     pub(crate) admin: Mutex<AdminState>,
+    // Outside the admin lock, so a client waiting for it can be told what
+    // it waits for.
+    current: Mutex<Option<(String, String)>>,
     epoch_stop: Arc<AtomicBool>,
     epoch: Mutex<Option<JoinHandle<()>>>,
 }
@@ -194,6 +241,11 @@ impl Runtime {
         self.services.names.resolve(name)
     }
 
+    /// Every command so far (not inspections), oldest first.
+    pub fn commands(&self) -> Vec<CommandRecord> {
+        self.admin.lock().expect("admin poisoned").commands.clone()
+    }
+
     /// Every transaction so far.
     pub fn history(&self) -> Vec<TransactionReport> {
         self.admin.lock().expect("admin poisoned").history.clone()
@@ -220,6 +272,42 @@ impl Runtime {
             _ => {}
         }
         let mut admin = self.admin.lock().expect("admin poisoned");
+        *self.current.lock().expect("poisoned") = Some((text.to_string(), origin.to_string()));
+        let is_inspection = matches!(cmd, Command::Status | Command::Versions | Command::History);
+        let result = self.run_locked(&mut admin, cmd, text, origin);
+        if !is_inspection {
+            let outcome = match &result {
+                Ok(Reply::Transaction(r)) => r.outcome.as_str().to_string(),
+                Ok(_) => "done".to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            admin.commands.push(CommandRecord {
+                at: std::time::SystemTime::now(),
+                origin: origin.to_string(),
+                line: text.to_string(),
+                outcome,
+                transaction: match &result {
+                    Ok(Reply::Transaction(r)) => Some(r.id),
+                    _ => None,
+                },
+            });
+        }
+        *self.current.lock().expect("poisoned") = None;
+        result
+    }
+
+    /// What command is running now, and for whom: (line, origin).
+    pub fn current_command(&self) -> Option<(String, String)> {
+        self.current.lock().expect("poisoned").clone()
+    }
+
+    fn run_locked(
+        &self,
+        admin: &mut AdminState,
+        cmd: Command,
+        text: &str,
+        origin: &str,
+    ) -> Result<Reply, CommandError> {
         match cmd {
             Command::Load {
                 name,
@@ -230,7 +318,7 @@ impl Runtime {
             Command::Enable(name) => self.enable(&name, true).map(Reply::Done),
             Command::Disable(name) => self.enable(&name, false).map(Reply::Done),
             Command::Upgrade { kind, targets } => Ok(Reply::Transaction(Box::new(
-                self.transact(&mut admin, kind, &targets, text, origin),
+                self.transact(admin, kind, &targets, text, origin),
             ))),
             Command::SetTimer(d) => {
                 admin.bound = d;
@@ -248,16 +336,9 @@ impl Runtime {
                     })?;
                 Ok(Reply::Done(format!("sent `{kind}` to {to}")))
             }
-            Command::Status => Ok(Reply::Text(self.status_text(&admin))),
+            Command::Status => Ok(Reply::Text(self.status_text(admin))),
             Command::Versions => Ok(Reply::Text(self.versions_text())),
-            Command::History => Ok(Reply::Text(
-                admin
-                    .history
-                    .iter()
-                    .map(|r| format!("[{}] {}", r.origin, r.to_text()))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-            )),
+            Command::History => Ok(Reply::Text(history_text(admin))),
             Command::Wait(_) | Command::Help | Command::Quit => unreachable!("handled above"),
         }
     }

@@ -63,11 +63,18 @@ impl GuestOutput {
     }
 
     fn emit(&self, line: &[u8]) {
-        let line = String::from_utf8_lossy(line).trim_end_matches('\r').to_string();
+        let line = String::from_utf8_lossy(line)
+            .trim_end_matches('\r')
+            .to_string();
         if line.trim().is_empty() {
             return;
         }
-        let version = self.0.version.get().map(|v| v.to_string()).unwrap_or("?".into());
+        let version = self
+            .0
+            .version
+            .get()
+            .map(|v| v.to_string())
+            .unwrap_or("?".into());
         self.0.services.events.emit(Event::Log {
             module: self.0.module.to_string(),
             version,
@@ -115,7 +122,11 @@ impl Pollable for GuestOutput {
 }
 
 impl tokio::io::AsyncWrite for GuestOutput {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.write_bytes(buf);
         Poll::Ready(Ok(buf.len()))
     }

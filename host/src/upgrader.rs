@@ -34,6 +34,13 @@ struct Prepared {
 }
 
 impl Runtime {
+    pub(crate) fn progress(&self, origin: &str, text: String) {
+        self.services.events.emit(Event::Progress {
+            origin: origin.to_string(),
+            text,
+        });
+    }
+
     /// Run one upgrade command to its end.
     pub(crate) fn transact(
         &self,
@@ -69,6 +76,17 @@ impl Runtime {
             mode: admin.mode.as_str().to_string(),
         };
 
+        let files: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        self.progress(
+            origin,
+            format!(
+                "preparing: reading, compiling and instantiating {}",
+                files.join(", ")
+            ),
+        );
         match self.prepare(kind, targets) {
             Err(e) => {
                 report.reason = Some(e.to_string());
@@ -78,7 +96,7 @@ impl Runtime {
                     m.to = Some(p.imp.label().to_string());
                 }
                 report.prepare_us = started.elapsed().as_micros() as u64;
-                self.vote_and_complete(admin, id, prepared, &mut report);
+                self.vote_and_complete(admin, id, prepared, &mut report, origin);
             }
         }
         report.total_us = started.elapsed().as_micros() as u64;
@@ -227,6 +245,7 @@ impl Runtime {
         id: u64,
         prepared: Vec<Prepared>,
         report: &mut TransactionReport,
+        origin: &str,
     ) {
         let (tx, rx) = unbounded();
         let replacing = prepared.iter().filter(|p| p.old.is_some()).count();
@@ -277,8 +296,35 @@ impl Runtime {
         };
         ask(asked_first);
         let mut asked = asked_first;
+        if total > 0 {
+            let names: Vec<&str> = voter_proxies.iter().map(|p| p.name()).collect();
+            self.progress(
+                origin,
+                format!(
+                    "voting: waiting for {} to reach quiescence (bound {:?})",
+                    names.join(", "),
+                    admin.bound
+                ),
+            );
+        }
+        let mut next_note = Instant::now() + Duration::from_secs(1);
         while votes.len() < total && no.is_none() {
-            match rx.recv_deadline(txn.deadline) {
+            let wake = txn.deadline.min(next_note);
+            let got = rx.recv_deadline(wake);
+            if matches!(got, Err(RecvTimeoutError::Timeout)) && Instant::now() < txn.deadline {
+                next_note += Duration::from_secs(1);
+                let late: Vec<String> = voter_proxies
+                    .iter()
+                    .filter(|p| !votes.contains_key(p.name()))
+                    .map(|p| format!("{} ({} queued)", p.name(), p.depth()))
+                    .collect();
+                self.progress(
+                    origin,
+                    format!("voting: still waiting for {}", late.join(", ")),
+                );
+                continue;
+            }
+            match got {
                 Ok(Report::Vote {
                     module,
                     quiesce_us,

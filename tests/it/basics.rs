@@ -172,7 +172,9 @@ fn a_trap_is_contained_and_the_guest_panic_message_is_logged() {
     h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
     h.ok(&format!("Load SINK {V1}"));
     h.ok("Send BAD do trap");
-    let detail = h.wait_state("BAD", ModuleState::Faulted).unwrap_or_default();
+    let detail = h
+        .wait_state("BAD", ModuleState::Faulted)
+        .unwrap_or_default();
     assert!(detail.starts_with("service trapped"), "{detail}");
     // The guest's own stderr (its panic message) is in BAD's log.
     h.wait_log("BAD", |l| l.contains("panicked at"));

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real guest components.
 
+mod admin;
 mod bad_input;
 mod basics;
 mod invariants;

@@ -24,7 +24,7 @@ fn the_router_survives_all_six_transactions_without_losing_a_relay() {
     vars.set("GUESTS", guests())
         .set("BEAT", "50")
         .set("SETTLE", "1s")
-        .set("FLAP", "30")
+        .set("FLAP", "40")
         .set("ABORT_BOUND", "1");
     let quiet = std::sync::Arc::new(|_: Narration| {});
     let r = demo::run(
@@ -33,6 +33,7 @@ fn the_router_survives_all_six_transactions_without_losing_a_relay() {
             gap: Duration::from_secs(1),
             script: demo::ROUTER_SCRIPT.to_string(),
             monitor: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
         },
         quiet,
     )

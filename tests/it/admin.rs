@@ -1,0 +1,270 @@
+//! The admin endpoint, driven over a real Unix socket and real TCP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liveswap::admin::{AdminOptions, AdminServer, Client, Final};
+use liveswap::{Runtime, RuntimeBuilder};
+
+use crate::support::*;
+
+struct Served {
+    rt: Arc<Runtime>,
+    server: AdminServer,
+    _dir: PathBuf,
+}
+
+fn served(tcp: bool) -> Served {
+    let dir = std::env::temp_dir().join(format!(
+        "liveswap-admin-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let rt = Arc::new(
+        RuntimeBuilder::default()
+            .call_deadline(Duration::from_secs(2))
+            .build()
+            .unwrap(),
+    );
+    let server = AdminServer::start(
+        rt.clone(),
+        AdminOptions {
+            unix: Some(dir.join("admin.sock")),
+            tcp: tcp.then(|| "127.0.0.1:0".parse().unwrap()),
+            token: tcp.then(|| "correct horse".to_string()),
+        },
+    )
+    .unwrap();
+    Served {
+        rt,
+        server,
+        _dir: dir,
+    }
+}
+
+impl Served {
+    fn client(&self) -> Client {
+        Client::unix(self.server.unix_path().unwrap()).unwrap()
+    }
+    fn raw(&self) -> UnixStream {
+        UnixStream::connect(self.server.unix_path().unwrap()).unwrap()
+    }
+}
+
+fn run(c: &mut Client, line: &str) -> (Final, Vec<String>) {
+    let mut out = Vec::new();
+    let f = c.command(line, |l| out.push(l.to_string())).unwrap();
+    (f, out)
+}
+
+#[test]
+fn upgrades_over_the_socket_report_their_outcome_and_exit_status() {
+    let s = served(false);
+    let mode = std::fs::metadata(s.server.unix_path().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the socket is for its owner only");
+    let mut c = s.client();
+    assert_eq!(
+        run(&mut c, &format!("Load A {V1}")).0,
+        Final::Ok("done".into())
+    );
+    let (f, out) = run(&mut c, &format!("Replace A {V2}"));
+    assert_eq!(f, Final::Ok("committed".into()));
+    assert_eq!(f.exit_code(), 0);
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with(".. voting: waiting for A")),
+        "{out:?}"
+    );
+    let (f, _) = run(&mut c, &format!("Replace A {V1}"));
+    assert_eq!((f.clone(), f.exit_code()), (Final::Ok("aborted".into()), 3));
+    let (f, _) = run(&mut c, &format!("Replace GHOST {V1}"));
+    assert_eq!((f.clone(), f.exit_code()), (Final::Ok("refused".into()), 2));
+    let (f, _) = run(&mut c, "Unload GHOST");
+    assert_eq!(f, Final::Err("no module named `GHOST` is loaded".into()));
+    assert_eq!(f.exit_code(), 1);
+    // Every command is in History with its origin and outcome.
+    let (_, history) = run(&mut c, "History");
+    let text = history.join("\n");
+    assert!(
+        text.contains("unix:1 `Replace A") && text.contains("-> committed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-> aborted") && text.contains("-> refused"),
+        "{text}"
+    );
+    assert!(
+        text.contains("`Unload GHOST` -> error: no module named"),
+        "{text}"
+    );
+    // JSON replies, for scripts.
+    run(&mut c, "Json on");
+    let (f, out) = run(&mut c, &format!("Replace A {V2}"));
+    assert_eq!(f, Final::Ok("committed".into()));
+    let last: serde_json::Value = serde_json::from_str(out.last().unwrap()).unwrap();
+    assert_eq!(last["transaction"]["outcome"], "committed");
+    assert_eq!(last["transaction"]["modules"][0]["to"], "2.0");
+}
+
+#[test]
+fn tcp_needs_the_right_token() {
+    let s = served(true);
+    let addr = s.server.tcp_addr().unwrap();
+    let e = Client::tcp(addr, "wrong")
+        .err()
+        .expect("a wrong token is refused");
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied);
+    // No token at all: the first line is taken as the token and refused.
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(b"Status\n").unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("ERR unauthorized"), "{reply}");
+    let mut c = Client::tcp(addr, "correct horse").unwrap();
+    let (f, _) = run(&mut c, &format!("Load A {V1}"));
+    assert_eq!(f, Final::Ok("done".into()));
+    assert!(s.rt.module("A").is_some());
+}
+
+#[test]
+fn two_clients_are_served_one_command_at_a_time() {
+    let s = served(false);
+    let mut c1 = s.client();
+    // SLOW has 20 messages of 25 ms queued: its Replace takes half a second.
+    run(&mut c1, &format!("Load SLOW {V1} config \"work 25000\""));
+    run(&mut c1, &format!("Load A {V1}"));
+    run(&mut c1, "Send A do \"send SLOW 20\"");
+    let path = s.server.unix_path().unwrap().to_path_buf();
+    let first = std::thread::spawn(move || {
+        let mut c = Client::unix(&path).unwrap();
+        run(&mut c, &format!("Replace SLOW {V2}"))
+    });
+    // Wait until the Replace holds the host, then ask for something else.
+    while s.rt.current_command().is_none() {
+        std::thread::yield_now();
+    }
+    let mut c2 = s.client();
+    let (f, out) = run(&mut c2, "Status");
+    assert_eq!(f, Final::Ok("done".into()));
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with(".. waiting: the host is running `Replace SLOW")),
+        "{out:?}"
+    );
+    let (f, _) = first.join().unwrap();
+    assert_eq!(f, Final::Ok("committed".into()));
+    // By the time Status ran, the Replace had finished: SLOW is v2.
+    assert!(
+        out.iter()
+            .any(|l| l.starts_with("SLOW") && l.contains("v2.0")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn malformed_input_gets_an_error_and_the_host_carries_on() {
+    let s = served(false);
+    let mut c = s.client();
+    run(
+        &mut c,
+        &format!("Load A {V1} config \"timer t 2; tick-send B\""),
+    );
+    run(&mut c, &format!("Load B {V1}"));
+
+    // A 1 MiB line: refused, connection closed.
+    let mut raw = s.raw();
+    let big = vec![b'x'; 1 << 20];
+    let _ = raw.write_all(&big);
+    let _ = raw.write_all(b"\n");
+    let mut reply = String::new();
+    let _ = BufReader::new(&raw).read_line(&mut reply);
+    assert!(reply.starts_with("ERR line longer than"), "{reply}");
+
+    // Invalid UTF-8: an error, and the session goes on.
+    let mut raw = s.raw();
+    raw.write_all(b"Sta\xfftus\nStatus\n").unwrap();
+    let mut r = BufReader::new(raw.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim_end(), "ERR the line is not UTF-8");
+    let mut rest = String::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        rest.push_str(&line);
+        if line.starts_with("OK") {
+            break;
+        }
+    }
+    assert!(rest.contains("| A "), "{rest}");
+
+    // Half a line, then gone.
+    let mut raw = s.raw();
+    raw.write_all(b"Replace A ").unwrap();
+    drop(raw);
+
+    // A flood of commands on one connection: every one answered, in order.
+    let mut raw = s.raw();
+    let flood: String = (0..500).map(|i| format!("Send B report{i}\n")).collect();
+    raw.write_all(flood.as_bytes()).unwrap();
+    let r = BufReader::new(raw.try_clone().unwrap());
+    let finals = r
+        .lines()
+        .map(|l| l.unwrap())
+        .filter(|l| l.starts_with("OK") || l.starts_with("ERR"))
+        .take(500)
+        .count();
+    assert_eq!(finals, 500);
+
+    // The host and the other client carry on.
+    let (f, _) = run(&mut c, "Status");
+    assert_eq!(f, Final::Ok("done".into()));
+    let b = s.rt.module("B").unwrap().status();
+    assert_eq!(b.state, liveswap::ModuleState::Serving);
+    assert!(b.served > 0);
+}
+
+#[test]
+fn watch_streams_a_transaction_report() {
+    let s = served(false);
+    let mut c = s.client();
+    run(&mut c, &format!("Load A {V1}"));
+    let mut watcher = s.raw();
+    watcher.write_all(b"Watch\n").unwrap();
+    let mut r = BufReader::new(watcher.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("| watching"), "{line}");
+    let (f, _) = run(&mut c, &format!("Replace A {V2}"));
+    assert_eq!(f, Final::Ok("committed".into()));
+    let mut seen = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        seen.push(line.clone());
+        if line.starts_with("| == transaction 1 COMMITTED: Replace A") {
+            break;
+        }
+        assert!(seen.len() < 1000, "no transaction report in {seen:?}");
+    }
+    watcher.write_all(b"\n").unwrap();
+    line.clear();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line.starts_with("OK") {
+            break;
+        }
+    }
+    assert_eq!(line.trim_end(), "OK done");
+}
