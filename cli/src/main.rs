@@ -161,6 +161,18 @@ enum Cmd {
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         every: Duration,
     },
+    /// Measure swap pause (against state size and backlog), group scaling
+    /// (concurrent and sequential), throughput and scale with real guest
+    /// components; print tables, write CSV and SVG plots. Build with
+    /// --release for figures worth reading.
+    Bench {
+        /// A brief run of every scenario.
+        #[arg(long)]
+        quick: bool,
+        /// Where CSV and SVG files go.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+    },
     /// Print the command language.
     HelpCommands,
 }
@@ -218,6 +230,24 @@ fn main() -> anyhow::Result<ExitCode> {
             shell::run(&connect_or_local(&connect, local), &serve)
         }
         Cmd::Monitor { listen, gap, every } => monitor(listen, gap, every),
+        Cmd::Bench { quick, out } => {
+            if cfg!(debug_assertions) {
+                eprintln!("note: this is a debug build; build with --release for real figures");
+            }
+            let dir = guests_dir();
+            let opts = liveswap::bench::BenchOptions {
+                quick,
+                out: out.clone(),
+                probe_v1: dir.join("probe_v1.wasm"),
+                probe_v2: dir.join("probe_v2.wasm"),
+            };
+            let started = std::time::Instant::now();
+            liveswap::bench::run(&opts, &mut |s| {
+                println!("[{:>6.1}s] {s}", started.elapsed().as_secs_f64())
+            })?;
+            println!("CSV and SVG files in {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

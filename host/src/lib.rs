@@ -14,6 +14,7 @@
 //!   instance, its store data, and the WIT glue.
 
 pub mod admin;
+pub mod bench;
 pub mod bindings;
 pub mod command;
 pub mod context;

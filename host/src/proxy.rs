@@ -116,6 +116,11 @@ struct Shared {
     /// Timers with a tick waiting in the mailbox: not queued twice.
     pending_ticks: Mutex<HashSet<String>>,
     origin: Instant,
+    /// Start of the last `service` call, in ns since `origin`.
+    last_start_ns: AtomicU64,
+    /// Longest time between the starts of two consecutive `service` calls
+    /// since the last reset: the outside view of a pause.
+    max_gap_ns: AtomicU64,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -150,6 +155,8 @@ impl ModuleProxy {
             arrivals: Mutex::new(HashMap::new()),
             pending_ticks: Mutex::new(HashSet::new()),
             origin: Instant::now(),
+            last_start_ns: AtomicU64::new(0),
+            max_gap_ns: AtomicU64::new(0),
             worker: Mutex::new(None),
         };
         (ModuleProxy(Arc::new(shared)), data_rx, ctl_rx)
@@ -173,6 +180,7 @@ impl ModuleProxy {
             serving: false,
             vote: None,
             skip: Vec::new(),
+            handed_over: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("module-{}", self.0.name))
@@ -204,6 +212,18 @@ impl ModuleProxy {
     /// Messages queued, not yet served.
     pub fn depth(&self) -> usize {
         self.0.depth.load(Ordering::Relaxed)
+    }
+
+    /// Longest time between the starts of two consecutive messages since
+    /// the last [`ModuleProxy::reset_max_gap`], in microseconds.
+    pub fn max_gap_us(&self) -> u64 {
+        self.0.max_gap_ns.load(Ordering::Relaxed) / 1000
+    }
+
+    /// Start a new measure of [`ModuleProxy::max_gap_us`].
+    pub fn reset_max_gap(&self) {
+        self.0.max_gap_ns.store(0, Ordering::Relaxed);
+        self.0.last_start_ns.store(0, Ordering::Relaxed);
     }
 
     /// Change the mailbox capacity.
@@ -341,6 +361,8 @@ struct Worker {
     vote: Option<PendingVote>,
     /// Aborted transactions whose TERM is still in the mailbox.
     skip: Vec<u64>,
+    /// Size of the state the last vote handed over.
+    handed_over: Option<usize>,
 }
 
 enum Step {
@@ -367,6 +389,7 @@ impl Worker {
                     committed,
                     pause_us: None,
                     buffered: 0,
+                    state_bytes: None,
                 });
                 if !committed {
                     return;
@@ -499,6 +522,7 @@ impl Worker {
                         committed: false,
                         pause_us: None,
                         buffered: 0,
+                        state_bytes: None,
                     });
                 }
             }
@@ -534,6 +558,14 @@ impl Worker {
 
     fn serve(&mut self, m: Message) {
         self.shared.depth.fetch_sub(1, Ordering::AcqRel);
+        // Only this thread writes `last_start_ns`; readers reset it to 0.
+        let now = self.shared.origin.elapsed().as_nanos() as u64;
+        let last = self.shared.last_start_ns.swap(now, Ordering::Relaxed);
+        if last != 0 {
+            self.shared
+                .max_gap_ns
+                .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
+        }
         if m.from == TIMER_SENDER {
             self.shared
                 .pending_ticks
@@ -580,6 +612,7 @@ impl Worker {
                         committed: false,
                         pause_us: None,
                         buffered: 0,
+                        state_bytes: None,
                     });
                 }
             }
@@ -608,6 +641,7 @@ impl Worker {
                 committed: false,
                 pause_us: None,
                 buffered: 0,
+                state_bytes: None,
             });
             return;
         }
@@ -679,6 +713,7 @@ impl Worker {
                 committed: true,
                 pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
                 buffered,
+                state_bytes: self.handed_over.take(),
             });
             match enabled {
                 Ok(()) => {
@@ -698,6 +733,7 @@ impl Worker {
                 committed: false,
                 pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
                 buffered,
+                state_bytes: self.handed_over.take(),
             });
         }
     }
@@ -707,7 +743,10 @@ impl Worker {
         let old_label = self.imp.label();
         let new_label = new.label();
         let state = match self.imp.put_state() {
-            Ok(Ok(state)) => state,
+            Ok(Ok(state)) => {
+                self.handed_over = Some(state.len());
+                state
+            }
             Ok(Err(e)) => {
                 return Some(format!(
                     "{name} v{old_label}: put-state returned an error: {e}"

@@ -41,6 +41,8 @@ pub struct ModuleReport {
     pub pause_us: Option<u64>,
     /// Messages that waited behind TERM.
     pub buffered: usize,
+    /// Bytes of state handed from the old version to the new one.
+    pub state_bytes: Option<usize>,
 }
 
 /// A finished transaction.
@@ -83,7 +85,7 @@ impl TransactionReport {
             .map(|m| {
                 json!({"name": m.name, "from": m.from, "to": m.to,
                        "quiesce_us": m.quiesce_us, "pause_us": m.pause_us,
-                       "buffered": m.buffered})
+                       "buffered": m.buffered, "state_bytes": m.state_bytes})
             })
             .collect();
         json!({

@@ -31,6 +31,7 @@ pub struct RuntimeBuilder {
     call_deadline: Duration,
     quiescence_bound: Duration,
     mode: Mode,
+    epoch_deadlines: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -41,6 +42,7 @@ impl Default for RuntimeBuilder {
             call_deadline: Duration::from_secs(5),
             quiescence_bound: Duration::from_secs(10),
             mode: Mode::Concurrent,
+            epoch_deadlines: true,
         }
     }
 }
@@ -67,6 +69,13 @@ impl RuntimeBuilder {
         self.quiescence_bound = d;
         self
     }
+    /// Whether every guest call runs under an epoch deadline (default yes).
+    /// Off only to measure what the deadline costs: a guest that loops
+    /// forever then holds its module forever.
+    pub fn epoch_deadlines(mut self, on: bool) -> Self {
+        self.epoch_deadlines = on;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -76,7 +85,7 @@ impl RuntimeBuilder {
     /// Start the runtime.
     pub fn build(self) -> anyhow::Result<Runtime> {
         let mut config = wasmtime::Config::new();
-        config.epoch_interruption(true);
+        config.epoch_interruption(self.epoch_deadlines);
         let engine = wasmtime::Engine::new(&config)?;
         let repo = Repository::new(engine.clone())?;
         let services = Services::new(self.mailbox_capacity);

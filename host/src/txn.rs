@@ -37,6 +37,8 @@ pub(crate) enum Report {
         committed: bool,
         pause_us: Option<u64>,
         buffered: usize,
+        /// Bytes of state handed over, if the handover happened.
+        state_bytes: Option<usize>,
     },
 }
 

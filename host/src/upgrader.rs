@@ -279,7 +279,7 @@ impl Runtime {
 
         // CanCommit: concurrently (all at once) or one after the other.
         let mut votes: HashMap<String, Option<u64>> = HashMap::new();
-        let mut dones: HashMap<String, (bool, Option<u64>, usize)> = HashMap::new();
+        let mut dones: HashMap<String, (bool, Option<u64>, usize, Option<usize>)> = HashMap::new();
         let mut no: Option<String> = None;
         let total = voters.len();
         let voter_proxies: Vec<ModuleProxy> = voters.iter().map(|v| v.1.clone()).collect();
@@ -343,8 +343,9 @@ impl Runtime {
                     committed,
                     pause_us,
                     buffered,
+                    state_bytes,
                 }) => {
-                    dones.insert(module, (committed, pause_us, buffered));
+                    dones.insert(module, (committed, pause_us, buffered, state_bytes));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let late: Vec<String> = voter_proxies
@@ -409,8 +410,9 @@ impl Runtime {
                     committed,
                     pause_us,
                     buffered,
+                    state_bytes,
                 }) => {
-                    dones.insert(module, (committed, pause_us, buffered));
+                    dones.insert(module, (committed, pause_us, buffered, state_bytes));
                 }
                 Ok(Report::Vote {
                     module, quiesce_us, ..
@@ -430,9 +432,10 @@ impl Runtime {
             if let Some(q) = votes.get(&m.name) {
                 m.quiesce_us = *q;
             }
-            if let Some((_, pause, buffered)) = dones.get(&m.name) {
+            if let Some((_, pause, buffered, state_bytes)) = dones.get(&m.name) {
                 m.pause_us = *pause;
                 m.buffered = *buffered;
+                m.state_bytes = *state_bytes;
             }
         }
         report.outcome = if decision == Decision::Commit {

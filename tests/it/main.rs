@@ -3,6 +3,7 @@
 mod admin;
 mod bad_input;
 mod basics;
+mod bench;
 mod invariants;
 mod router;
 mod support;

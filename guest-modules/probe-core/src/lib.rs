@@ -10,9 +10,10 @@
 //! timer NAME MS | cancel NAME start / stop a host timer
 //! tick-send TO                on every tick, send the next number to TO
 //! tick-publish EVENT          on every tick, publish the next number as EVENT
+//! tick-count N                send N numbers (not 1) per tick to each receiver
 //! send TO N                   send the next N numbers to TO now
 //! forge TO                    send one number to TO with a forged `from`
-//! publish EVENT               publish the next number as EVENT now
+//! publish EVENT [N]           publish the next (N) number(s) as EVENT now
 //! flag F | unflag F           set / clear a behaviour flag (see below)
 //! pad N                       carry N extra bytes of state
 //! work US                     spend US microseconds on every message
@@ -82,6 +83,11 @@ struct State {
     work_us: u64,
     /// Log every message or not.
     quiet: bool,
+}
+
+thread_local! {
+    /// Numbers per tick (not part of the state: a load setting).
+    static PER_TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
 }
 
 /// State shape 1, as version 1 writes it.
@@ -249,8 +255,11 @@ impl Probe {
                 if !quiet {
                     log(Level::Debug, &format!("tick {name}"));
                 }
+                let per_tick = PER_TICK.with(|p| p.get());
                 for to in sends {
-                    self.send_next(&to, false);
+                    for _ in 0..per_tick {
+                        self.send_next(&to, false);
+                    }
                 }
                 for event in pubs {
                     self.publish_next(&event);
@@ -483,7 +492,12 @@ impl Probe {
                 }
             }
             "forge" => self.send_next(word(1)?, true),
-            "publish" => self.publish_next(word(1)?),
+            "publish" => {
+                let n = if words.len() > 2 { num(2)? } else { 1 };
+                for _ in 0..n {
+                    self.publish_next(word(1)?);
+                }
+            }
             "flag" => {
                 let f = word(1)?.to_string();
                 with(|s| s.flags.insert(f));
@@ -495,6 +509,10 @@ impl Probe {
             "pad" => {
                 let n = num(1)? as usize;
                 with(|s| s.pad = (0..n).map(|i| i as u8).collect());
+            }
+            "tick-count" => {
+                let n = num(1)?.max(1);
+                PER_TICK.with(|p| p.set(n));
             }
             "work" => {
                 let us = num(1)?;

@@ -1,0 +1,49 @@
+//! The benchmark keeps working: its quick mode runs every scenario and
+//! writes every table and plot. Timings are not asserted here.
+
+use liveswap::bench::{self, BenchOptions};
+
+use crate::support::*;
+
+#[test]
+fn the_quick_benchmark_produces_every_table_and_plot() {
+    let out = std::env::temp_dir().join(format!("liveswap-bench-{}", std::process::id()));
+    let opts = BenchOptions {
+        quick: true,
+        out: out.clone(),
+        probe_v1: V1.into(),
+        probe_v2: V2.into(),
+    };
+    let tables = bench::run(&opts, &mut |_| {}).unwrap();
+    let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "pause_vs_state",
+            "pause_vs_backlog",
+            "group_scaling",
+            "throughput",
+            "scale"
+        ]
+    );
+    for t in &tables {
+        assert!(!t.rows.is_empty(), "{} has no rows", t.name);
+        let csv = std::fs::read_to_string(out.join(format!("{}.csv", t.name))).unwrap();
+        assert_eq!(csv.lines().count(), t.rows.len() + 1, "{}", t.name);
+        for row in &t.rows {
+            assert_eq!(row.len(), t.header.len(), "{}", t.name);
+        }
+    }
+    for svg in [
+        "pause_vs_state.svg",
+        "pause_vs_backlog.svg",
+        "group_scaling.svg",
+    ] {
+        let text = std::fs::read_to_string(out.join(svg)).unwrap();
+        assert!(
+            text.starts_with("<svg") && text.contains("<polyline"),
+            "{svg}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(out);
+}
