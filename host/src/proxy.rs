@@ -687,7 +687,8 @@ impl Worker {
         });
         let decision = if !yes {
             txn.decide(Decision::Abort)
-        } else if txn.auto_commit {
+        } else if txn.vote_yes() && txn.auto_commit {
+            // The last YES: decide here rather than wake the coordinator.
             if Instant::now() <= txn.deadline {
                 txn.decide(Decision::Commit)
             } else {

@@ -48,9 +48,14 @@ pub(crate) struct Txn {
     pub id: u64,
     /// End of the quiescence bound (`SetTimer`).
     pub deadline: Instant,
-    /// A lone participant may decide for itself: YES in time is commit.
-    /// Saves the round trip through the coordinator inside the pause.
+    /// When every participant is a replacement (nothing to register at
+    /// commit), the last YES in time decides commit itself: that saves the
+    /// round trip through the coordinator inside every target's pause.
     pub auto_commit: bool,
+    /// Participants that must vote YES.
+    voters: usize,
+    /// YES votes so far.
+    yes: std::sync::atomic::AtomicUsize,
     // Mutex + Condvar: every participant parks on the same decision, and
     // one `notify_all` starts them together (the commit barrier).
     decision: Mutex<Decision>,
@@ -63,12 +68,15 @@ impl Txn {
         id: u64,
         deadline: Instant,
         auto_commit: bool,
+        voters: usize,
         reports: Sender<Report>,
     ) -> Self {
         Txn {
             id,
             deadline,
             auto_commit,
+            voters,
+            yes: std::sync::atomic::AtomicUsize::new(0),
             decision: Mutex::new(Decision::Pending),
             decided: Condvar::new(),
             reports,
@@ -88,6 +96,11 @@ impl Txn {
             self.decided.notify_all();
         }
         cur.clone()
+    }
+
+    /// Count a YES vote; true if it was the last one needed.
+    pub(crate) fn vote_yes(&self) -> bool {
+        self.yes.fetch_add(1, std::sync::atomic::Ordering::AcqRel) + 1 == self.voters
     }
 
     /// The decision so far.

@@ -249,8 +249,14 @@ impl Runtime {
     ) {
         let (tx, rx) = unbounded();
         let replacing = prepared.iter().filter(|p| p.old.is_some()).count();
-        let auto_commit = replacing == 1 && prepared.len() == 1;
-        let txn = Arc::new(Txn::new(id, Instant::now() + admin.bound, auto_commit, tx));
+        let auto_commit = replacing == prepared.len();
+        let txn = Arc::new(Txn::new(
+            id,
+            Instant::now() + admin.bound,
+            auto_commit,
+            replacing,
+            tx,
+        ));
 
         // New modules wait on the decision, unregistered.
         let mut fresh: Vec<ModuleProxy> = Vec::new();
