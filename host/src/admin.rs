@@ -128,6 +128,12 @@ impl AdminServer {
                     "the TCP admin endpoint needs a token (--token-file)",
                 ));
             }
+            if !addr.ip().is_loopback() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the TCP admin endpoint listens on loopback only, not {addr}"),
+                ));
+            }
             let listener = TcpListener::bind(addr)?;
             tcp = Some(listener.local_addr()?);
             let shared = shared.clone();

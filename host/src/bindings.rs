@@ -6,4 +6,4 @@ wasmtime::component::bindgen!({
     world: "module-imp",
 });
 
-pub use liveswap::module::types::Level;
+pub use self::liveswap::module::types::Level;
