@@ -622,5 +622,7 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
         tables.push(t);
     }
     plots(&opts.out, &tables)?;
+    let all: Vec<String> = tables.iter().map(Table::to_text).collect();
+    std::fs::write(opts.out.join("summary.txt"), all.join("\n"))?;
     Ok(tables)
 }

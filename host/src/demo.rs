@@ -428,7 +428,7 @@ impl DemoResult {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<3} {:<58} {:<10} {:<34} buffered",
+            "{:<3} {:<62} {:<10} {:<34} buffered",
             "#", "command", "outcome", "pause per module"
         );
         for s in &self.steps {
@@ -451,7 +451,7 @@ impl DemoResult {
                 .collect();
             let _ = writeln!(
                 out,
-                "{:<3} {:<58} {:<10} {:<34} {}",
+                "{:<3} {:<62} {:<10} {:<34} {}",
                 n,
                 cmd,
                 r.outcome.as_str(),

@@ -165,15 +165,16 @@ impl Repository {
         v
     }
 
-    /// The cleaning phase: drop every version no one holds but the
-    /// repository (no module runs it, no transaction prepares it).
-    /// Returns the digests released.
-    pub fn release_unused(&self) -> Vec<String> {
+    /// The cleaning phase: forget every version whose digest is not in
+    /// `running` (the versions modules run now). An instance still being
+    /// dropped keeps its version alive until it is gone; the repository
+    /// just stops offering it. Returns the digests released.
+    pub fn release_unused(&self, running: &std::collections::HashSet<String>) -> Vec<String> {
         let mut versions = self.versions.lock().expect("repository poisoned");
         let unused: Vec<String> = versions
-            .iter()
-            .filter(|(_, v)| Arc::strong_count(v) == 1)
-            .map(|(d, _)| d.clone())
+            .keys()
+            .filter(|d| !running.contains(*d))
+            .cloned()
             .collect();
         for d in &unused {
             versions.remove(d);

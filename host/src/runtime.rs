@@ -451,7 +451,7 @@ impl Runtime {
         // After the drain: a drained message may have subscribed again.
         self.services.pubsub.forget(name);
         self.services.timers.cancel_all(name);
-        self.repo.release_unused();
+        self.release_unused();
         Ok(format!(
             "unloaded {name} v{label} after draining {queued} message(s)"
         ))
@@ -541,7 +541,7 @@ impl Runtime {
     }
 
     fn versions_text(&self) -> String {
-        self.repo.release_unused();
+        self.release_unused();
         let modules = self.services.names.all();
         let mut out = format!(
             "{:<14} {:<8} {:>9} {:<40} RUN BY\n",
@@ -568,6 +568,20 @@ impl Runtime {
             );
         }
         out.trim_end().to_string()
+    }
+
+    /// Forget versions no module runs (the thesis' cleaning phase).
+    pub(crate) fn release_unused(&self) {
+        let running = self
+            .services
+            .names
+            .all()
+            .iter()
+            .map(|p| p.version().digest.clone())
+            .collect();
+        for d in self.repo.release_unused(&running) {
+            tracing::debug!(digest = %d, "released");
+        }
     }
 
     /// Stop gracefully: every module drains its mailbox and stops.

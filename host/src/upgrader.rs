@@ -100,7 +100,7 @@ impl Runtime {
             }
         }
         report.total_us = started.elapsed().as_micros() as u64;
-        self.repo.release_unused();
+        self.release_unused();
         admin.history.push(report.clone());
         self.services
             .events
