@@ -79,6 +79,11 @@ struct RunArgs {
     /// Set a script variable, used as `$NAME` or `${NAME:-default}`.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     vars: Vec<String>,
+    /// Take instances from a pool of this many slots with resident memory:
+    /// large state hand-overs pause several times less (see `liveswap
+    /// bench`), but the host holds at most this many instances.
+    #[arg(long, value_name = "SLOTS")]
+    pooled: Option<u32>,
     #[command(flatten)]
     serve: Serve,
 }
@@ -386,6 +391,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         call_deadline,
         mailbox,
         vars: set,
+        pooled,
         serve,
     } = args;
     let (json, once, verbose) = (*json, *once, *verbose);
@@ -393,6 +399,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         RuntimeBuilder::default()
             .call_deadline(*call_deadline)
             .mailbox_capacity(*mailbox)
+            .pooled(*pooled)
             .build()
             .context("starting the host")?,
     );

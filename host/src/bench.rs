@@ -111,6 +111,15 @@ fn runtime(epoch: bool) -> anyhow::Result<Runtime> {
         .build()
 }
 
+/// A runtime whose instances come from a pool with resident memory.
+fn pooled_runtime() -> anyhow::Result<Runtime> {
+    RuntimeBuilder::default()
+        .mailbox_capacity(2_000_000)
+        .memory_limit(128 << 20)
+        .pooled(Some(16))
+        .build()
+}
+
 fn exec(rt: &Runtime, line: &str) -> anyhow::Result<Reply> {
     rt.execute_line(line, "bench")
         .with_context(|| format!("`{line}`"))?
@@ -137,6 +146,28 @@ fn served(rt: &Runtime, name: &str, n: u64) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_micros(200));
     }
     Ok(())
+}
+
+/// Messages per second of the steady load in scenario 1.
+const LOAD_RATE: u64 = 50_000;
+
+/// Send consecutive numbers to `to` at `LOAD_RATE` until `stop`.
+fn pace(rt: &Runtime, to: &str, stop: &std::sync::atomic::AtomicBool) {
+    let period = Duration::from_nanos(1_000_000_000 / LOAD_RATE);
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let mut body = Vec::with_capacity(9);
+        let _ = ciborium::into_writer(&n, &mut body);
+        if rt.send(to, "num", &body).is_err() {
+            n -= 1;
+        }
+        let due = start + period * n as u32;
+        while Instant::now() < due {
+            std::thread::yield_now();
+        }
+    }
 }
 
 fn rss_bytes() -> u64 {
@@ -166,9 +197,12 @@ impl Bench<'_> {
         let swaps = if self.opts.quick { 10 } else { 200 };
         let mut t = Table::new(
             "pause_vs_state",
-            &format!("1. pause vs state size ({swaps} swaps each, under load; µs)"),
+            &format!(
+                "1. pause vs state size ({swaps} swaps each, under a steady {LOAD_RATE} msgs/s; µs)"
+            ),
             &[
                 "pad",
+                "memory",
                 "state_bytes",
                 "load_msgs_per_s",
                 "pause_p50",
@@ -180,44 +214,59 @@ impl Bench<'_> {
                 "noise_gap_p99",
             ],
         );
-        for &size in sizes {
-            say(&format!("pause vs state size: {}", human_bytes(size)));
-            let rt = runtime(true)?;
+        let cases = sizes.iter().flat_map(|s| [(*s, false), (*s, true)]);
+        for (size, pooled) in cases {
+            let memory = if pooled { "pooled" } else { "on-demand" };
+            say(&format!(
+                "pause vs state size: {}, {memory}",
+                human_bytes(size)
+            ));
+            let rt = if pooled {
+                pooled_runtime()?
+            } else {
+                runtime(true)?
+            };
             exec(
                 &rt,
                 &format!("Load X {} config \"quiet; pad {size}\"", self.v2),
             )?;
-            exec(
-                &rt,
-                &format!(
-                    "Load F {} config \"quiet; timer t 1; tick-count 100; tick-send X\"",
-                    self.v1
-                ),
-            )?;
             let x = rt.module("X").context("X")?;
-            std::thread::sleep(Duration::from_millis(200));
             let (mut pause, mut gap, mut noise) = (Vec::new(), Vec::new(), Vec::new());
             let mut state_bytes = 0;
-            let served0 = x.status().served;
-            let t0 = Instant::now();
-            for _ in 0..swaps {
-                x.reset_max_gap();
-                let r = txn(&rt, &format!("Replace X {}", self.v2))?;
-                std::thread::sleep(Duration::from_millis(3));
-                gap.push(x.max_gap_us());
-                let m = &r.modules[0];
-                pause.push(m.pause_us.unwrap_or(0));
-                state_bytes = m.state_bytes.unwrap_or(0);
-                // The same window with no swap: what the receiver sees anyway.
-                x.reset_max_gap();
-                std::thread::sleep(
-                    Duration::from_millis(3) + Duration::from_micros(r.total_us.min(50_000)),
-                );
-                noise.push(x.max_gap_us());
-            }
-            let rate = (x.status().served - served0) as f64 / t0.elapsed().as_secs_f64();
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let rate = std::thread::scope(|scope| -> anyhow::Result<f64> {
+                // A steady stream into X, one message every 1/LOAD_RATE s.
+                let feeder = scope.spawn(|| pace(&rt, "X", &stop));
+                std::thread::sleep(Duration::from_millis(100));
+                let served0 = x.status().served;
+                let t0 = Instant::now();
+                let result = (|| -> anyhow::Result<()> {
+                    for _ in 0..swaps {
+                        x.reset_max_gap();
+                        let r = txn(&rt, &format!("Replace X {}", self.v2))?;
+                        std::thread::sleep(Duration::from_millis(2));
+                        gap.push(x.max_gap_us());
+                        let m = &r.modules[0];
+                        pause.push(m.pause_us.unwrap_or(0));
+                        state_bytes = m.state_bytes.unwrap_or(0);
+                        // The same window with no swap: the noise floor.
+                        x.reset_max_gap();
+                        std::thread::sleep(
+                            Duration::from_millis(2)
+                                + Duration::from_micros(r.total_us.min(50_000)),
+                        );
+                        noise.push(x.max_gap_us());
+                    }
+                    Ok(())
+                })();
+                let rate = (x.status().served - served0) as f64 / t0.elapsed().as_secs_f64();
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                let _ = feeder.join();
+                result.map(|_| rate)
+            })?;
             t.rows.push(vec![
                 human_bytes(size),
+                memory.to_string(),
                 state_bytes.to_string(),
                 format!("{rate:.0}"),
                 pct(&mut pause, 0.5).to_string(),
@@ -492,6 +541,7 @@ fn plot(
             }
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
@@ -523,6 +573,7 @@ fn plot(
             }
             chart
                 .configure_series_labels()
+                .position(SeriesLabelPosition::UpperLeft)
                 .background_style(WHITE.mix(0.8))
                 .border_style(BLACK)
                 .draw()
@@ -538,8 +589,12 @@ fn plot(
 fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
     let by = |name: &str| tables.iter().find(|t| t.name == name);
     if let Some(t) = by("pause_vs_state") {
-        let col = |c: usize| -> Vec<(f64, f64)> {
-            t.rows.iter().map(|r| (num(&r[1]), num(&r[c]))).collect()
+        let col = |memory: &str, c: usize| -> Vec<(f64, f64)> {
+            t.rows
+                .iter()
+                .filter(|r| r[1] == memory)
+                .map(|r| (num(&r[2]), num(&r[c])))
+                .collect()
         };
         plot(
             &out.join("pause_vs_state.svg"),
@@ -547,10 +602,11 @@ fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
             "state handed over (bytes)",
             "µs",
             &[
-                ("pause p50 (host)".into(), col(3)),
-                ("pause p99 (host)".into(), col(4)),
-                ("receiver gap p50".into(), col(6)),
-                ("noise gap p50".into(), col(8)),
+                ("pause p50, on-demand memory".into(), col("on-demand", 4)),
+                ("pause p99, on-demand memory".into(), col("on-demand", 5)),
+                ("pause p50, pooled memory".into(), col("pooled", 4)),
+                ("receiver gap p50, pooled".into(), col("pooled", 7)),
+                ("noise gap p50".into(), col("on-demand", 9)),
             ],
             true,
         )?;

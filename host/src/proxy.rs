@@ -435,15 +435,25 @@ impl Worker {
         }
     }
 
+    /// Record `state` (transient ones, swapped and resumed, are recorded as
+    /// serving) and announce it.
     fn set_state(&self, state: ModuleState, detail: Option<String>) {
-        let version = {
+        {
             let mut st = self.shared.state.lock().expect("proxy poisoned");
-            st.0 = state;
+            st.0 = match state {
+                ModuleState::Swapped | ModuleState::Resumed => ModuleState::Serving,
+                s => s,
+            };
             if state == ModuleState::Faulted {
                 st.2 = detail.clone();
             }
-            st.1.clone()
-        };
+        }
+        self.emit_state(state, detail);
+    }
+
+    /// Announce `state` on the event stream.
+    fn emit_state(&self, state: ModuleState, detail: Option<String>) {
+        let version = self.shared.state.lock().expect("proxy poisoned").1.clone();
         self.services.events.emit(Event::Module {
             module: self.shared.name.to_string(),
             version: version.label().to_string(),
@@ -680,22 +690,27 @@ impl Worker {
             self.transfer(&name, &mut new)
         };
         let yes = no.is_none();
-        txn.report(Report::Vote {
+        let vote = Report::Vote {
             module: name.clone(),
             quiesce_us: Some(quiesce_us),
             no,
-        });
-        let decision = if !yes {
-            txn.decide(Decision::Abort)
+        };
+        // The last YES of a pure replacement decides at once; its vote then
+        // goes to the coordinator after the swap, so no other thread is
+        // woken inside the pause.
+        let (decision, late_vote) = if !yes {
+            txn.report(vote);
+            (txn.decide(Decision::Abort), None)
         } else if txn.vote_yes() && txn.auto_commit {
-            // The last YES: decide here rather than wake the coordinator.
-            if Instant::now() <= txn.deadline {
+            let d = if Instant::now() <= txn.deadline {
                 txn.decide(Decision::Commit)
             } else {
                 txn.decide(Decision::Abort)
-            }
+            };
+            (d, Some(vote))
         } else {
-            txn.wait()
+            txn.report(vote);
+            (txn.wait(), None)
         };
 
         if decision == Decision::Commit {
@@ -706,8 +721,16 @@ impl Worker {
             self.services.bury(old);
             self.serving = true;
             {
+                // Serving before the coordinator hears Done, so that the
+                // next command finds the module ready to upgrade again.
                 let mut st = self.shared.state.lock().expect("proxy poisoned");
                 st.1 = self.imp.version().clone();
+                if enabled.is_ok() {
+                    st.0 = ModuleState::Serving;
+                }
+            }
+            if let Some(v) = late_vote {
+                txn.report(v);
             }
             txn.report(Report::Done {
                 module: name,
@@ -719,8 +742,8 @@ impl Worker {
             match enabled {
                 Ok(()) => {
                     self.shared.ticking.store(true, Ordering::Release);
-                    self.set_state(ModuleState::Swapped, None);
-                    self.set_state(ModuleState::Serving, None);
+                    self.emit_state(ModuleState::Swapped, None);
+                    self.emit_state(ModuleState::Serving, None);
                 }
                 Err(f) => self.fault(f),
             }
@@ -729,6 +752,9 @@ impl Worker {
             let resumed = Instant::now();
             let buffered = self.data_rx.len();
             self.resume_old();
+            if let Some(v) = late_vote {
+                txn.report(v);
+            }
             txn.report(Report::Done {
                 module: name,
                 committed: false,

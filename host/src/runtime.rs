@@ -32,6 +32,7 @@ pub struct RuntimeBuilder {
     quiescence_bound: Duration,
     mode: Mode,
     epoch_deadlines: bool,
+    pooled: Option<u32>,
 }
 
 impl Default for RuntimeBuilder {
@@ -43,6 +44,7 @@ impl Default for RuntimeBuilder {
             quiescence_bound: Duration::from_secs(10),
             mode: Mode::Concurrent,
             epoch_deadlines: true,
+            pooled: None,
         }
     }
 }
@@ -76,6 +78,15 @@ impl RuntimeBuilder {
         self.epoch_deadlines = on;
         self
     }
+    /// Allocate instances from a pool of `slots` pre-reserved instances
+    /// whose linear memory stays resident when reused (default: off, each
+    /// instance maps fresh memory). Pooled memory spares a swap the page
+    /// faults of a large state hand-over, but caps the host at `slots`
+    /// instances (every module, plus one per module being upgraded).
+    pub fn pooled(mut self, slots: Option<u32>) -> Self {
+        self.pooled = slots;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -86,6 +97,22 @@ impl RuntimeBuilder {
     pub fn build(self) -> anyhow::Result<Runtime> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(self.epoch_deadlines);
+        if let Some(slots) = self.pooled {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(slots)
+                .total_core_instances(slots * 8)
+                .total_memories(slots * 2)
+                .total_tables(slots * 8)
+                .max_core_instances_per_component(32)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_memory_size(self.memory_limit)
+                // Reused memory is zeroed in place, not unmapped: the next
+                // instance finds its pages resident.
+                .linear_memory_keep_resident(self.memory_limit)
+                .table_keep_resident(1 << 20);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
         let engine = wasmtime::Engine::new(&config)?;
         let repo = Repository::new(engine.clone())?;
         let services = Services::new(self.mailbox_capacity);
