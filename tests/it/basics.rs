@@ -117,7 +117,9 @@ fn disable_holds_ticks_and_mail_and_enable_delivers_everything() {
     assert!(during.is_empty(), "a disabled module ran: {during:?}");
     let sink = h.rt.module("SINK").unwrap().status();
     assert_eq!(sink.state, ModuleState::Disabled);
-    assert_eq!(sink.depth, 10, "the ten messages wait in the mailbox");
+    // The ten messages wait in the mailbox, with at most one tick of SINK's
+    // own timer that was queued before the Disable took effect.
+    assert!((10..=11).contains(&sink.depth), "depth {}", sink.depth);
 
     h.ok("Enable SINK");
     h.wait_line("SINK", "got 10 from A");
