@@ -411,7 +411,18 @@ fn run_command(shared: &Shared, out: &Out, line: &str, origin: &str, json: bool)
                         Ok(_) => {}
                         Err(_) => return,
                     },
-                    recv(done_rx) -> _ => return,
+                    recv(done_rx) -> _ => {
+                        // Progress emitted before the command ended is
+                        // already queued: forward it before the reply.
+                        while let Ok(e) = events.try_recv() {
+                            if let Event::Progress { origin: o, text } = e
+                                && o == origin
+                            {
+                                let _ = progress(&out, json, &text);
+                            }
+                        }
+                        return;
+                    }
                 }
             }
         })
