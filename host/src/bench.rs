@@ -493,96 +493,55 @@ fn num(cell: &str) -> f64 {
     cell.parse().unwrap_or(0.0)
 }
 
-/// A line plot of some columns of a table against its first numeric column.
+/// A log-log line plot of `series`.
 fn plot(
     path: &Path,
     title: &str,
     x_label: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, f64)>)],
-    log: bool,
 ) -> anyhow::Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
     let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+    root.fill(&WHITE).map_err(|e| err(&e))?;
     let xs = series.iter().flat_map(|s| s.1.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.1.iter().map(|p| p.1));
-    let (x_max, y_max) = (
-        xs.fold(1.0f64, f64::max) * 1.2,
-        ys.fold(1.0f64, f64::max) * 1.2,
-    );
+    let x_max = xs.fold(1.0f64, f64::max) * 1.5;
+    let y_max = ys.fold(1.0f64, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((1.0f64..x_max).log_scale(), (1.0f64..y_max).log_scale())
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .draw()
+        .map_err(|e| err(&e))?;
     let colors = [&BLUE, &RED, &GREEN, &MAGENTA, &BLACK];
-    let draw = |root: &DrawingArea<SVGBackend, plotters::coord::Shift>| -> anyhow::Result<()> {
-        if log {
-            let mut chart = ChartBuilder::on(root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(60)
-                .build_cartesian_2d((1.0f64..x_max).log_scale(), (1.0f64..y_max).log_scale())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            for (i, (name, pts)) in series.iter().enumerate() {
-                let c = colors[i % colors.len()];
-                let pts: Vec<(f64, f64)> =
-                    pts.iter().map(|(x, y)| (x.max(1.0), y.max(1.0))).collect();
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), c))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
-                chart
-                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        } else {
-            let mut chart = ChartBuilder::on(root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(60)
-                .build_cartesian_2d(0.0f64..x_max, 0.0f64..y_max)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            chart
-                .configure_mesh()
-                .x_desc(x_label)
-                .y_desc(y_label)
-                .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            for (i, (name, pts)) in series.iter().enumerate() {
-                let c = colors[i % colors.len()];
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), c))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
-                chart
-                    .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-            }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        Ok(())
-    };
-    draw(&root)?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    for (i, (name, pts)) in series.iter().enumerate() {
+        let c = colors[i % colors.len()];
+        let pts: Vec<(f64, f64)> = pts.iter().map(|(x, y)| (x.max(1.0), y.max(1.0))).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c))
+            .map_err(|e| err(&e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c));
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
@@ -608,7 +567,6 @@ fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
                 ("receiver gap p50, pooled".into(), col("pooled", 7)),
                 ("noise gap p50".into(), col("on-demand", 9)),
             ],
-            true,
         )?;
     }
     if let Some(t) = by("pause_vs_backlog") {
@@ -627,7 +585,6 @@ fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
                 ("time to quiescence".into(), col(2)),
                 ("pause".into(), col(3)),
             ],
-            true,
         )?;
     }
     if let Some(t) = by("group_scaling") {
@@ -647,7 +604,6 @@ fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
                 ("concurrent".into(), pick("concurrent", 3)),
                 ("sequential".into(), pick("sequential", 3)),
             ],
-            false,
         )?;
     }
     Ok(())

@@ -50,6 +50,31 @@ pub use bindings::Guest;
 use bindings::liveswap::module::host;
 pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
 
+/// Define a probe component crate:
+/// `probe_module!("2.0", shape 2, speaks [1], accepts [1]);`
+#[macro_export]
+macro_rules! probe_module {
+    ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*]) => {
+        struct Module;
+        const PROBE: $crate::Probe = $crate::Probe {
+            version: $version,
+            shape: $shape,
+            speaks: &[$($s),*],
+            accepts: &[$($a),*],
+        };
+        impl $crate::Guest for Module {
+            fn info() -> $crate::ModuleInfo { PROBE.info() }
+            fn init(config: Vec<u8>) -> Result<(), String> { PROBE.init(config) }
+            fn service(msg: $crate::Message) -> Result<(), String> { PROBE.service(msg) }
+            fn enable() { PROBE.enable() }
+            fn disable() { PROBE.disable() }
+            fn put_state() -> Result<Vec<u8>, String> { PROBE.put_state() }
+            fn get_state(state: Vec<u8>) -> Result<(), String> { PROBE.get_state(state) }
+        }
+        $crate::bindings::export!(Module);
+    };
+}
+
 /// What distinguishes one probe version from another.
 pub struct Probe {
     /// The `info().version` label.
