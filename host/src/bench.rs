@@ -293,7 +293,9 @@ impl Bench<'_> {
         let reps = if self.opts.quick { 3 } else { 9 };
         let mut t = Table::new(
             "pause_vs_backlog",
-            &format!("2. quiescence vs pause against backlog (median of {reps}; µs)"),
+            &format!(
+                "2. quiescence vs pause against backlog, 10 µs of work a message (median of {reps}; µs)"
+            ),
             &[
                 "backlog",
                 "pending_at_vote",
@@ -305,7 +307,12 @@ impl Bench<'_> {
         for &n in backlogs {
             say(&format!("pause vs backlog: {n}"));
             let rt = runtime(true)?;
-            exec(&rt, &format!("Load X {} config quiet", self.v2))?;
+            // 10 µs of work per message keeps the backlog there while the
+            // new version is being prepared.
+            exec(
+                &rt,
+                &format!("Load X {} config \"quiet; work 10\"", self.v2),
+            )?;
             exec(&rt, &format!("Load F {} config quiet", self.v1))?;
             let (mut q, mut p, mut b, mut pend) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let f = rt.module("F").context("F")?;
