@@ -54,6 +54,8 @@ pub struct LoadOptions {
     pub capacity: Option<usize>,
     /// Capabilities; a `Replace` keeps them.
     pub grants: Vec<Grant>,
+    /// The digest (`sha256:<hex>`) the file must have, if pinned.
+    pub pin: Option<String>,
 }
 
 impl LoadOptions {
@@ -63,7 +65,7 @@ impl LoadOptions {
     }
 }
 
-const OPTION_WORDS: [&str; 3] = ["config", "capacity", "grant"];
+const OPTION_WORDS: [&str; 4] = ["config", "capacity", "grant", "pin"];
 
 /// Parse options from `words` until one that is not an option keyword.
 fn options(
@@ -81,6 +83,16 @@ fn options(
         };
         match opt.as_str() {
             "config" => options.config = value()?.clone().into_bytes(),
+            "pin" => {
+                let v = value()?;
+                let hex = v.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "{cmd}: pin `{v}` is not sha256: followed by 64 hex digits"
+                    ));
+                }
+                options.pin = Some(v.to_ascii_lowercase());
+            }
             "capacity" => {
                 let v = value()?;
                 let n: usize = v
@@ -188,11 +200,13 @@ pub enum Command {
 pub const HELP: &str = "\
 Commands (one per line, keywords case-insensitive, # starts a comment):
   Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant udp|tcp <ip:port>]...
+                                   [pin sha256:<hex>]
                                    add a module: init, register, enable
                                    (a module may reach nothing it was not granted)
   Unload <name>                    disable, drain its mailbox, remove it
   Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)
-  Replace <name> <file.wasm>       upgrade one module, state and messages kept
+  Replace <name> <file.wasm> [pin sha256:<hex>]
+                                   upgrade one module, state and messages kept
   Syn_Replace <name> <file> [<name> <file> ...]
                                    upgrade several, all or nothing
   Syn_Load <name> <file> [options] [...]
@@ -345,7 +359,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             let options = options("Load", &mut rest)?;
             if let Some(w) = rest.next() {
                 return Err(format!(
-                    "Load: unknown option `{w}` (known: config, capacity, grant)"
+                    "Load: unknown option `{w}` (known: config, capacity, grant, pin)"
                 ));
             }
             Command::Load {
@@ -367,10 +381,16 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             Command::Disable(name_arg("Disable", &args[0])?)
         }
         "replace" => {
-            arity("Replace", args, 2, "Replace <name> <file.wasm>")?;
+            let targets = pairs("Replace", args)?;
+            if targets.len() != 1 {
+                return Err(format!(
+                    "Replace takes one <name> <file.wasm> [pin sha256:...], got {} pairs (use Syn_Replace for a group)",
+                    targets.len()
+                ));
+            }
             Command::Upgrade {
                 kind: GroupKind::Replace,
-                targets: pairs("Replace", args)?,
+                targets,
             }
         }
         "syn_replace" => Command::Upgrade {
@@ -488,7 +508,17 @@ mod tests {
 
     #[test]
     fn bad_lines_say_what_is_wrong() {
-        assert!(parse("Replace A").unwrap_err().contains("Replace takes 2"));
+        assert!(parse("Replace A").unwrap_err().contains("`A` has no file"));
+        assert!(
+            parse("Replace A a.wasm B b.wasm")
+                .unwrap_err()
+                .contains("Syn_Replace")
+        );
+        assert!(
+            parse("Replace A a.wasm pin sha256:12")
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
         assert!(
             parse("Syn_Replace A a.wasm B")
                 .unwrap_err()

@@ -45,6 +45,16 @@ pub enum LoadError {
         /// What does not match.
         reason: String,
     },
+    /// The file is not the one the command pinned.
+    #[error("{path}: digest {actual} does not match the pinned {pinned}")]
+    DigestMismatch {
+        /// The file named in the command.
+        path: PathBuf,
+        /// The `pin` of the command.
+        pinned: String,
+        /// The file's digest.
+        actual: String,
+    },
     /// Instantiating it, or its `info` call, failed.
     #[error("{path}: cannot instantiate: {reason}")]
     Instantiate {

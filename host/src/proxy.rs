@@ -770,6 +770,13 @@ impl Worker {
         let old_label = self.imp.label();
         let new_label = new.label();
         let state = match self.imp.put_state() {
+            Ok(Ok(state)) if state.len() > self.services.max_state_bytes => {
+                return Some(format!(
+                    "{name} v{old_label}: put-state returned {} bytes, over the limit of {}",
+                    state.len(),
+                    self.services.max_state_bytes
+                ));
+            }
             Ok(Ok(state)) => {
                 self.handed_over = Some(state.len());
                 state

@@ -103,11 +103,26 @@ impl Repository {
     /// Read `path`, and return its version: the cached one if a file with
     /// the same bytes was loaded before, else a freshly compiled one.
     pub fn fetch(&self, path: &Path) -> Result<Arc<Version>, LoadError> {
+        self.fetch_pinned(path, None)
+    }
+
+    /// As [`Repository::fetch`], but refuse a file whose digest is not
+    /// `pin` (`sha256:<hex>`), before compiling anything.
+    pub fn fetch_pinned(&self, path: &Path, pin: Option<&str>) -> Result<Arc<Version>, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        if let Some(pin) = pin
+            && !pin.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::DigestMismatch {
+                path: path.to_path_buf(),
+                pinned: pin.to_string(),
+                actual: digest,
+            });
+        }
         if let Some(v) = self.lookup(&digest) {
             return Ok(v);
         }

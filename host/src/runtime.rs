@@ -33,6 +33,7 @@ pub struct RuntimeBuilder {
     mode: Mode,
     epoch_deadlines: bool,
     pooled: Option<u32>,
+    max_state_bytes: usize,
 }
 
 impl Default for RuntimeBuilder {
@@ -45,6 +46,7 @@ impl Default for RuntimeBuilder {
             mode: Mode::Concurrent,
             epoch_deadlines: true,
             pooled: None,
+            max_state_bytes: 64 << 20,
         }
     }
 }
@@ -87,6 +89,12 @@ impl RuntimeBuilder {
         self.pooled = slots;
         self
     }
+    /// Largest state an old version may hand over (default 64 MiB); a
+    /// larger `put-state` result votes NO and the upgrade aborts.
+    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+        self.max_state_bytes = bytes;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -115,7 +123,7 @@ impl RuntimeBuilder {
         }
         let engine = wasmtime::Engine::new(&config)?;
         let repo = Repository::new(engine.clone())?;
-        let services = Services::new(self.mailbox_capacity);
+        let services = Services::new(self.mailbox_capacity, self.max_state_bytes);
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
             let stop = stop.clone();
@@ -430,7 +438,7 @@ impl Runtime {
         if self.services.names.contains(name) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
-        let version = self.repo.fetch(path)?;
+        let version = self.repo.fetch_pinned(path, options.pin.as_deref())?;
         let grants: Arc<[Grant]> = Arc::from(options.grants.as_slice());
         let mut imp = self.instantiate(&version, name, &grants)?;
         self.init(&mut imp, name, &options.config)?;

@@ -59,12 +59,14 @@ pub struct Services {
     pub events: EventBus,
     /// Default mailbox capacity for new modules.
     pub mailbox_capacity: usize,
+    /// Largest state a `put-state` may hand over; more votes NO.
+    pub max_state_bytes: usize,
     reaper: Sender<Box<Implementation>>,
     reaper_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Services {
-    pub(crate) fn new(mailbox_capacity: usize) -> Arc<Self> {
+    pub(crate) fn new(mailbox_capacity: usize, max_state_bytes: usize) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Services>| {
             let (reaper, graves) = unbounded::<Box<Implementation>>();
             // Dropping a Store frees its memory; that is done here, off the
@@ -79,6 +81,7 @@ impl Services {
                 timers: TimerService::start(weak.clone()),
                 events: EventBus::default(),
                 mailbox_capacity,
+                max_state_bytes,
                 reaper,
                 reaper_thread: std::sync::Mutex::new(Some(reaper_thread)),
             }

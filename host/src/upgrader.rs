@@ -132,9 +132,13 @@ impl Runtime {
                 }
                 _ => {}
             }
-            if old.is_some() && !t.options.is_empty() {
+            let kept = LoadOptions {
+                pin: None,
+                ..t.options.clone()
+            };
+            if old.is_some() && !kept.is_empty() {
                 return Err(CommandError::Parse(format!(
-                    "{keyword}: `{}` is loaded: its config, capacity and grants are kept by an upgrade (Unload and Load to change them)",
+                    "{keyword}: `{}` is loaded: its config, capacity and grants are kept by an upgrade (only `pin` applies; Unload and Load to change them)",
                     t.name
                 )));
             }
@@ -157,7 +161,7 @@ impl Runtime {
         // Compile (or find) every version first: the slow part.
         let mut versions = Vec::new();
         for t in targets {
-            versions.push(self.repo.fetch(&t.path)?);
+            versions.push(self.repo.fetch_pinned(&t.path, t.options.pin.as_deref())?);
         }
 
         // Instantiate and make the first call (`info`) now, so the pause

@@ -332,3 +332,55 @@ fn a_full_mailbox_refuses_sends_and_status_shows_the_queueing_model() {
     h.wait_line("SMALL", "got 6 from A");
     assert!(h.violations("SMALL").is_empty());
 }
+
+#[test]
+fn a_pinned_digest_must_match_and_a_mismatch_changes_nothing() {
+    let mut h = feeding();
+    let digest = h.rt.module("SINK").unwrap().version().digest.clone();
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let err = h.err(&format!("Load X {V1} pin {wrong}"));
+    assert!(
+        err.contains(&format!(
+            "digest {digest} does not match the pinned {wrong}"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(V1), "names the file: {err}");
+    assert!(h.rt.module("X").is_none());
+    h.ok(&format!("Load X {V1} pin {digest}"));
+    let r = h.txn(&format!("Replace SINK {V2} pin {wrong}"));
+    assert_eq!(r.outcome, Outcome::Refused);
+    assert!(r.reason.unwrap().contains("does not match the pinned"));
+    assert_eq!(version(&h, "SINK"), "1.0");
+    consecutive_on(&mut h, "SINK", "T", 10);
+}
+
+#[test]
+fn a_state_over_the_limit_aborts_and_the_old_version_serves_on() {
+    let mut h = Host::with(
+        liveswap::RuntimeBuilder::default()
+            .call_deadline(std::time::Duration::from_secs(2))
+            .max_state_bytes(4096),
+    );
+    h.ok(&format!("Load SINK {V1} config \"pad 8000\""));
+    h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
+    h.wait_line("SINK", "got 3 from T");
+    let r = h.txn(&format!("Replace SINK {V2}"));
+    assert_eq!(r.outcome, Outcome::Aborted);
+    let reason = r.reason.unwrap();
+    assert!(
+        reason.contains("SINK v1.0: put-state returned")
+            && reason.contains("over the limit of 4096"),
+        "{reason}"
+    );
+    assert_eq!(version(&h, "SINK"), "1.0");
+    consecutive_on(&mut h, "SINK", "T", 10);
+    // A smaller state goes through.
+    h.ok("Send SINK do \"pad 100\"");
+    h.wait_line("SINK", "did pad 100");
+    assert_eq!(
+        h.txn(&format!("Replace SINK {V2}")).outcome,
+        Outcome::Committed
+    );
+    consecutive_on(&mut h, "SINK", "T", 10);
+}
