@@ -22,9 +22,8 @@ pub struct ModuleCtx {
     pub(crate) limits: StoreLimits,
     /// The module name this implementation serves under.
     pub(crate) name: Arc<str>,
-    /// `info().version`, once known; used to label log lines.
-    pub(crate) version: Arc<str>,
-    /// The same, for the stdout/stderr streams made before it was known.
+    /// `info().version`, set once known; shared with the stdout/stderr
+    /// streams, which are made before it is.
     pub(crate) label: Arc<OnceLock<Arc<str>>>,
     /// Protocol versions this implementation may send.
     pub(crate) speaks: Arc<[u32]>,
@@ -81,11 +80,17 @@ impl ModuleCtx {
                 .instances(16)
                 .build(),
             name,
-            version: Arc::from("?"),
             label,
             speaks: Arc::from(Vec::new()),
             services,
         }
+    }
+}
+
+impl ModuleCtx {
+    /// `info().version`, or `?` before it is known.
+    pub(crate) fn version(&self) -> &str {
+        self.label.get().map(|v| &**v).unwrap_or("?")
     }
 }
 

@@ -67,7 +67,7 @@ impl host::Host for ModuleCtx {
     fn log(&mut self, level: Level, line: String) {
         self.services.events.emit(Event::Log {
             module: self.name.to_string(),
-            version: self.version.to_string(),
+            version: self.version().to_string(),
             level,
             line,
         });

@@ -72,8 +72,7 @@ impl Implementation {
         let info = imp.info().map_err(|f| f.to_string())?;
         version.set_info(info.clone());
         let ctx = imp.store.data_mut();
-        ctx.version = Arc::from(info.version.as_str());
-        let _ = ctx.label.set(ctx.version.clone());
+        let _ = ctx.label.set(Arc::from(info.version.as_str()));
         ctx.speaks = Arc::from(info.speaks.as_slice());
         Ok(imp)
     }
@@ -84,8 +83,8 @@ impl Implementation {
     }
 
     /// `info().version` of this instance.
-    pub fn label(&self) -> Arc<str> {
-        self.store.data().version.clone()
+    pub fn label(&self) -> &str {
+        self.store.data().version()
     }
 
     /// Whether a call trapped: the instance must not be entered again.

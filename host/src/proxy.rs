@@ -386,7 +386,6 @@ impl Worker {
                 }
                 txn.report(Report::Done {
                     module: self.shared.name.to_string(),
-                    committed,
                     pause_us: None,
                     buffered: 0,
                     state_bytes: None,
@@ -425,13 +424,36 @@ impl Worker {
     }
 
     fn start(&mut self) {
-        match self.imp.enable() {
+        let _ = self.switch(true);
+    }
+
+    /// Run the guest's `enable` (or `disable`), then serve (or hold) the
+    /// mailbox and its timer ticks. A trap faults the module.
+    fn switch(&mut self, on: bool) -> Result<(), String> {
+        if self.imp.is_dead() {
+            return Err("the module is faulted".to_string());
+        }
+        self.serving = on;
+        self.shared.ticking.store(on, Ordering::Release);
+        match if on {
+            self.imp.enable()
+        } else {
+            self.imp.disable()
+        } {
             Ok(()) => {
-                self.serving = true;
-                self.shared.ticking.store(true, Ordering::Release);
-                self.set_state(ModuleState::Serving, None);
+                let state = if on {
+                    ModuleState::Serving
+                } else {
+                    ModuleState::Disabled
+                };
+                self.set_state(state, None);
+                Ok(())
             }
-            Err(f) => self.fault(f),
+            Err(f) => {
+                let e = f.to_string();
+                self.fault(f);
+                Err(e)
+            }
         }
     }
 
@@ -481,44 +503,10 @@ impl Worker {
     fn control(&mut self, c: Control) -> bool {
         match c {
             Control::Enable(reply) => {
-                let r = if self.imp.is_dead() {
-                    Err("the module is faulted".to_string())
-                } else {
-                    match self.imp.enable() {
-                        Ok(()) => {
-                            self.serving = true;
-                            self.shared.ticking.store(true, Ordering::Release);
-                            self.set_state(ModuleState::Serving, None);
-                            Ok(())
-                        }
-                        Err(f) => {
-                            let e = f.to_string();
-                            self.fault(f);
-                            Err(e)
-                        }
-                    }
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.switch(true));
             }
             Control::Disable(reply) => {
-                let r = if self.imp.is_dead() {
-                    Err("the module is faulted".to_string())
-                } else {
-                    self.serving = false;
-                    self.shared.ticking.store(false, Ordering::Release);
-                    match self.imp.disable() {
-                        Ok(()) => {
-                            self.set_state(ModuleState::Disabled, None);
-                            Ok(())
-                        }
-                        Err(f) => {
-                            let e = f.to_string();
-                            self.fault(f);
-                            Err(e)
-                        }
-                    }
-                };
-                let _ = reply.send(r);
+                let _ = reply.send(self.switch(false));
             }
             Control::Vote { txn, new } => self.begin_vote(txn, new),
             Control::Abort { txn } => {
@@ -529,7 +517,6 @@ impl Worker {
                     self.resume_old();
                     pv.txn.report(Report::Done {
                         module: self.shared.name.to_string(),
-                        committed: false,
                         pause_us: None,
                         buffered: 0,
                         state_bytes: None,
@@ -619,7 +606,6 @@ impl Worker {
                     self.services.bury(pv.new);
                     pv.txn.report(Report::Done {
                         module: name,
-                        committed: false,
                         pause_us: None,
                         buffered: 0,
                         state_bytes: None,
@@ -648,7 +634,6 @@ impl Worker {
             self.services.bury(new);
             txn.report(Report::Done {
                 module: name,
-                committed: false,
                 pause_us: None,
                 buffered: 0,
                 state_bytes: None,
@@ -680,7 +665,7 @@ impl Worker {
         };
         let quiesced = Instant::now();
         let quiesce_us = quiesced.duration_since(pv.started).as_micros() as u64;
-        let name = self.shared.name.to_string();
+        let name = self.shared.name.clone();
         let mut new = pv.new;
 
         // Vote: put-state on the old version, get-state on the new one.
@@ -689,30 +674,32 @@ impl Worker {
         } else {
             self.transfer(&name, &mut new)
         };
-        let yes = no.is_none();
-        let vote = Report::Vote {
-            module: name.clone(),
+        let vote = |no| Report::Vote {
+            module: name.to_string(),
             quiesce_us: Some(quiesce_us),
             no,
         };
-        // The last YES of a pure replacement decides at once; its vote then
-        // goes to the coordinator after the swap, so no other thread is
-        // woken inside the pause.
-        let (decision, late_vote) = if !yes {
-            txn.report(vote);
-            (txn.decide(Decision::Abort), None)
-        } else if txn.vote_yes() && txn.auto_commit {
-            let d = if Instant::now() <= txn.deadline {
-                txn.decide(Decision::Commit)
-            } else {
-                txn.decide(Decision::Abort)
-            };
-            (d, Some(vote))
-        } else {
-            txn.report(vote);
-            (txn.wait(), None)
+        // The last YES of a pure replacement decides at once; its vote is
+        // built and sent after the swap, so nothing is allocated and no
+        // other thread is woken inside the pause.
+        let (decision, vote_after) = match no {
+            Some(reason) => {
+                txn.report(vote(Some(reason)));
+                (txn.decide(Decision::Abort), false)
+            }
+            None if txn.vote_yes() && txn.auto_commit => {
+                let d = if Instant::now() <= txn.deadline {
+                    txn.decide(Decision::Commit)
+                } else {
+                    txn.decide(Decision::Abort)
+                };
+                (d, true)
+            }
+            None => {
+                txn.report(vote(None));
+                (txn.wait(), false)
+            }
         };
-
         if decision == Decision::Commit {
             let old = std::mem::replace(&mut self.imp, new);
             let enabled = self.imp.enable();
@@ -729,12 +716,11 @@ impl Worker {
                     st.0 = ModuleState::Serving;
                 }
             }
-            if let Some(v) = late_vote {
-                txn.report(v);
+            if vote_after {
+                txn.report(vote(None));
             }
             txn.report(Report::Done {
-                module: name,
-                committed: true,
+                module: name.to_string(),
                 pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
                 buffered,
                 state_bytes: self.handed_over.take(),
@@ -752,12 +738,11 @@ impl Worker {
             let resumed = Instant::now();
             let buffered = self.data_rx.len();
             self.resume_old();
-            if let Some(v) = late_vote {
-                txn.report(v);
+            if vote_after {
+                txn.report(vote(None));
             }
             txn.report(Report::Done {
-                module: name,
-                committed: false,
+                module: name.to_string(),
                 pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
                 buffered,
                 state_bytes: self.handed_over.take(),
@@ -766,13 +751,13 @@ impl Worker {
     }
 
     /// Hand the old version's state to the new one. `Some(reason)` is NO.
+    /// Runs inside the pause: nothing is formatted unless the vote is NO.
     fn transfer(&mut self, name: &str, new: &mut Implementation) -> Option<String> {
-        let old_label = self.imp.label();
-        let new_label = new.label();
         let state = match self.imp.put_state() {
             Ok(Ok(state)) if state.len() > self.services.max_state_bytes => {
                 return Some(format!(
-                    "{name} v{old_label}: put-state returned {} bytes, over the limit of {}",
+                    "{name} v{}: put-state returned {} bytes, over the limit of {}",
+                    self.imp.label(),
                     state.len(),
                     self.services.max_state_bytes
                 ));
@@ -783,11 +768,12 @@ impl Worker {
             }
             Ok(Err(e)) => {
                 return Some(format!(
-                    "{name} v{old_label}: put-state returned an error: {e}"
+                    "{name} v{}: put-state returned an error: {e}",
+                    self.imp.label()
                 ));
             }
             Err(f) => {
-                let reason = format!("{name} v{old_label}: {f}");
+                let reason = format!("{name} v{}: {f}", self.imp.label());
                 self.fault(f);
                 return Some(reason);
             }
@@ -795,25 +781,17 @@ impl Worker {
         match new.get_state(&state) {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!(
-                "{name} v{new_label}: get-state returned an error: {e}"
+                "{name} v{}: get-state returned an error: {e}",
+                new.label()
             )),
-            Err(f) => Some(format!("{name} v{new_label}: {f}")),
+            Err(f) => Some(format!("{name} v{}: {f}", new.label())),
         }
     }
 
     /// After an abort: the old version serves on, if it can.
     fn resume_old(&mut self) {
-        if self.imp.is_dead() {
-            return;
-        }
-        match self.imp.enable() {
-            Ok(()) => {
-                self.serving = true;
-                self.shared.ticking.store(true, Ordering::Release);
-                self.set_state(ModuleState::Resumed, None);
-                self.set_state(ModuleState::Serving, None);
-            }
-            Err(f) => self.fault(f),
+        if self.switch(true).is_ok() {
+            self.emit_state(ModuleState::Resumed, None);
         }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, bounded};
 
@@ -442,7 +442,7 @@ impl Runtime {
         let grants: Arc<[Grant]> = Arc::from(options.grants.as_slice());
         let mut imp = self.instantiate(&version, name, &grants)?;
         self.init(&mut imp, name, &options.config)?;
-        let label = imp.label();
+        let label = imp.label().to_string();
         let capacity = options.capacity.unwrap_or(self.services.mailbox_capacity);
         let (proxy, data_rx, ctl_rx) =
             ModuleProxy::new(Arc::from(name), version.clone(), capacity, grants);
@@ -629,20 +629,6 @@ impl Runtime {
         self.epoch_stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.epoch.lock().expect("poisoned").take() {
             let _ = t.join();
-        }
-    }
-
-    /// Wait until `name` has no queued message, or `timeout` passes.
-    /// For scripts and tests: returns whether it emptied.
-    pub fn wait_idle(&self, name: &str, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        loop {
-            match self.services.names.resolve(name) {
-                None => return true,
-                Some(p) if p.depth() == 0 => return true,
-                Some(_) if Instant::now() >= end => return false,
-                Some(_) => std::thread::sleep(Duration::from_millis(1)),
-            }
         }
     }
 }

@@ -4,7 +4,6 @@
 //! tests) are independent.
 
 use std::sync::{Arc, Weak};
-use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, unbounded};
 
@@ -62,7 +61,6 @@ pub struct Services {
     /// Largest state a `put-state` may hand over; more votes NO.
     pub max_state_bytes: usize,
     reaper: Sender<Box<Implementation>>,
-    reaper_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Services {
@@ -71,7 +69,8 @@ impl Services {
             let (reaper, graves) = unbounded::<Box<Implementation>>();
             // Dropping a Store frees its memory; that is done here, off the
             // module threads, so it is never part of a swap's pause.
-            let reaper_thread = std::thread::Builder::new()
+            // It ends by itself when `Services`, the last sender, goes.
+            std::thread::Builder::new()
                 .name("liveswap-reaper".into())
                 .spawn(move || for _ in graves {})
                 .expect("spawning the reaper thread");
@@ -83,7 +82,6 @@ impl Services {
                 mailbox_capacity,
                 max_state_bytes,
                 reaper,
-                reaper_thread: std::sync::Mutex::new(Some(reaper_thread)),
             }
         })
     }
@@ -152,10 +150,5 @@ impl Services {
     /// Stop the service threads.
     pub(crate) fn shutdown(&self) {
         self.timers.shutdown();
-        if let Some(t) = self.reaper_thread.lock().expect("poisoned").take() {
-            // The reaper ends when the last sender goes, with `Services`;
-            // it is not joined here because this `Services` still holds one.
-            drop(t);
-        }
     }
 }

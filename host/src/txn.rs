@@ -34,7 +34,6 @@ pub(crate) enum Report {
     /// `buffered` how many messages waited meanwhile.
     Done {
         module: String,
-        committed: bool,
         pause_us: Option<u64>,
         buffered: usize,
         /// Bytes of state handed over, if the handover happened.

@@ -33,6 +33,56 @@ struct Prepared {
     imp: Box<Implementation>,
 }
 
+/// What a participant reported when it acted on the decision.
+struct Done {
+    pause_us: Option<u64>,
+    buffered: usize,
+    state_bytes: Option<usize>,
+}
+
+/// Record a participant's report; a NO vote's reason is returned.
+fn tally(
+    votes: &mut HashMap<String, Option<u64>>,
+    dones: &mut HashMap<String, Done>,
+    r: Report,
+) -> Option<String> {
+    match r {
+        Report::Vote {
+            module,
+            quiesce_us,
+            no,
+        } => {
+            votes.insert(module, quiesce_us);
+            no
+        }
+        Report::Done {
+            module,
+            pause_us,
+            buffered,
+            state_bytes,
+        } => {
+            dones.insert(
+                module,
+                Done {
+                    pause_us,
+                    buffered,
+                    state_bytes,
+                },
+            );
+            None
+        }
+    }
+}
+
+/// A version's protocol declarations, for the scope check.
+fn side(info: &crate::bindings::ModuleInfo) -> Side {
+    Side {
+        version: info.version.clone(),
+        speaks: info.speaks.clone(),
+        accepts: info.accepts.clone(),
+    }
+}
+
 impl Runtime {
     pub(crate) fn progress(&self, origin: &str, text: String) {
         self.services.events.emit(Event::Progress {
@@ -209,14 +259,7 @@ impl Runtime {
         let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
         for p in self.services.names.all() {
             if let Some(info) = p.version().info() {
-                after.insert(
-                    p.name().to_string(),
-                    Side {
-                        version: info.version.clone(),
-                        speaks: info.speaks.clone(),
-                        accepts: info.accepts.clone(),
-                    },
-                );
+                after.insert(p.name().to_string(), side(info));
             }
             for s in p.senders() {
                 edges.insert((s, p.name().to_string()));
@@ -228,14 +271,7 @@ impl Runtime {
         let mut targets = BTreeSet::new();
         for p in prepared {
             if let Some(info) = p.version.info() {
-                after.insert(
-                    p.name.clone(),
-                    Side {
-                        version: info.version.clone(),
-                        speaks: info.speaks.clone(),
-                        accepts: info.accepts.clone(),
-                    },
-                );
+                after.insert(p.name.clone(), side(info));
             }
             targets.insert(p.name.clone());
         }
@@ -289,7 +325,7 @@ impl Runtime {
 
         // CanCommit: concurrently (all at once) or one after the other.
         let mut votes: HashMap<String, Option<u64>> = HashMap::new();
-        let mut dones: HashMap<String, (bool, Option<u64>, usize, Option<usize>)> = HashMap::new();
+        let mut dones: HashMap<String, Done> = HashMap::new();
         let mut no: Option<String> = None;
         let total = voters.len();
         let voter_proxies: Vec<ModuleProxy> = voters.iter().map(|v| v.1.clone()).collect();
@@ -335,27 +371,14 @@ impl Runtime {
                 continue;
             }
             match got {
-                Ok(Report::Vote {
-                    module,
-                    quiesce_us,
-                    no: refusal,
-                }) => {
-                    votes.insert(module, quiesce_us);
-                    if let Some(r) = refusal {
-                        no = Some(r);
-                    } else if sequential && asked < total && votes.len() == asked {
+                Ok(r) => {
+                    let is_vote = matches!(r, Report::Vote { .. });
+                    if let Some(refusal) = tally(&mut votes, &mut dones, r) {
+                        no = Some(refusal);
+                    } else if is_vote && sequential && asked < total && votes.len() == asked {
                         ask(1);
                         asked += 1;
                     }
-                }
-                Ok(Report::Done {
-                    module,
-                    committed,
-                    pause_us,
-                    buffered,
-                    state_bytes,
-                }) => {
-                    dones.insert(module, (committed, pause_us, buffered, state_bytes));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let late: Vec<String> = voter_proxies
@@ -415,19 +438,8 @@ impl Runtime {
         let wait_until = Instant::now() + self.call_deadline + Duration::from_secs(1);
         while dones.len() < expected {
             match rx.recv_deadline(wait_until) {
-                Ok(Report::Done {
-                    module,
-                    committed,
-                    pause_us,
-                    buffered,
-                    state_bytes,
-                }) => {
-                    dones.insert(module, (committed, pause_us, buffered, state_bytes));
-                }
-                Ok(Report::Vote {
-                    module, quiesce_us, ..
-                }) => {
-                    votes.insert(module, quiesce_us);
+                Ok(r) => {
+                    tally(&mut votes, &mut dones, r);
                 }
                 Err(_) => break,
             }
@@ -442,10 +454,10 @@ impl Runtime {
             if let Some(q) = votes.get(&m.name) {
                 m.quiesce_us = *q;
             }
-            if let Some((_, pause, buffered, state_bytes)) = dones.get(&m.name) {
-                m.pause_us = *pause;
-                m.buffered = *buffered;
-                m.state_bytes = *state_bytes;
+            if let Some(d) = dones.get(&m.name) {
+                m.pause_us = d.pause_us;
+                m.buffered = d.buffered;
+                m.state_bytes = d.state_bytes;
             }
         }
         report.outcome = if decision == Decision::Commit {
