@@ -56,6 +56,9 @@ pub struct LoadOptions {
     pub grants: Vec<Grant>,
     /// The digest (`sha256:<hex>`) the file must have, if pinned.
     pub pin: Option<String>,
+    /// Linear-memory limit of its instances in bytes, if not the host's
+    /// default; a `Replace` keeps it.
+    pub memory: Option<usize>,
 }
 
 impl LoadOptions {
@@ -65,7 +68,7 @@ impl LoadOptions {
     }
 }
 
-const OPTION_WORDS: [&str; 4] = ["config", "capacity", "grant", "pin"];
+const OPTION_WORDS: [&str; 5] = ["config", "capacity", "grant", "pin", "memory"];
 
 /// Parse options from `words` until one that is not an option keyword.
 fn options(
@@ -92,6 +95,18 @@ fn options(
                     ));
                 }
                 options.pin = Some(v.to_ascii_lowercase());
+            }
+            "memory" => {
+                let v = value()?;
+                let n = parse_size(v).ok_or_else(|| {
+                    format!("{cmd}: memory `{v}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)")
+                })?;
+                if n < 64 * 1024 {
+                    return Err(format!(
+                        "{cmd}: memory `{v}` is less than one WebAssembly page (64KiB)"
+                    ));
+                }
+                options.memory = Some(n);
             }
             "capacity" => {
                 let v = value()?;
@@ -173,6 +188,18 @@ pub enum Command {
     SetTimer(Duration),
     /// `SetMode concurrent|sequential`.
     SetMode(Mode),
+    /// `SetProbation <duration> [errors <percent>%]`: after each commit,
+    /// a fault in a new version within the window rolls the group back.
+    SetProbation {
+        /// The window; zero turns probation off.
+        window: Duration,
+        /// Error rate (percent of messages served) that counts as a fault.
+        max_error_pct: u32,
+    },
+    /// `SetCheckpoint <duration>`: how often recovery points are renewed.
+    SetCheckpoint(Duration),
+    /// `Poison <name>`: list the messages set aside.
+    Poison(String),
     /// `Send <name> <kind> [text]`: inject a message from `$admin`.
     Send {
         /// Receiver.
@@ -200,7 +227,7 @@ pub enum Command {
 pub const HELP: &str = "\
 Commands (one per line, keywords case-insensitive, # starts a comment):
   Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant udp|tcp <ip:port>]...
-                                   [pin sha256:<hex>]
+                                   [pin sha256:<hex>] [memory <size>]
                                    add a module: init, register, enable
                                    (a module may reach nothing it was not granted)
   Unload <name>                    disable, drain its mailbox, remove it
@@ -215,6 +242,16 @@ Commands (one per line, keywords case-insensitive, # starts a comment):
                                    start them together
   SetTimer <duration>              quiescence bound of upgrades (default 10s)
   SetMode concurrent|sequential    how group votes are collected
+  SetProbation <duration> [errors <n>%]
+                                   after a commit, a trap (or more than n% of
+                                   messages failing, default 50) in a new
+                                   version within the window rolls the group
+                                   back by itself (default 0: off)
+  SetCheckpoint <duration>         how often each module's recovery point is
+                                   renewed (default 1s; 0: at commits and
+                                   every 10000 messages only)
+  Poison <name>                    messages set aside because they trapped
+                                   the module twice
   Send <name> <kind> [\"<text>\"]    inject a message from $admin
   Wait <duration>                  pause the script (500ms, 2s, 1.5)
   Status | Versions | History      inspect modules, versions, transactions
@@ -294,6 +331,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// A size in bytes: a number, optionally with KiB, MiB or GiB.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = [("kib", 1usize << 10), ("mib", 1 << 20), ("gib", 1 << 30)]
+        .iter()
+        .find_map(|(unit, m)| lower.strip_suffix(unit).map(|n| (n, *m)))
+        .unwrap_or((lower.as_str(), 1));
+    num.trim().parse::<usize>().ok()?.checked_mul(mult)
+}
+
 fn name_arg(cmd: &str, word: &str) -> Result<String, String> {
     if crate::names::valid_name(word) {
         Ok(word.to_string())
@@ -359,7 +406,7 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             let options = options("Load", &mut rest)?;
             if let Some(w) = rest.next() {
                 return Err(format!(
-                    "Load: unknown option `{w}` (known: config, capacity, grant, pin)"
+                    "Load: unknown option `{w}` (known: config, capacity, grant, pin, memory)"
                 ));
             }
             Command::Load {
@@ -424,6 +471,47 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
                     ));
                 }
             }
+        }
+        "setprobation" => {
+            let usage = "SetProbation <duration> [errors <percent>%]";
+            if args.len() != 1 && args.len() != 3 {
+                return Err(format!(
+                    "SetProbation takes 1 or 3 argument(s), got {}: usage `{usage}`",
+                    args.len()
+                ));
+            }
+            let window = parse_duration(&args[0]).map_err(|e| format!("SetProbation: {e}"))?;
+            let max_error_pct = match args.get(1..) {
+                Some([word, pct]) if word.eq_ignore_ascii_case("errors") => pct
+                    .strip_suffix('%')
+                    .unwrap_or(pct)
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| {
+                        format!("SetProbation: `{pct}` is not a percentage from 0% to 100%")
+                    })?,
+                Some([word, _]) => {
+                    return Err(format!(
+                        "SetProbation: unknown option `{word}`: usage `{usage}`"
+                    ));
+                }
+                _ => 50,
+            };
+            Command::SetProbation {
+                window,
+                max_error_pct,
+            }
+        }
+        "setcheckpoint" => {
+            arity("SetCheckpoint", args, 1, "SetCheckpoint <duration>")?;
+            Command::SetCheckpoint(
+                parse_duration(&args[0]).map_err(|e| format!("SetCheckpoint: {e}"))?,
+            )
+        }
+        "poison" => {
+            arity("Poison", args, 1, "Poison <name>")?;
+            Command::Poison(name_arg("Poison", &args[0])?)
         }
         "send" => {
             if !(2..=3).contains(&args.len()) {

@@ -2,6 +2,7 @@
 //! by default), its limits, and a narrow handle on the host services its
 //! imports delegate to.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use wasmtime::StoreLimits;
@@ -29,6 +30,17 @@ pub struct ModuleCtx {
     pub(crate) speaks: Arc<[u32]>,
     /// The host services behind the imports.
     pub(crate) services: Arc<Services>,
+    /// Outbound effects (send, publish, subscriptions, timers, log lines)
+    /// the current call has made, counted whether or not they were
+    /// suppressed.
+    pub(crate) effects: u64,
+    /// How many of the next outbound effects to drop because they already
+    /// happened: all of them while a recovery replays the message log, the
+    /// first few when a call that trapped part-way is made again.
+    pub(crate) suppress: u64,
+    /// Set while a recovery replays: guest stdout/stderr and socket sends
+    /// are dropped too (they cannot be counted one by one).
+    pub(crate) replaying: Arc<AtomicBool>,
 }
 
 impl ModuleCtx {
@@ -42,31 +54,37 @@ impl ModuleCtx {
     ) -> Self {
         let mut b = WasiCtx::builder();
         let label: Arc<OnceLock<Arc<str>>> = Arc::default();
+        let replaying = Arc::new(AtomicBool::new(false));
         b.stdout(GuestOutput::new(
             name.clone(),
             label.clone(),
             Level::Info,
             services.clone(),
+            replaying.clone(),
         ));
         b.stderr(GuestOutput::new(
             name.clone(),
             label.clone(),
             Level::Warn,
             services.clone(),
+            replaying.clone(),
         ));
         let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
         let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
         b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);
         let allowed = grants.clone();
+        let quiet = replaying.clone();
         b.socket_addr_check(move |addr, use_| {
+            // A replayed message's datagrams were sent the first time.
+            let replay = quiet.load(Ordering::Relaxed);
             let ok = match use_ {
                 // A socket must be bound before it sends; binding to a
                 // local ephemeral port reaches nobody.
                 SocketAddrUse::UdpBind | SocketAddrUse::TcpBind => {
                     addr.port() == 0 && (addr.ip().is_unspecified() || addr.ip().is_loopback())
                 }
-                SocketAddrUse::UdpSend => allowed.contains(&Grant::Udp(addr)),
-                SocketAddrUse::TcpConnect => allowed.contains(&Grant::Tcp(addr)),
+                SocketAddrUse::UdpSend => !replay && allowed.contains(&Grant::Udp(addr)),
+                SocketAddrUse::TcpConnect => !replay && allowed.contains(&Grant::Tcp(addr)),
                 _ => false,
             };
             Box::pin(async move { ok })
@@ -83,6 +101,9 @@ impl ModuleCtx {
             label,
             speaks: Arc::from(Vec::new()),
             services,
+            effects: 0,
+            suppress: 0,
+            replaying,
         }
     }
 }
@@ -91,6 +112,18 @@ impl ModuleCtx {
     /// `info().version`, or `?` before it is known.
     pub(crate) fn version(&self) -> &str {
         self.label.get().map(|v| &**v).unwrap_or("?")
+    }
+
+    /// Count one outbound effect; false if it must be dropped because it
+    /// already happened.
+    pub(crate) fn effect(&mut self) -> bool {
+        self.effects += 1;
+        if self.suppress > 0 {
+            self.suppress -= 1;
+            false
+        } else {
+            true
+        }
     }
 }
 

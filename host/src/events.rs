@@ -30,6 +30,10 @@ pub enum ModuleState {
     Faulted,
     /// `Unload` drained it and removed the name.
     Stopped,
+    /// Rebuilt from its recovery point after a fault; serving again.
+    Recovered,
+    /// Swapped back to the version it ran before, by an automatic rollback.
+    RolledBack,
 }
 
 impl ModuleState {
@@ -44,6 +48,8 @@ impl ModuleState {
             ModuleState::Resumed => "resumed",
             ModuleState::Faulted => "faulted",
             ModuleState::Stopped => "stopped",
+            ModuleState::Recovered => "recovered",
+            ModuleState::RolledBack => "rolled-back",
         }
     }
 }

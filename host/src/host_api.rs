@@ -1,5 +1,7 @@
 //! The `host` interface of the WIT contract, implemented over a module's
-//! store data. Thin glue: each function delegates to a service.
+//! store data. Thin glue: each function delegates to a service. Every
+//! outbound effect is counted, and dropped while it is being replayed (see
+//! `ModuleCtx::effect`).
 
 use std::time::Duration;
 
@@ -12,12 +14,18 @@ impl types::Host for ModuleCtx {}
 
 impl host::Host for ModuleCtx {
     fn send(&mut self, to: String, msg: Message) -> Result<(), String> {
+        if !self.effect() {
+            return Ok(());
+        }
         self.services
             .send(&self.name, &self.speaks, &to, msg)
             .map_err(|e| e.to_string())
     }
 
     fn publish(&mut self, event: String, body: Vec<u8>) -> Result<(), String> {
+        if !self.effect() {
+            return Ok(());
+        }
         let refused = self
             .services
             .publish(&self.name, &self.speaks, &event, &body);
@@ -40,6 +48,9 @@ impl host::Host for ModuleCtx {
         if event.is_empty() {
             return Err("the event name is empty".into());
         }
+        if !self.effect() {
+            return Ok(());
+        }
         self.services
             .pubsub
             .subscribe(&self.name, &publisher, &event);
@@ -47,12 +58,18 @@ impl host::Host for ModuleCtx {
     }
 
     fn unsubscribe(&mut self, publisher: String, event: String) {
+        if !self.effect() {
+            return;
+        }
         self.services
             .pubsub
             .unsubscribe(&self.name, &publisher, &event);
     }
 
     fn set_timer(&mut self, name: String, interval_ms: u32) {
+        if !self.effect() {
+            return;
+        }
         self.services.timers.set(
             &self.name,
             &name,
@@ -61,10 +78,16 @@ impl host::Host for ModuleCtx {
     }
 
     fn cancel_timer(&mut self, name: String) {
+        if !self.effect() {
+            return;
+        }
         self.services.timers.cancel(&self.name, &name);
     }
 
     fn log(&mut self, level: Level, line: String) {
+        if !self.effect() {
+            return;
+        }
         self.services.events.emit(Event::Log {
             module: self.name.to_string(),
             version: self.version().to_string(),

@@ -92,6 +92,26 @@ impl Implementation {
         self.dead
     }
 
+    /// Replay mode: every outbound effect of the calls that follow is
+    /// dropped (it already happened), guest output and socket sends too.
+    pub(crate) fn replaying(&mut self, on: bool) {
+        let ctx = self.store.data_mut();
+        ctx.suppress = if on { u64::MAX } else { 0 };
+        ctx.replaying
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Drop the first `n` outbound effects of the next calls: a call that
+    /// trapped after making them is being made again.
+    pub(crate) fn skip_effects(&mut self, n: u64) {
+        self.store.data_mut().suppress = n;
+    }
+
+    /// Outbound effects the last call made (suppressed ones included).
+    pub(crate) fn effects(&self) -> u64 {
+        self.store.data().effects
+    }
+
     fn guard<R>(
         &mut self,
         call: &'static str,
@@ -104,6 +124,7 @@ impl Implementation {
             });
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.data_mut().effects = 0;
         match f(&self.api, &mut self.store) {
             Ok(r) => Ok(r),
             Err(e) => {

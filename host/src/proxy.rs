@@ -13,6 +13,8 @@
 //! implementation continues from that queue, on abort the old one does, so
 //! order is kept and nothing is lost either way.
 
+mod recovery;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,11 +26,15 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, select, unbounded};
 use crate::bindings::{Level, Message};
 use crate::command::Grant;
 use crate::events::{Event, ModuleState};
-use crate::implementation::{GuestFault, Implementation};
+use crate::implementation::{GuestFault, Implementation, InstanceLimits};
 use crate::rates::RateWindow;
 use crate::repository::Version;
 use crate::services::{SendError, Services, TIMER_SENDER};
 use crate::txn::{Decision, Report, Txn};
+
+pub use recovery::Poisoned;
+pub(crate) use recovery::{Base, CHECKPOINT_EVERY, Group};
+use recovery::{Probation, Recovery};
 
 /// What the mailbox holds.
 pub(crate) enum Item {
@@ -53,6 +59,8 @@ pub(crate) enum Control {
     Abort { txn: u64 },
     /// Unload: drain what is queued, then end. The name is already gone.
     Stop(Sender<()>),
+    /// CanCommit of the automatic rollback of transaction `group`.
+    Rollback { txn: Arc<Txn>, group: u64 },
 }
 
 /// How a new worker starts.
@@ -89,12 +97,31 @@ pub struct ProxyStatus {
     pub rates: Vec<(String, f64)>,
     /// Capabilities granted at `Load`.
     pub grants: Vec<Grant>,
+    /// Linear-memory limit of each of its instances, in bytes.
+    pub memory_limit: usize,
+    /// Times it was rebuilt from its recovery point after a trap.
+    pub recoveries: u64,
+    /// Messages set aside as poison (`Poison NAME` lists them).
+    pub poisoned: usize,
+    /// What it would be rebuilt from, and whether it is on probation.
+    pub recovery_point: String,
+    /// Messages served since that point (replayed by a recovery).
+    pub logged: usize,
 }
 
 struct Shared {
     name: Arc<str>,
     /// Capabilities, kept across swaps: every version gets the same.
     grants: Arc<[Grant]>,
+    /// Memory limit and call deadline of every instance of this module.
+    limits: InstanceLimits,
+    /// Messages set aside after trapping twice.
+    poison: Mutex<Vec<Poisoned>>,
+    recoveries: AtomicU64,
+    /// Messages logged since the recovery point.
+    logged: AtomicUsize,
+    /// Description of the recovery point, for `Status`.
+    point: Mutex<String>,
     data_tx: Sender<Item>,
     ctl_tx: Sender<Control>,
     // The gate closes at Unload. A read lock per `send` (uncontended: a few
@@ -136,12 +163,18 @@ impl ModuleProxy {
         version: Arc<Version>,
         capacity: usize,
         grants: Arc<[Grant]>,
+        limits: InstanceLimits,
     ) -> (Self, Receiver<Item>, Receiver<Control>) {
         let (data_tx, data_rx) = unbounded();
         let (ctl_tx, ctl_rx) = unbounded();
         let shared = Shared {
             name,
             grants,
+            limits,
+            poison: Mutex::new(Vec::new()),
+            recoveries: AtomicU64::new(0),
+            logged: AtomicUsize::new(0),
+            point: Mutex::new(String::new()),
             data_tx,
             ctl_tx,
             gate: RwLock::new(true),
@@ -162,16 +195,22 @@ impl ModuleProxy {
         (ModuleProxy(Arc::new(shared)), data_rx, ctl_rx)
     }
 
-    /// Start the worker thread that owns `imp`.
+    /// Start the worker thread that owns `imp`, which was just brought up
+    /// from `base` (its `init` config).
     pub(crate) fn spawn(
         &self,
         imp: Box<Implementation>,
+        base: Base,
         services: Arc<Services>,
         data_rx: Receiver<Item>,
         ctl_rx: Receiver<Control>,
         start: Start,
     ) {
         let worker = Worker {
+            recovery: Recovery::new(base),
+            probation: None,
+            retry: None,
+            handed: None,
             shared: self.0.clone(),
             services,
             imp,
@@ -197,6 +236,16 @@ impl ModuleProxy {
     /// Capabilities granted at `Load`.
     pub fn grants(&self) -> Arc<[Grant]> {
         self.0.grants.clone()
+    }
+
+    /// Memory limit and call deadline of its instances.
+    pub(crate) fn limits(&self) -> &InstanceLimits {
+        &self.0.limits
+    }
+
+    /// The messages set aside as poison, oldest first.
+    pub fn poison(&self) -> Vec<Poisoned> {
+        self.0.poison.lock().expect("proxy poisoned").clone()
     }
 
     /// The version behind the name.
@@ -268,6 +317,11 @@ impl ModuleProxy {
             last_fault,
             rates,
             grants: self.0.grants.to_vec(),
+            memory_limit: self.0.limits.memory,
+            recoveries: self.0.recoveries.load(Ordering::Relaxed),
+            poisoned: self.0.poison.lock().expect("proxy poisoned").len(),
+            recovery_point: self.0.point.lock().expect("proxy poisoned").clone(),
+            logged: self.0.logged.load(Ordering::Relaxed),
         }
     }
 
@@ -363,6 +417,15 @@ struct Worker {
     skip: Vec<u64>,
     /// Size of the state the last vote handed over.
     handed_over: Option<usize>,
+    /// The state the last vote handed over, until the decision.
+    handed: Option<Vec<u8>>,
+    /// What the module is rebuilt from after a trap.
+    recovery: Recovery,
+    /// After a commit: what a rollback would return to.
+    probation: Option<Probation>,
+    /// A message the instance trapped on during probation, with the count
+    /// of effects it made, to be served again once the group rolled back.
+    retry: Option<(Message, u64)>,
 }
 
 enum Step {
@@ -373,6 +436,7 @@ enum Step {
 
 impl Worker {
     fn run(mut self, start: Start) {
+        self.describe_point();
         match start {
             Start::Now(started) => {
                 self.start();
@@ -523,7 +587,20 @@ impl Worker {
                     });
                 }
             }
+            Control::Rollback { txn, group } => self.rollback(txn, group),
             Control::Stop(reply) => {
+                if self.imp.is_dead() {
+                    // Drain with a rebuilt instance rather than drop.
+                    let retry = self.retry.take();
+                    self.recover(retry);
+                }
+                let kept = self.data_rx.len();
+                if self.imp.is_dead() && kept > 0 {
+                    self.log(
+                        Level::Error,
+                        format!("unloaded while faulted: {kept} queued message(s) were not served"),
+                    );
+                }
                 self.serving = false;
                 self.shared.ticking.store(false, Ordering::Release);
                 if !self.imp.is_dead()
@@ -570,9 +647,19 @@ impl Worker {
                 .expect("proxy poisoned")
                 .remove(&m.kind);
         }
+        if self.probation.as_ref().is_some_and(|p| now >= p.until_ns) {
+            self.end_probation(now);
+        }
+        self.call(m, now);
+    }
+
+    /// `service(m)`, and what follows from its outcome: the log of the
+    /// recovery point, probation, and on a trap recovery or rollback.
+    fn call(&mut self, m: Message, now_ns: u64) {
         match self.imp.service(&m) {
             Ok(Ok(())) => {
                 self.shared.served.fetch_add(1, Ordering::Relaxed);
+                self.served(m, false, now_ns);
             }
             Ok(Err(e)) => {
                 self.shared.served.fetch_add(1, Ordering::Relaxed);
@@ -581,8 +668,17 @@ impl Worker {
                     Level::Warn,
                     format!("service error on `{}` from {}: {e}", m.kind, m.from),
                 );
+                self.served(m, true, now_ns);
             }
             Err(f) => {
+                let effects = self.imp.effects();
+                let reason = format!(
+                    "{} v{}: {f} on `{}` from {}",
+                    self.shared.name,
+                    self.imp.label(),
+                    m.kind,
+                    m.from
+                );
                 self.fault(f);
                 if let Some(pv) = self.vote.take() {
                     // The old version died before TERM: vote NO now.
@@ -591,16 +687,7 @@ impl Worker {
                     pv.txn.report(Report::Vote {
                         module: name.clone(),
                         quiesce_us: None,
-                        no: Some(format!(
-                            "{name}: old version faulted before quiescence: {}",
-                            self.shared
-                                .state
-                                .lock()
-                                .expect("poisoned")
-                                .2
-                                .clone()
-                                .unwrap_or_default()
-                        )),
+                        no: Some(format!("{reason} (old version, before quiescence)")),
                     });
                     pv.txn.decide(Decision::Abort);
                     self.services.bury(pv.new);
@@ -610,6 +697,12 @@ impl Worker {
                         buffered: 0,
                         state_bytes: None,
                     });
+                }
+                if self.probation.is_some() {
+                    self.retry = Some((m, effects));
+                    self.breach(reason);
+                } else {
+                    self.recover(Some((m, effects)));
                 }
             }
         }
@@ -705,6 +798,7 @@ impl Worker {
             let enabled = self.imp.enable();
             let resumed = Instant::now();
             let buffered = self.data_rx.len();
+            let replaced = old.version().clone();
             self.services.bury(old);
             self.serving = true;
             {
@@ -725,13 +819,32 @@ impl Worker {
                 buffered,
                 state_bytes: self.handed_over.take(),
             });
+            // The recovery point is now the state just handed over: the
+            // new version accepted it, and the old one wrote it.
+            let now_ns = self.shared.origin.elapsed().as_nanos() as u64;
+            self.probation = None;
+            if let Some(state) = self.handed.take() {
+                self.new_base(Base::State(Arc::new(state)), now_ns);
+            }
+            self.recovery.checkpoints = true;
+            if let Some(group) = &txn.probation {
+                self.begin_probation(group.clone(), replaced, now_ns);
+            }
             match enabled {
                 Ok(()) => {
                     self.shared.ticking.store(true, Ordering::Release);
                     self.emit_state(ModuleState::Swapped, None);
                     self.emit_state(ModuleState::Serving, None);
                 }
-                Err(f) => self.fault(f),
+                Err(f) => {
+                    let reason = format!("{name} v{}: {f}", self.imp.label());
+                    self.fault(f);
+                    if self.probation.is_some() {
+                        self.breach(reason);
+                    } else {
+                        self.recover(None);
+                    }
+                }
             }
         } else {
             self.services.bury(new);
@@ -779,7 +892,10 @@ impl Worker {
             }
         };
         match new.get_state(&state) {
-            Ok(Ok(())) => None,
+            Ok(Ok(())) => {
+                self.handed = Some(state);
+                None
+            }
             Ok(Err(e)) => Some(format!(
                 "{name} v{}: get-state returned an error: {e}",
                 new.label()
@@ -788,8 +904,13 @@ impl Worker {
         }
     }
 
-    /// After an abort: the old version serves on, if it can.
+    /// After an abort: the old version serves on, rebuilt from its
+    /// recovery point if its instance trapped during the vote.
     fn resume_old(&mut self) {
+        self.handed = None;
+        if self.imp.is_dead() {
+            self.recover(None);
+        }
         if self.switch(true).is_ok() {
             self.emit_state(ModuleState::Resumed, None);
         }

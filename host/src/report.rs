@@ -13,6 +13,9 @@ pub enum Outcome {
     Aborted,
     /// Validation failed; nothing was touched.
     Refused,
+    /// An automatic rollback after a broken probation: every module of
+    /// the group runs the version it ran before the transaction again.
+    RolledBack,
 }
 
 impl Outcome {
@@ -22,6 +25,7 @@ impl Outcome {
             Outcome::Committed => "committed",
             Outcome::Aborted => "aborted",
             Outcome::Refused => "refused",
+            Outcome::RolledBack => "rolled-back",
         }
     }
 }

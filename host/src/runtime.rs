@@ -148,11 +148,8 @@ impl RuntimeBuilder {
             call_deadline: self.call_deadline,
             current: Mutex::new(None),
             admin: Mutex::new(AdminState {
-                commands: Vec::new(),
                 bound: self.quiescence_bound,
                 mode: self.mode,
-                history: Vec::new(),
-                next_txn: 1,
             }),
             epoch_stop: stop,
             epoch: Mutex::new(Some(ticker)),
@@ -175,9 +172,9 @@ pub struct CommandRecord {
     pub transaction: Option<u64>,
 }
 
-fn history_text(admin: &AdminState) -> String {
+fn history_text(records: &crate::services::Records) -> String {
     let mut out = String::new();
-    for c in &admin.commands {
+    for c in &records.commands {
         let secs =
             c.at.duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
@@ -188,7 +185,7 @@ fn history_text(admin: &AdminState) -> String {
             c.origin, c.line, c.outcome
         );
         if let Some(id) = c.transaction
-            && let Some(r) = admin.history.iter().find(|r| r.id == id)
+            && let Some(r) = records.transactions.iter().find(|r| r.id == id)
         {
             for l in r.to_text().lines().skip(1) {
                 let _ = writeln!(out, "    {l}");
@@ -202,11 +199,8 @@ fn history_text(admin: &AdminState) -> String {
 }
 
 pub(crate) struct AdminState {
-    pub commands: Vec<CommandRecord>,
     pub bound: Duration,
     pub mode: Mode,
-    pub history: Vec<TransactionReport>,
-    pub next_txn: u64,
 }
 
 /// What a command produced.
@@ -287,12 +281,16 @@ impl Runtime {
 
     /// Every command so far (not inspections), oldest first.
     pub fn commands(&self) -> Vec<CommandRecord> {
-        self.admin.lock().expect("admin poisoned").commands.clone()
+        self.records().commands.clone()
     }
 
-    /// Every transaction so far.
+    /// Every transaction so far, automatic rollbacks included.
     pub fn history(&self) -> Vec<TransactionReport> {
-        self.admin.lock().expect("admin poisoned").history.clone()
+        self.records().transactions.clone()
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, crate::services::Records> {
+        self.services.records.lock().expect("records poisoned")
     }
 
     /// Parse and run one line. `Ok(None)` for a blank line.
@@ -317,7 +315,10 @@ impl Runtime {
         }
         let mut admin = self.admin.lock().expect("admin poisoned");
         *self.current.lock().expect("poisoned") = Some((text.to_string(), origin.to_string()));
-        let is_inspection = matches!(cmd, Command::Status | Command::Versions | Command::History);
+        let is_inspection = matches!(
+            cmd,
+            Command::Status | Command::Versions | Command::History | Command::Poison(_)
+        );
         let result = self.run_locked(&mut admin, cmd, text, origin);
         if !is_inspection {
             let outcome = match &result {
@@ -325,7 +326,7 @@ impl Runtime {
                 Ok(_) => "done".to_string(),
                 Err(e) => format!("error: {e}"),
             };
-            admin.commands.push(CommandRecord {
+            self.records().commands.push(CommandRecord {
                 at: std::time::SystemTime::now(),
                 origin: origin.to_string(),
                 line: text.to_string(),
@@ -380,10 +381,56 @@ impl Runtime {
                     })?;
                 Ok(Reply::Done(format!("sent `{kind}` to {to}")))
             }
+            Command::SetProbation {
+                window,
+                max_error_pct,
+            } => {
+                self.services.settings.set_probation(window, max_error_pct);
+                Ok(Reply::Done(if window.is_zero() {
+                    "probation is off: a fault after a commit is recovered in place".to_string()
+                } else {
+                    format!(
+                        "for {window:?} after each commit, a trap or more than {max_error_pct}% failing messages in a new version rolls its group back"
+                    )
+                }))
+            }
+            Command::SetCheckpoint(d) => {
+                self.services.settings.set_checkpoint(d);
+                Ok(Reply::Done(if d.is_zero() {
+                    format!(
+                        "recovery points are renewed at commits and every {} messages",
+                        crate::proxy::CHECKPOINT_EVERY
+                    )
+                } else {
+                    format!(
+                        "recovery points are renewed every {d:?} (and every {} messages)",
+                        crate::proxy::CHECKPOINT_EVERY
+                    )
+                }))
+            }
+            Command::Poison(name) => {
+                let proxy = self
+                    .module(&name)
+                    .ok_or_else(|| CommandError::UnknownModule(name.clone()))?;
+                let list = proxy.poison();
+                let mut out = format!("{} poison message(s) set aside by {name}", list.len());
+                for (i, p) in list.iter().enumerate() {
+                    let _ = write!(out, "\n#{} {p}", i + 1);
+                }
+                Ok(Reply::Text(out))
+            }
             Command::Status => Ok(Reply::Text(self.status_text(admin))),
             Command::Versions => Ok(Reply::Text(self.versions_text())),
-            Command::History => Ok(Reply::Text(history_text(admin))),
+            Command::History => Ok(Reply::Text(history_text(&self.records()))),
             Command::Wait(_) | Command::Help | Command::Quit => unreachable!("handled above"),
+        }
+    }
+
+    /// The limits of a module loaded with `options`.
+    pub(crate) fn limits_for(&self, options: &LoadOptions) -> InstanceLimits {
+        InstanceLimits {
+            memory: options.memory.unwrap_or(self.limits.memory),
+            ..self.limits.clone()
         }
     }
 
@@ -393,12 +440,13 @@ impl Runtime {
         version: &Arc<crate::repository::Version>,
         name: &str,
         grants: &Arc<[Grant]>,
+        limits: &InstanceLimits,
     ) -> Result<Implementation, LoadError> {
         Implementation::instantiate(
             version,
             Arc::from(name),
             self.services.clone(),
-            &self.limits,
+            limits,
             grants,
         )
         .map_err(|reason| LoadError::Instantiate {
@@ -440,18 +488,20 @@ impl Runtime {
         }
         let version = self.repo.fetch_pinned(path, options.pin.as_deref())?;
         let grants: Arc<[Grant]> = Arc::from(options.grants.as_slice());
-        let mut imp = self.instantiate(&version, name, &grants)?;
+        let limits = self.limits_for(options);
+        let mut imp = self.instantiate(&version, name, &grants, &limits)?;
         self.init(&mut imp, name, &options.config)?;
         let label = imp.label().to_string();
         let capacity = options.capacity.unwrap_or(self.services.mailbox_capacity);
         let (proxy, data_rx, ctl_rx) =
-            ModuleProxy::new(Arc::from(name), version.clone(), capacity, grants);
+            ModuleProxy::new(Arc::from(name), version.clone(), capacity, grants, limits);
         if !self.services.names.register(proxy.clone()) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
         let (started_tx, started) = bounded(1);
         proxy.spawn(
             Box::new(imp),
+            crate::proxy::Base::Init(Arc::from(options.config.as_slice())),
             self.services.clone(),
             data_rx,
             ctl_rx,
@@ -565,12 +615,34 @@ impl Runtime {
             if let Some(f) = &s.last_fault {
                 let _ = writeln!(out, "{:<10} last fault: {f}", "");
             }
+            if s.recoveries > 0 || s.poisoned > 0 {
+                let _ = writeln!(
+                    out,
+                    "{:<10} recovered {} time(s); {} poison message(s) (Poison {})",
+                    "", s.recoveries, s.poisoned, s.name
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{:<10} recovery point: {} + {} logged message(s); memory limit {} MiB",
+                "",
+                s.recovery_point,
+                s.logged,
+                s.memory_limit >> 20
+            );
         }
+        let (window, pct) = self.services.settings.probation();
+        let probation = if window.is_zero() {
+            "probation off".to_string()
+        } else {
+            format!("probation {window:?} (errors over {pct}%)")
+        };
         let _ = write!(
             out,
-            "quiescence bound {:?}, mode {}",
+            "quiescence bound {:?}, mode {}, {probation}, checkpoint every {:?}",
             admin.bound,
-            admin.mode.as_str()
+            admin.mode.as_str(),
+            Duration::from_nanos(self.services.settings.checkpoint_ns())
         );
         out
     }

@@ -3,15 +3,18 @@
 //! `publish`. One `Services` per runtime; no globals, so runtimes (and
 //! tests) are independent.
 
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, unbounded};
 
 use crate::bindings::Message;
 use crate::events::EventBus;
-use crate::implementation::Implementation;
 use crate::names::NameService;
 use crate::pubsub::PubSub;
+use crate::report::TransactionReport;
+use crate::runtime::CommandRecord;
 use crate::timers::TimerService;
 
 /// Sender name stamped on timer ticks.
@@ -60,14 +63,61 @@ pub struct Services {
     pub mailbox_capacity: usize,
     /// Largest state a `put-state` may hand over; more votes NO.
     pub max_state_bytes: usize,
-    reaper: Sender<Box<Implementation>>,
+    /// Fault-handling settings the administrator can change at run time.
+    pub(crate) settings: Settings,
+    /// Every command and every transaction so far, the automatic rollbacks
+    /// included.
+    pub(crate) records: Mutex<Records>,
+    next_txn: AtomicU64,
+    reaper: Sender<Box<dyn Send>>,
+}
+
+/// What `History` shows.
+#[derive(Default)]
+pub(crate) struct Records {
+    pub commands: Vec<CommandRecord>,
+    pub transactions: Vec<TransactionReport>,
+}
+
+/// Recovery and probation settings (`SetCheckpoint`, `SetProbation`).
+pub(crate) struct Settings {
+    checkpoint_ms: AtomicU64,
+    probation_ms: AtomicU64,
+    max_error_pct: AtomicU32,
+}
+
+impl Settings {
+    /// How often a module's recovery point is refreshed (0: only at
+    /// commits and every `CHECKPOINT_EVERY` messages).
+    pub fn checkpoint_ns(&self) -> u64 {
+        self.checkpoint_ms.load(Ordering::Relaxed) * 1_000_000
+    }
+    pub fn set_checkpoint(&self, d: Duration) {
+        self.checkpoint_ms
+            .store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+    /// The window after a commit in which a fault rolls the group back
+    /// (zero: no probation), and the error rate, in percent of the
+    /// messages served, that counts as a fault.
+    pub fn probation(&self) -> (Duration, u32) {
+        (
+            Duration::from_millis(self.probation_ms.load(Ordering::Relaxed)),
+            self.max_error_pct.load(Ordering::Relaxed),
+        )
+    }
+    pub fn set_probation(&self, window: Duration, max_error_pct: u32) {
+        self.probation_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
+        self.max_error_pct.store(max_error_pct, Ordering::Relaxed);
+    }
 }
 
 impl Services {
     pub(crate) fn new(mailbox_capacity: usize, max_state_bytes: usize) -> Arc<Self> {
         Arc::new_cyclic(|weak: &Weak<Services>| {
-            let (reaper, graves) = unbounded::<Box<Implementation>>();
-            // Dropping a Store frees its memory; that is done here, off the
+            let (reaper, graves) = unbounded::<Box<dyn Send>>();
+            // Dropping a Store frees its memory (and dropping a message log
+            // frees thousands of small buffers); that is done here, off the
             // module threads, so it is never part of a swap's pause.
             // It ends by itself when `Services`, the last sender, goes.
             std::thread::Builder::new()
@@ -81,16 +131,39 @@ impl Services {
                 events: EventBus::default(),
                 mailbox_capacity,
                 max_state_bytes,
+                settings: Settings {
+                    checkpoint_ms: AtomicU64::new(1000),
+                    probation_ms: AtomicU64::new(0),
+                    max_error_pct: AtomicU32::new(50),
+                },
+                records: Mutex::new(Records::default()),
+                next_txn: AtomicU64::new(1),
                 reaper,
             }
         })
     }
 
-    /// Drop `imp` on the reaper thread.
-    pub(crate) fn bury(&self, imp: Box<Implementation>) {
-        if let Err(e) = self.reaper.send(imp) {
+    /// Drop `x` on the reaper thread.
+    pub(crate) fn bury<T: Send + 'static>(&self, x: T) {
+        if let Err(e) = self.reaper.send(Box::new(x)) {
             drop(e.into_inner());
         }
+    }
+
+    /// A new transaction number.
+    pub(crate) fn next_txn(&self) -> u64 {
+        self.next_txn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Record a finished transaction and announce it.
+    pub(crate) fn record_transaction(&self, r: &TransactionReport) {
+        self.records
+            .lock()
+            .expect("records poisoned")
+            .transactions
+            .push(r.clone());
+        self.events
+            .emit(crate::events::Event::Transaction(Box::new(r.clone())));
     }
 
     /// Queue `msg` for `to`, stamped as coming from `from`.

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 
@@ -28,6 +29,9 @@ struct Inner {
     version: Arc<OnceLock<Arc<str>>>,
     level: Level,
     services: Arc<Services>,
+    /// Set while the instance replays messages whose output was already
+    /// written the first time.
+    replaying: Arc<AtomicBool>,
     // Bytes of an unfinished line. Written only by the instance's own
     // thread; the Mutex makes the type Sync, as wasmtime-wasi requires.
     partial: Mutex<Vec<u8>>,
@@ -39,17 +43,22 @@ impl GuestOutput {
         version: Arc<OnceLock<Arc<str>>>,
         level: Level,
         services: Arc<Services>,
+        replaying: Arc<AtomicBool>,
     ) -> Self {
         GuestOutput(Arc::new(Inner {
             module,
             version,
             level,
             services,
+            replaying,
             partial: Mutex::new(Vec::new()),
         }))
     }
 
     fn write_bytes(&self, bytes: &[u8]) {
+        if self.0.replaying.load(Ordering::Relaxed) {
+            return;
+        }
         let mut partial = self.0.partial.lock().expect("stdio poisoned");
         partial.extend_from_slice(bytes);
         while let Some(i) = partial.iter().position(|b| *b == b'\n') {

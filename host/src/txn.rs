@@ -53,6 +53,8 @@ pub(crate) struct Txn {
     pub auto_commit: bool,
     /// Participants that must vote YES.
     voters: usize,
+    /// The probation the replaced modules enter if this commits.
+    pub probation: Option<std::sync::Arc<crate::proxy::Group>>,
     /// YES votes so far.
     yes: std::sync::atomic::AtomicUsize,
     // Mutex + Condvar: every participant parks on the same decision, and
@@ -75,6 +77,7 @@ impl Txn {
             deadline,
             auto_commit,
             voters,
+            probation: None,
             yes: std::sync::atomic::AtomicUsize::new(0),
             decision: Mutex::new(Decision::Pending),
             decided: Condvar::new(),

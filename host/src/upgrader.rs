@@ -15,7 +15,7 @@ use crate::command::{Grant, GroupKind, LoadOptions, Mode, Target};
 use crate::error::CommandError;
 use crate::events::{Event, ModuleState};
 use crate::implementation::Implementation;
-use crate::proxy::{Control, ModuleProxy, Start};
+use crate::proxy::{Base, Control, Group, ModuleProxy, Start};
 use crate::report::{ModuleReport, Outcome, TransactionReport};
 use crate::repository::Version;
 use crate::runtime::{AdminState, Runtime};
@@ -34,14 +34,14 @@ struct Prepared {
 }
 
 /// What a participant reported when it acted on the decision.
-struct Done {
-    pause_us: Option<u64>,
-    buffered: usize,
-    state_bytes: Option<usize>,
+pub(crate) struct Done {
+    pub pause_us: Option<u64>,
+    pub buffered: usize,
+    pub state_bytes: Option<usize>,
 }
 
 /// Record a participant's report; a NO vote's reason is returned.
-fn tally(
+pub(crate) fn tally(
     votes: &mut HashMap<String, Option<u64>>,
     dones: &mut HashMap<String, Done>,
     r: Report,
@@ -101,8 +101,7 @@ impl Runtime {
         origin: &str,
     ) -> TransactionReport {
         let started = Instant::now();
-        let id = admin.next_txn;
-        admin.next_txn += 1;
+        let id = self.services.next_txn();
         let mut report = TransactionReport {
             id,
             command: text.to_string(),
@@ -151,10 +150,7 @@ impl Runtime {
         }
         report.total_us = started.elapsed().as_micros() as u64;
         self.release_unused();
-        admin.history.push(report.clone());
-        self.services
-            .events
-            .emit(Event::Transaction(Box::new(report.clone())));
+        self.services.record_transaction(&report);
         report
     }
 
@@ -218,11 +214,14 @@ impl Runtime {
         // never pays for it.
         let mut prepared = Vec::new();
         for ((t, old), version) in targets.iter().zip(olds).zip(versions) {
-            let grants: Arc<[Grant]> = match &old {
-                Some(p) => p.grants(),
-                None => Arc::from(t.options.grants.as_slice()),
+            let (grants, limits): (Arc<[Grant]>, _) = match &old {
+                Some(p) => (p.grants(), p.limits().clone()),
+                None => (
+                    Arc::from(t.options.grants.as_slice()),
+                    self.limits_for(&t.options),
+                ),
             };
-            let imp = self.instantiate(&version, &t.name, &grants)?;
+            let imp = self.instantiate(&version, &t.name, &grants, &limits)?;
             prepared.push(Prepared {
                 name: t.name.clone(),
                 options: t.options.clone(),
@@ -290,13 +289,19 @@ impl Runtime {
         let (tx, rx) = unbounded();
         let replacing = prepared.iter().filter(|p| p.old.is_some()).count();
         let auto_commit = replacing == prepared.len();
-        let txn = Arc::new(Txn::new(
-            id,
-            Instant::now() + admin.bound,
-            auto_commit,
-            replacing,
-            tx,
-        ));
+        let mut txn = Txn::new(id, Instant::now() + admin.bound, auto_commit, replacing, tx);
+        let probation = self.services.settings.probation();
+        if !probation.0.is_zero() && replacing > 0 {
+            txn.probation = Some(Arc::new(Group::new(
+                id,
+                report.command.clone(),
+                probation,
+                admin.bound,
+                prepared.iter().filter_map(|p| p.old.clone()).collect(),
+                self.services.clone(),
+            )));
+        }
+        let txn = Arc::new(txn);
 
         // New modules wait on the decision, unregistered.
         let mut fresh: Vec<ModuleProxy> = Vec::new();
@@ -310,9 +315,11 @@ impl Runtime {
                         p.version.clone(),
                         p.options.capacity.unwrap_or(self.services.mailbox_capacity),
                         Arc::from(p.options.grants.as_slice()),
+                        self.limits_for(&p.options),
                     );
                     proxy.spawn(
                         p.imp,
+                        Base::Init(Arc::from(p.options.config.as_slice())),
                         self.services.clone(),
                         data_rx,
                         ctl_rx,

@@ -8,7 +8,7 @@ use crate::support::*;
 const V3: &str = liveswap_guests::PROBE_V3;
 
 /// T ticks numbers into SINK every 2 ms.
-fn feeding() -> Host {
+pub(crate) fn feeding() -> Host {
     let mut h = Host::new();
     h.ok(&format!("Load SINK {V1}"));
     h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
@@ -17,7 +17,7 @@ fn feeding() -> Host {
 }
 
 /// SINK keeps getting T's numbers, consecutive, from before to after.
-fn consecutive_on(h: &mut Host, receiver: &str, sender: &str, more: u64) {
+pub(crate) fn consecutive_on(h: &mut Host, receiver: &str, sender: &str, more: u64) {
     h.drain();
     let n = *h.got(receiver, sender).last().unwrap();
     h.wait_line(receiver, &format!("got {} from {sender}", n + more));
@@ -30,7 +30,7 @@ fn consecutive_on(h: &mut Host, receiver: &str, sender: &str, more: u64) {
     );
 }
 
-fn version(h: &Host, name: &str) -> String {
+pub(crate) fn version(h: &Host, name: &str) -> String {
     h.rt.module(name).unwrap().version().label().to_string()
 }
 

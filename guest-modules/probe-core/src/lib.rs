@@ -19,12 +19,14 @@
 //! work US                     spend US microseconds on every message
 //! quiet | verbose             stop / resume logging every message
 //! report                      log a summary line
-//! spin | trap                 loop forever / trap, right now
+//! spin | trap | grow          loop forever / trap / exhaust memory, right now
 //! ```
 //!
-//! Flags: `fail-put`, `trap-put`, `fail-get`, `trap-get` (the next upgrade's
-//! `put-state` / `get-state` errors or traps), `fail-init`, `trap-init`
-//! (config only).
+//! Flags: `fail-put`, `trap-put`, `loop-put`, `grow-put` and `fail-get`,
+//! `trap-get`, `loop-get`, `grow-get` (the next `put-state` / `get-state`
+//! errors, traps, loops forever or grows memory until it runs out);
+//! `fail-init`, `trap-init`, `loop-init`, `grow-init` (config only).
+//! `grow` as a command grows memory until it runs out, now.
 //!
 //! Numbers are CBOR-encoded `u64`s in messages of kind `num`, counted from 1
 //! per (sender, receiver). A receiving probe logs `got N from S` and checks
@@ -55,12 +57,16 @@ pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
 #[macro_export]
 macro_rules! probe_module {
     ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*]) => {
+        $crate::probe_module!($version, shape $shape, speaks [$($s),*], accepts [$($a),*], traps on "");
+    };
+    ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*], traps on $defect:literal) => {
         struct Module;
         const PROBE: $crate::Probe = $crate::Probe {
             version: $version,
             shape: $shape,
             speaks: &[$($s),*],
             accepts: &[$($a),*],
+            defect: $defect,
         };
         impl $crate::Guest for Module {
             fn info() -> $crate::ModuleInfo { PROBE.info() }
@@ -85,6 +91,8 @@ pub struct Probe {
     pub speaks: &'static [u32],
     /// Protocol versions it understands.
     pub accepts: &'static [u32],
+    /// A message kind this version traps on (a deliberate defect), or "".
+    pub defect: &'static str,
 }
 
 /// The probe's stable state, whatever the shape it travels in.
@@ -237,6 +245,24 @@ fn decode_num(body: &[u8]) -> Option<u64> {
     }
 }
 
+/// Never return: the host's call deadline must interrupt this.
+fn spin_forever() -> ! {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Allocate 16 MiB blocks, touching each, until memory runs out (the
+/// host's memory limit turns that into a trap).
+fn grow_forever() -> ! {
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut b = vec![0u8; 16 << 20];
+        b[(16 << 20) - 1] = 1;
+        blocks.push(std::hint::black_box(b));
+    }
+}
+
 fn busy(us: u64) {
     if us == 0 {
         return;
@@ -268,6 +294,8 @@ impl Probe {
             match line {
                 "fail-init" => return Err("init refused: config says fail-init".into()),
                 "trap-init" => panic!("init trapped: config says trap-init"),
+                "loop-init" => spin_forever(),
+                "grow-init" => grow_forever(),
                 _ => self.command(line)?,
             }
         }
@@ -281,6 +309,12 @@ impl Probe {
             (s.work_us, s.quiet)
         });
         busy(work);
+        if !self.defect.is_empty() && msg.kind == self.defect {
+            panic!(
+                "version {} cannot handle `{}` messages (defect)",
+                self.version, self.defect
+            );
+        }
         match (msg.from.as_str(), msg.kind.as_str()) {
             (_, "do") => {
                 let text = String::from_utf8(msg.body).map_err(|_| "command is not UTF-8")?;
@@ -371,6 +405,12 @@ impl Probe {
             if s.flags.contains("fail-put") {
                 return Err("put-state refused: flag fail-put".to_string());
             }
+            if s.flags.contains("loop-put") {
+                spin_forever();
+            }
+            if s.flags.contains("grow-put") {
+                grow_forever();
+            }
             let mut out = Vec::with_capacity(s.pad.len() + 256);
             let res = if self.shape == 1 {
                 ciborium::into_writer(
@@ -455,6 +495,12 @@ impl Probe {
         }
         if state.flags.contains("fail-get") {
             return Err("get-state refused: flag fail-get".into());
+        }
+        if state.flags.contains("loop-get") {
+            spin_forever();
+        }
+        if state.flags.contains("grow-get") {
+            grow_forever();
         }
         let summary: Vec<String> = state.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         log(
@@ -588,9 +634,8 @@ impl Probe {
                 });
                 log(Level::Info, &line);
             }
-            "spin" => loop {
-                std::hint::spin_loop();
-            },
+            "spin" => spin_forever(),
+            "grow" => grow_forever(),
             "trap" => panic!("trap requested"),
             other => return Err(format!("unknown probe command `{other}`")),
         }
