@@ -177,6 +177,10 @@ enum Cmd {
         /// Where CSV and SVG files go.
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
+        /// Run only these scenarios (comma-separated: pause_vs_state,
+        /// pause_vs_backlog, group_scaling, throughput, scale, faults).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Print the command language.
     HelpCommands,
@@ -235,7 +239,7 @@ fn main() -> anyhow::Result<ExitCode> {
             shell::run(&connect_or_local(&connect, local), &serve)
         }
         Cmd::Monitor { listen, gap, every } => monitor(listen, gap, every),
-        Cmd::Bench { quick, out } => {
+        Cmd::Bench { quick, out, only } => {
             if cfg!(debug_assertions) {
                 eprintln!("note: this is a debug build; build with --release for real figures");
             }
@@ -245,6 +249,8 @@ fn main() -> anyhow::Result<ExitCode> {
                 out: out.clone(),
                 probe_v1: dir.join("probe_v1.wasm"),
                 probe_v2: dir.join("probe_v2.wasm"),
+                probe_v4: dir.join("probe_v4.wasm"),
+                only,
             };
             let started = std::time::Instant::now();
             liveswap::bench::run(&opts, &mut |s| {

@@ -37,3 +37,8 @@ Replace IP $GUESTS/ip_v3.wasm  # expect refused naming OSPF
 SetTimer 10
 Syn_Replace OSPF $GUESTS/ospf_v3.wasm IP $GUESTS/ip_v3.wasm  # expect committed
 Wait ${SETTLE:-3s}
+
+## Transaction 7: OSPF v4 is a bad release that traps on protocol-1 relays (VRRP's heartbeats). Within the probation window its first trap rolls it back to v3 by itself, and the heartbeat it trapped on is served by v3: no relay number is lost
+SetProbation ${PROBATION:-5s}
+Replace OSPF $GUESTS/ospf_v4.wasm  # expect committed then rolled-back
+Wait ${SETTLE:-3s}

@@ -30,6 +30,10 @@ pub struct BenchOptions {
     pub probe_v1: PathBuf,
     /// The probe component, version 2 (state shape 2; replaces itself).
     pub probe_v2: PathBuf,
+    /// The probe component, version 4 (version 2 that traps on `audit`).
+    pub probe_v4: PathBuf,
+    /// Run only the scenarios with these names (all when empty).
+    pub only: Vec<String>,
 }
 
 /// One result table.
@@ -101,6 +105,28 @@ struct Bench<'a> {
     opts: &'a BenchOptions,
     v1: String,
     v2: String,
+    v4: String,
+}
+
+/// Wait for `name`'s next event in `state`; its detail.
+fn next_state(
+    events: &crossbeam_channel::Receiver<crate::events::Event>,
+    name: &str,
+    state: crate::events::ModuleState,
+) -> anyhow::Result<Option<String>> {
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        match events.recv_deadline(end) {
+            Ok(crate::events::Event::Module {
+                module,
+                state: s,
+                detail,
+                ..
+            }) if module == name && s == state => return Ok(detail),
+            Ok(_) => {}
+            Err(_) => anyhow::bail!("{name} did not reach {state} in time"),
+        }
+    }
 }
 
 fn runtime(epoch: bool) -> anyhow::Result<Runtime> {
@@ -442,6 +468,78 @@ impl Bench<'_> {
         Ok(t)
     }
 
+    /// Scenario 6, faults: rebuilding a trapped module from its recovery
+    /// point, and an automatic rollback after a trap in probation, against
+    /// the number of messages logged since the recovery point.
+    fn faults(&self, say: &mut dyn FnMut(&str)) -> anyhow::Result<Table> {
+        let logs: &[u64] = if self.opts.quick {
+            &[100]
+        } else {
+            &[0, 1000, 9000]
+        };
+        let mut t = Table::new(
+            "faults",
+            "6. faults: recovery and automatic rollback against messages logged since the recovery point",
+            &[
+                "logged",
+                "recovery_ms",
+                "replays",
+                "rollback_total_ms",
+                "rollback_pause_us",
+            ],
+        );
+        for &n in logs {
+            say(&format!("faults: {n} logged messages"));
+            let rt = runtime(true)?;
+            let events = rt.watch();
+            exec(&rt, "SetCheckpoint 0")?;
+            exec(&rt, &format!("Load B {} config quiet", self.v1))?;
+            exec(&rt, &format!("Load A {} config quiet", self.v1))?;
+            exec(&rt, &format!("Send A do \"send B {n}\""))?;
+            served(&rt, "B", n)?;
+            // The trap recurs on the retry, so a recovery here rebuilds
+            // twice: once to retry the message, once without it.
+            exec(&rt, "Send B do trap")?;
+            let detail = next_state(&events, "B", crate::events::ModuleState::Recovered)?
+                .unwrap_or_default();
+            let us: f64 = detail
+                .split(" in ")
+                .nth(1)
+                .and_then(|r| r.split(' ').next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+
+            exec(&rt, "SetProbation 1m")?;
+            txn(&rt, &format!("Replace B {}", self.v4))?;
+            let before = rt.module("B").context("B")?.status().served;
+            exec(&rt, &format!("Send A do \"send B {n}\""))?;
+            served(&rt, "B", before + n)?;
+            exec(&rt, "Send B audit x")?;
+            let end = Instant::now() + Duration::from_secs(120);
+            let back = loop {
+                match events.recv_deadline(end) {
+                    Ok(crate::events::Event::Transaction(r)) if r.origin == "probation" => break r,
+                    Ok(_) => {}
+                    Err(_) => anyhow::bail!("no rollback within 120 s"),
+                }
+            };
+            anyhow::ensure!(
+                back.outcome == Outcome::RolledBack,
+                "rollback: {}",
+                back.to_text()
+            );
+            t.rows.push(vec![
+                n.to_string(),
+                format!("{:.2}", us / 1000.0),
+                "2".into(),
+                format!("{:.2}", back.total_us as f64 / 1000.0),
+                back.modules[0].pause_us.unwrap_or(0).to_string(),
+            ]);
+            rt.shutdown();
+        }
+        Ok(t)
+    }
+
     /// 5. Many modules on one host.
     fn scale(&self, say: &mut dyn FnMut(&str)) -> anyhow::Result<Table> {
         let counts: &[usize] = if self.opts.quick { &[20] } else { &[100, 1000] };
@@ -624,17 +722,29 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
         opts,
         v1: opts.probe_v1.display().to_string(),
         v2: opts.probe_v2.display().to_string(),
+        v4: opts.probe_v4.display().to_string(),
     };
     let mut tables = Vec::new();
     type Scenario<'b> = fn(&Bench<'b>, &mut dyn FnMut(&str)) -> anyhow::Result<Table>;
-    let scenarios: [Scenario<'_>; 5] = [
-        Bench::state_size,
-        Bench::backlog,
-        Bench::group,
-        Bench::throughput,
-        Bench::scale,
+    let scenarios: [(&str, Scenario<'_>); 6] = [
+        ("pause_vs_state", Bench::state_size),
+        ("pause_vs_backlog", Bench::backlog),
+        ("group_scaling", Bench::group),
+        ("throughput", Bench::throughput),
+        ("scale", Bench::scale),
+        ("faults", Bench::faults),
     ];
-    for s in scenarios {
+    for o in &opts.only {
+        anyhow::ensure!(
+            scenarios.iter().any(|(n, _)| n == o),
+            "no scenario named `{o}` (known: {})",
+            scenarios.map(|(n, _)| n).join(", ")
+        );
+    }
+    for (name, s) in scenarios {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == name) {
+            continue;
+        }
         let t = s(&b, say)?;
         say(&t.to_text());
         std::fs::write(opts.out.join(format!("{}.csv", t.name)), t.to_csv())?;

@@ -62,6 +62,9 @@ pub struct Step {
     pub heading: String,
     /// What the `# expect` comment asked for: an outcome and maybe a name.
     pub expect: Option<(Outcome, Option<String>)>,
+    /// `# expect committed then rolled-back`: an automatic transaction
+    /// with this outcome must follow (a rollback after a broken probation).
+    pub then: Option<Outcome>,
     /// The report.
     pub report: TransactionReport,
     /// When the command started and ended.
@@ -104,6 +107,7 @@ fn parse_expect(raw: &str) -> Option<(Outcome, Option<String>)> {
     let outcome = match words.next()? {
         "committed" => Outcome::Committed,
         "aborted" => Outcome::Aborted,
+        "rolled-back" => Outcome::RolledBack,
         _ => Outcome::Refused,
     };
     let naming = match (words.next(), words.next()) {
@@ -111,6 +115,26 @@ fn parse_expect(raw: &str) -> Option<(Outcome, Option<String>)> {
         _ => None,
     };
     Some((outcome, naming))
+}
+
+/// `# expect committed then rolled-back` → the outcome after `then`.
+fn parse_then(raw: &str) -> Option<Outcome> {
+    let (_, comment) = raw.split_once("# expect ")?;
+    match comment.split_once(" then ")?.1.split_whitespace().next()? {
+        "rolled-back" => Some(Outcome::RolledBack),
+        "aborted" => Some(Outcome::Aborted),
+        _ => None,
+    }
+}
+
+/// `Rollback of transaction 9: ...` → 9.
+fn rolled_back_id(command: &str) -> Option<u64> {
+    command
+        .strip_prefix("Rollback of transaction ")?
+        .split(':')
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// `got msg : 12 from IP v2 ts 123` → (sender, n, sender version, stamped).
@@ -157,10 +181,13 @@ pub fn run(
         },
     };
     let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
+    // Transactions the host started by itself, with when they were heard.
+    let automatic: Arc<Mutex<Vec<(Instant, TransactionReport)>>> = Arc::default();
     // OSPF lines to show after each command: a few, not all.
     let budget = Arc::new(AtomicUsize::new(0));
     let collector = {
         let seen = seen.clone();
+        let automatic = automatic.clone();
         let budget = budget.clone();
         let narrate = narrate.clone();
         std::thread::spawn(move || {
@@ -177,11 +204,21 @@ pub fn run(
                                 !line.starts_with("recomputed")
                             };
                             if show {
-                                narrate(Narration::Log(format!("{module} v{version} | {line}")));
+                                let who = if version.is_empty() { module.clone() } else { format!("{module} v{version}") };
+                                narrate(Narration::Log(format!("{who} | {line}")));
                             }
                         }
                         if let Event::Module { module, state: ModuleState::Faulted, detail, .. } = &e {
                             narrate(Narration::Log(format!("{module} FAULTED: {}", detail.clone().unwrap_or_default())));
+                        }
+                        if let Event::Module { module, state: state @ (ModuleState::RolledBack | ModuleState::Recovered), detail, .. } = &e {
+                            narrate(Narration::Log(format!("{module} {state}: {}", detail.clone().unwrap_or_default())));
+                        }
+                        if let Event::Transaction(r) = &e
+                            && r.origin == "probation"
+                        {
+                            narrate(Narration::Transaction(r.clone()));
+                            automatic.lock().expect("poisoned").push((Instant::now(), (**r).clone()));
                         }
                         seen.lock().expect("poisoned").push(e);
                     }
@@ -235,6 +272,7 @@ pub fn run(
                 steps.push(Step {
                     heading: heading.clone(),
                     expect: parse_expect(raw),
+                    then: parse_then(raw),
                     report: *report,
                     window: (t0, t1),
                 });
@@ -260,6 +298,31 @@ pub fn run(
     drop(monitor);
     let _ = collector.join();
     let events = std::mem::take(&mut *seen.lock().expect("poisoned"));
+
+    // Each automatic transaction goes right after the one it undid.
+    for (heard, r) in std::mem::take(&mut *automatic.lock().expect("poisoned")) {
+        let after = rolled_back_id(&r.command)
+            .and_then(|id| steps.iter().position(|s| s.report.id == id))
+            .map(|i| i + 1)
+            .unwrap_or(steps.len());
+        let began = heard
+            .checked_sub(Duration::from_micros(r.total_us))
+            .unwrap_or(heard);
+        let heading = steps
+            .get(after.saturating_sub(1))
+            .map(|s| s.heading.clone())
+            .unwrap_or_default();
+        steps.insert(
+            after,
+            Step {
+                heading,
+                expect: None,
+                then: None,
+                report: r,
+                window: (began, heard),
+            },
+        );
+    }
 
     // Relay numbers, from OSPF's own log.
     let mut relays: BTreeMap<String, RelayCheck> = BTreeMap::new();
@@ -319,6 +382,26 @@ pub fn run(
     }
 
     for (n, s) in steps.iter().enumerate() {
+        if let Some(then) = s.then {
+            let next = steps.get(n + 1).filter(|x| x.report.origin == "probation");
+            match next {
+                Some(x) if x.report.outcome == then => {}
+                Some(x) => failures.push(format!(
+                    "transaction {} `{}` should have been followed by {}, got {} ({})",
+                    n + 1,
+                    s.report.command,
+                    then.as_str(),
+                    x.report.outcome.as_str(),
+                    x.report.reason.clone().unwrap_or_default()
+                )),
+                None => failures.push(format!(
+                    "transaction {} `{}` should have been followed by an automatic {}, none came",
+                    n + 1,
+                    s.report.command,
+                    then.as_str()
+                )),
+            }
+        }
         if let Some((outcome, naming)) = &s.expect {
             if s.report.outcome != *outcome {
                 failures.push(format!(
@@ -428,16 +511,19 @@ impl DemoResult {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{:<3} {:<62} {:<10} {:<34} buffered",
+            "{:<4} {:<62} {:<11} {:<34} buffered",
             "#", "command", "outcome", "pause per module"
         );
         for s in &self.steps {
             let r = &s.report;
-            let n = s
-                .heading
-                .strip_prefix("Transaction ")
-                .and_then(|h| h.split(':').next())
-                .unwrap_or("?");
+            let n = if r.origin == "probation" {
+                "auto"
+            } else {
+                s.heading
+                    .strip_prefix("Transaction ")
+                    .and_then(|h| h.split(':').next())
+                    .unwrap_or("?")
+            };
             let cmd = &r.command;
             let pauses: Vec<String> = r
                 .modules
@@ -451,7 +537,7 @@ impl DemoResult {
                 .collect();
             let _ = writeln!(
                 out,
-                "{:<3} {:<62} {:<10} {:<34} {}",
+                "{:<4} {:<62} {:<11} {:<34} {}",
                 n,
                 cmd,
                 r.outcome.as_str(),
@@ -459,7 +545,7 @@ impl DemoResult {
                 buffered.join("/")
             );
             if let Some(reason) = &r.reason {
-                let _ = writeln!(out, "    reason: {reason}");
+                let _ = writeln!(out, "     reason: {reason}");
             }
         }
         let _ = writeln!(out);

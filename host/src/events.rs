@@ -145,12 +145,20 @@ impl Event {
                 version,
                 level,
                 line,
-            } => match level {
-                Level::Warn | Level::Error => {
-                    format!("{module} v{version} | {}: {line}", level_str(*level))
+            } => {
+                // The host's own lines carry no version.
+                let who = if version.is_empty() {
+                    module.to_string()
+                } else {
+                    format!("{module} v{version}")
+                };
+                match level {
+                    Level::Warn | Level::Error => {
+                        format!("{who} | {}: {line}", level_str(*level))
+                    }
+                    _ => format!("{who} | {line}"),
                 }
-                _ => format!("{module} v{version} | {line}"),
-            },
+            }
             Event::Module {
                 module,
                 version,

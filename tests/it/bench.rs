@@ -13,6 +13,8 @@ fn the_quick_benchmark_produces_every_table_and_plot() {
         out: out.clone(),
         probe_v1: V1.into(),
         probe_v2: V2.into(),
+        probe_v4: liveswap_guests::PROBE_V4.into(),
+        only: Vec::new(),
     };
     let tables = bench::run(&opts, &mut |_| {}).unwrap();
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
@@ -23,7 +25,8 @@ fn the_quick_benchmark_produces_every_table_and_plot() {
             "pause_vs_backlog",
             "group_scaling",
             "throughput",
-            "scale"
+            "scale",
+            "faults"
         ]
     );
     for t in &tables {

@@ -19,7 +19,7 @@ fn guests() -> String {
 }
 
 #[test]
-fn the_router_survives_all_six_transactions_without_losing_a_relay() {
+fn the_router_survives_every_transaction_and_a_bad_release_without_losing_a_relay() {
     let mut vars = Vars::default();
     vars.set("GUESTS", guests())
         .set("BEAT", "50")
@@ -44,7 +44,8 @@ fn the_router_survives_all_six_transactions_without_losing_a_relay() {
     assert_eq!(
         outcomes,
         [
-            Committed, Committed, Committed, Committed, Aborted, Refused, Committed
+            Committed, Committed, Committed, Committed, Aborted, Refused, Committed, Committed,
+            RolledBack
         ],
         "{summary}"
     );
@@ -76,6 +77,18 @@ fn the_router_survives_all_six_transactions_without_losing_a_relay() {
             "the monitor heard {m}\n{summary}"
         );
     }
+    // Transaction 7: the bad OSPF release trapped and the group (OSPF
+    // alone) went back to v3 by itself; the relay checks above cover it.
+    let back = &r.steps[8].report;
+    assert_eq!(back.origin, "probation", "{summary}");
+    assert!(
+        back.reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("OSPF v4: service trapped"),
+        "{summary}"
+    );
+    assert_eq!(back.modules[0].to.as_deref(), Some("3"), "{summary}");
     let ip = r.heard.iter().find(|h| h.module == "IP").unwrap();
     let versions: Vec<&str> = ip.versions.iter().map(|v| v.0.as_str()).collect();
     assert_eq!(versions, ["1", "2", "1", "3"]);

@@ -65,18 +65,25 @@ pub struct Spec {
     pub speaks: &'static [u32],
     /// Protocols it understands.
     pub accepts: &'static [u32],
+    /// A protocol whose relay messages it traps on although it claims to
+    /// accept it (a deliberate defect), or 0.
+    pub defect: u32,
 }
 
 /// Define a router module crate: `router_module!(Role::Ip, "2", [1], [1]);`
 #[macro_export]
 macro_rules! router_module {
     ($role:expr, $version:literal, [$($speaks:literal),*], [$($accepts:literal),*]) => {
+        $crate::router_module!($role, $version, [$($speaks),*], [$($accepts),*], traps on protocol 0);
+    };
+    ($role:expr, $version:literal, [$($speaks:literal),*], [$($accepts:literal),*], traps on protocol $defect:literal) => {
         struct Module;
         const SPEC: $crate::Spec = $crate::Spec {
             role: $role,
             version: $version,
             speaks: &[$($speaks),*],
             accepts: &[$($accepts),*],
+            defect: $defect,
         };
         impl $crate::Guest for Module {
             fn info() -> $crate::ModuleInfo { SPEC.info() }
@@ -208,6 +215,12 @@ impl Spec {
 
     /// `service`: one message.
     pub fn service(&self, msg: Message) -> Result<(), String> {
+        if self.defect != 0 && msg.kind == "relay" && msg.proto == self.defect {
+            panic!(
+                "version {} mishandles a protocol-{} relay from {}",
+                self.version, self.defect, msg.from
+            );
+        }
         match (self.role, msg.kind.as_str()) {
             (Role::Timer, "beat") => {
                 let n = with(|s| {

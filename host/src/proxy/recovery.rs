@@ -290,6 +290,7 @@ impl Group {
                 }
             }
         }
+        report.prepare_us = started.elapsed().as_micros() as u64;
         let decision = txn.decide(if no.is_none() {
             Decision::Commit
         } else {
