@@ -84,8 +84,21 @@ struct RunArgs {
     /// bench`), but the host holds at most this many instances.
     #[arg(long, value_name = "SLOTS")]
     pooled: Option<u32>,
+    /// Linear-memory limit of each instance (e.g. 64MiB); a `Load` may set
+    /// its own with `memory <size>`.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    memory_limit: usize,
+    /// Largest state an old version may hand over, or a checkpoint keep;
+    /// a larger one votes NO.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    max_state: usize,
     #[command(flatten)]
     serve: Serve,
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    liveswap::command::parse_size(s)
+        .ok_or_else(|| format!("`{s}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)"))
 }
 
 #[derive(Subcommand)]
@@ -398,6 +411,8 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         mailbox,
         vars: set,
         pooled,
+        memory_limit,
+        max_state,
         serve,
     } = args;
     let (json, once, verbose) = (*json, *once, *verbose);
@@ -406,6 +421,8 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .call_deadline(*call_deadline)
             .mailbox_capacity(*mailbox)
             .pooled(*pooled)
+            .memory_limit(*memory_limit)
+            .max_state_bytes(*max_state)
             .build()
             .context("starting the host")?,
     );

@@ -42,7 +42,7 @@ mod upgrader;
 pub use command::{Command, Mode};
 pub use error::{CommandError, LoadError};
 pub use events::{Event, ModuleState};
-pub use proxy::{ModuleProxy, ProxyStatus};
+pub use proxy::{ModuleProxy, Poisoned, ProxyStatus};
 pub use report::{ModuleReport, Outcome, TransactionReport};
 pub use runtime::{Reply, Runtime, RuntimeBuilder};
 pub use services::SendError;
