@@ -14,7 +14,8 @@
 //!
 //! Snapshots are taken at every commit (the state just handed over, which
 //! the new version accepted) and then every `SetCheckpoint` interval or
-//! every [`CHECKPOINT_EVERY`] messages, whichever comes first.
+//! every [`CHECKPOINT_EVERY`] messages, whichever comes first — but never
+//! so often that taking them costs more than 1% of the module's time.
 //!
 //! After a commit, for the `SetProbation` window, the recovery point of
 //! each replaced module is the one of the version it replaced: the state
@@ -49,6 +50,10 @@ pub const CHECKPOINT_EVERY: usize = 10_000;
 /// point) past this many messages, rather than grow without bound.
 const MAX_LOG: usize = 100_000;
 
+/// Checkpoints are spaced so that taking them costs at most 1/this of a
+/// module's time (a 20 ms snapshot of a large state: at most one every 2 s).
+const CHECKPOINT_SHARE: u64 = 100;
+
 /// At least this many messages must be served in probation before an
 /// error rate counts.
 const MIN_RATE_SAMPLE: u64 = 10;
@@ -81,6 +86,8 @@ pub(crate) struct Recovery {
     pub taken_ns: u64,
     /// Off after a `put-state` failed; on again at the next commit.
     pub checkpoints: bool,
+    /// How long the last checkpoint's `put-state` took, in ns.
+    pub cost_ns: u64,
 }
 
 impl Recovery {
@@ -90,6 +97,7 @@ impl Recovery {
             log: Vec::new(),
             taken_ns: 0,
             checkpoints: true,
+            cost_ns: 0,
         }
     }
 }
@@ -387,8 +395,10 @@ impl Worker {
             return;
         }
         let interval = self.services.settings.checkpoint_ns();
-        let due = self.recovery.log.len() >= CHECKPOINT_EVERY
-            || (interval > 0 && now_ns.saturating_sub(self.recovery.taken_ns) >= interval);
+        let since = now_ns.saturating_sub(self.recovery.taken_ns);
+        let due = (self.recovery.log.len() >= CHECKPOINT_EVERY
+            || (interval > 0 && since >= interval))
+            && since >= self.recovery.cost_ns * CHECKPOINT_SHARE;
         if !due {
             return;
         }
@@ -412,7 +422,10 @@ impl Worker {
     /// Replace the recovery point by a fresh snapshot of the live instance.
     pub(super) fn checkpoint(&mut self, now_ns: u64) {
         self.recovery.taken_ns = now_ns;
-        let why = match self.imp.put_state() {
+        let started = Instant::now();
+        let state = self.imp.put_state();
+        self.recovery.cost_ns = started.elapsed().as_nanos() as u64;
+        let why = match state {
             Ok(Ok(bytes)) if bytes.len() <= self.services.max_state_bytes => {
                 self.new_base(Base::State(Arc::new(bytes)), now_ns);
                 return;
