@@ -41,7 +41,16 @@ pub struct ModuleCtx {
     /// Set while a recovery replays: guest stdout/stderr and socket sends
     /// are dropped too (they cannot be counted one by one).
     pub(crate) replaying: Arc<AtomicBool>,
+    /// Fallible effects of the current call that failed: (index, error).
+    pub(crate) failures: Failures,
+    /// While effects are suppressed: the failures they had the first time,
+    /// so that a replayed call sees the same results.
+    pub(crate) script: Failures,
 }
+
+/// Effects of one call that returned an error, by their index among the
+/// call's effects. Almost always empty (and then allocation-free).
+pub(crate) type Failures = Vec<(u64, String)>;
 
 impl ModuleCtx {
     /// A context with nothing granted but `grants`: no files, no
@@ -104,6 +113,8 @@ impl ModuleCtx {
             effects: 0,
             suppress: 0,
             replaying,
+            failures: Vec::new(),
+            script: Vec::new(),
         }
     }
 }
@@ -112,6 +123,32 @@ impl ModuleCtx {
     /// `info().version`, or `?` before it is known.
     pub(crate) fn version(&self) -> &str {
         self.label.get().map(|v| &**v).unwrap_or("?")
+    }
+
+    /// Count one outbound effect that can fail: `None` to perform it (and
+    /// then [`ModuleCtx::record`] its result), or the result it had when it
+    /// happened the first time.
+    pub(crate) fn fallible(&mut self) -> Option<Result<(), String>> {
+        let index = self.effects;
+        if self.effect() {
+            return None;
+        }
+        match self.script.iter().find(|(i, _)| *i == index) {
+            Some((_, e)) => {
+                let e = e.clone();
+                self.failures.push((index, e.clone()));
+                Some(Err(e))
+            }
+            None => Some(Ok(())),
+        }
+    }
+
+    /// Keep the result of the fallible effect just performed.
+    pub(crate) fn record(&mut self, r: Result<(), String>) -> Result<(), String> {
+        if let Err(e) = &r {
+            self.failures.push((self.effects - 1, e.clone()));
+        }
+        r
     }
 
     /// Count one outbound effect; false if it must be dropped because it

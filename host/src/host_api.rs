@@ -14,22 +14,24 @@ impl types::Host for ModuleCtx {}
 
 impl host::Host for ModuleCtx {
     fn send(&mut self, to: String, msg: Message) -> Result<(), String> {
-        if !self.effect() {
-            return Ok(());
+        if let Some(first_time) = self.fallible() {
+            return first_time;
         }
-        self.services
+        let r = self
+            .services
             .send(&self.name, &self.speaks, &to, msg)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        self.record(r)
     }
 
     fn publish(&mut self, event: String, body: Vec<u8>) -> Result<(), String> {
-        if !self.effect() {
-            return Ok(());
+        if let Some(first_time) = self.fallible() {
+            return first_time;
         }
         let refused = self
             .services
             .publish(&self.name, &self.speaks, &event, &body);
-        if refused.is_empty() {
+        let r = if refused.is_empty() {
             Ok(())
         } else {
             let why: Vec<String> = refused.iter().map(|(_, e)| e.to_string()).collect();
@@ -38,7 +40,8 @@ impl host::Host for ModuleCtx {
                 refused.len(),
                 why.join("; ")
             ))
-        }
+        };
+        self.record(r)
     }
 
     fn subscribe(&mut self, publisher: String, event: String) -> Result<(), String> {

@@ -9,7 +9,7 @@ use wasmtime::Store;
 
 use crate::bindings::{Message, ModuleImp, ModuleInfo};
 use crate::command::Grant;
-use crate::context::ModuleCtx;
+use crate::context::{Failures, ModuleCtx};
 use crate::repository::Version;
 use crate::services::Services;
 
@@ -97,14 +97,32 @@ impl Implementation {
     pub(crate) fn replaying(&mut self, on: bool) {
         let ctx = self.store.data_mut();
         ctx.suppress = if on { u64::MAX } else { 0 };
+        if !on {
+            ctx.script.clear();
+        }
         ctx.replaying
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Drop the first `n` outbound effects of the next calls: a call that
-    /// trapped after making them is being made again.
-    pub(crate) fn skip_effects(&mut self, n: u64) {
-        self.store.data_mut().suppress = n;
+    /// Drop the first `n` outbound effects of the next calls (a call that
+    /// trapped after making them is being made again), giving back the
+    /// results in `failures` where they failed the first time.
+    pub(crate) fn skip_effects(&mut self, n: u64, failures: Failures) {
+        let ctx = self.store.data_mut();
+        ctx.suppress = n;
+        ctx.script = failures;
+    }
+
+    /// While replaying: the results the next call's effects had the first
+    /// time (only the failed ones).
+    pub(crate) fn script(&mut self, failures: &Failures) {
+        let ctx = self.store.data_mut();
+        ctx.script.clone_from(failures);
+    }
+
+    /// The failed effects of the last call, taken.
+    pub(crate) fn take_failures(&mut self) -> Failures {
+        std::mem::take(&mut self.store.data_mut().failures)
     }
 
     /// Outbound effects the last call made (suppressed ones included).
@@ -124,7 +142,11 @@ impl Implementation {
             });
         }
         self.store.set_epoch_deadline(self.deadline_ticks);
-        self.store.data_mut().effects = 0;
+        let ctx = self.store.data_mut();
+        ctx.effects = 0;
+        if !ctx.failures.is_empty() {
+            ctx.failures.clear();
+        }
         match f(&self.api, &mut self.store) {
             Ok(r) => Ok(r),
             Err(e) => {

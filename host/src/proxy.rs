@@ -32,9 +32,10 @@ use crate::repository::Version;
 use crate::services::{SendError, Services, TIMER_SENDER};
 use crate::txn::{Decision, Report, Txn};
 
+use recovery::Base;
 pub use recovery::Poisoned;
-pub(crate) use recovery::{Base, CHECKPOINT_EVERY, Group};
-use recovery::{Probation, Recovery};
+pub(crate) use recovery::{CHECKPOINT_EVERY, Group};
+use recovery::{Probation, Recovery, Retry};
 
 /// What the mailbox holds.
 pub(crate) enum Item {
@@ -195,19 +196,19 @@ impl ModuleProxy {
         (ModuleProxy(Arc::new(shared)), data_rx, ctl_rx)
     }
 
-    /// Start the worker thread that owns `imp`, which was just brought up
-    /// from `base` (its `init` config).
+    /// Start the worker thread that owns `imp`, whose last call was its
+    /// `init` with `config`: the first recovery point.
     pub(crate) fn spawn(
         &self,
-        imp: Box<Implementation>,
-        base: Base,
+        mut imp: Box<Implementation>,
+        config: &[u8],
         services: Arc<Services>,
         data_rx: Receiver<Item>,
         ctl_rx: Receiver<Control>,
         start: Start,
     ) {
         let worker = Worker {
-            recovery: Recovery::new(base),
+            recovery: Recovery::new(Base::Init(Arc::from(config), Arc::new(imp.take_failures()))),
             probation: None,
             retry: None,
             handed: None,
@@ -425,7 +426,7 @@ struct Worker {
     probation: Option<Probation>,
     /// A message the instance trapped on during probation, with the count
     /// of effects it made, to be served again once the group rolled back.
-    retry: Option<(Message, u64)>,
+    retry: Option<Retry>,
 }
 
 enum Step {
@@ -671,7 +672,12 @@ impl Worker {
                 self.served(m, true, now_ns);
             }
             Err(f) => {
-                let effects = self.imp.effects();
+                let retry = Retry {
+                    effects: self.imp.effects(),
+                    failed: self.imp.take_failures(),
+                    message: m,
+                };
+                let m = &retry.message;
                 let reason = format!(
                     "{} v{}: {f} on `{}` from {}",
                     self.shared.name,
@@ -699,10 +705,10 @@ impl Worker {
                     });
                 }
                 if self.probation.is_some() {
-                    self.retry = Some((m, effects));
+                    self.retry = Some(retry);
                     self.breach(reason);
                 } else {
-                    self.recover(Some((m, effects)));
+                    self.recover(Some(retry));
                 }
             }
         }

@@ -501,7 +501,7 @@ impl Runtime {
         let (started_tx, started) = bounded(1);
         proxy.spawn(
             Box::new(imp),
-            crate::proxy::Base::Init(Arc::from(options.config.as_slice())),
+            &options.config,
             self.services.clone(),
             data_rx,
             ctl_rx,

@@ -15,7 +15,7 @@ use crate::command::{Grant, GroupKind, LoadOptions, Mode, Target};
 use crate::error::CommandError;
 use crate::events::{Event, ModuleState};
 use crate::implementation::Implementation;
-use crate::proxy::{Base, Control, Group, ModuleProxy, Start};
+use crate::proxy::{Control, Group, ModuleProxy, Start};
 use crate::report::{ModuleReport, Outcome, TransactionReport};
 use crate::repository::Version;
 use crate::runtime::{AdminState, Runtime};
@@ -319,7 +319,7 @@ impl Runtime {
                     );
                     proxy.spawn(
                         p.imp,
-                        Base::Init(Arc::from(p.options.config.as_slice())),
+                        &p.options.config,
                         self.services.clone(),
                         data_rx,
                         ctl_rx,

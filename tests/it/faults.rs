@@ -330,3 +330,24 @@ fn after_probation_a_trap_is_recovered_in_the_new_version() {
             .all(|r| r.outcome != Outcome::RolledBack)
     );
 }
+
+#[test]
+fn a_replay_gives_the_guest_the_results_its_effects_had_the_first_time() {
+    let mut h = Host::new();
+    // No checkpoint before the trap: the recovery replays everything.
+    h.ok("SetCheckpoint 0");
+    // SRC ticks numbers to DST before DST exists: those sends fail, and
+    // SRC does not count a number that was not accepted.
+    h.ok(&format!("Load SRC {V1} config \"timer t 2; tick-send DST\""));
+    h.wait_log("SRC", |l| l.starts_with("send to DST failed"));
+    h.ok(&format!("Load DST {V1}"));
+    h.wait_line("DST", "got 5 from SRC");
+    h.ok("Send SRC do trap");
+    let detail = h
+        .wait_state("SRC", ModuleState::Recovered)
+        .unwrap_or_default();
+    assert!(detail.contains("from its config"), "{detail}");
+    // Replayed, the failed sends failed again for the guest: its count
+    // of numbers sent is what DST really got, so nothing gaps.
+    consecutive_on(&mut h, "DST", "SRC", 20);
+}

@@ -1,7 +1,8 @@
 //! Property test of the upgrade invariants (DESIGN §3) over random
-//! sequences of sends, commits and aborts, while four modules message each
-//! other in a ring at full speed. Everything is checked from the modules'
-//! own records: their GAP/DUP lines and their final sent/seen counters.
+//! sequences of sends, commits, aborts, traps and automatic rollbacks,
+//! while four modules message each other in a ring at full speed.
+//! Everything is checked from the modules' own records: their GAP/DUP
+//! lines and their final sent/seen counters.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,9 +15,14 @@ const N: usize = 4;
 
 #[derive(Clone, Debug)]
 enum Op {
-    /// Replace or group-replace these modules with v1 or v2 (v2 → v1 is
-    /// refused by get-state: an abort).
+    /// Replace or group-replace these modules with v1, v2 or v4 (v2 or v4
+    /// → v1 is refused by get-state: an abort). v4 traps on `audit`; every
+    /// commit is on probation, so that trap rolls its group back.
     Upgrade(BTreeSet<usize>, u8),
+    /// A message that traps the module: recovered, the message set aside.
+    Trap(usize),
+    /// An `audit` message: an error for v1 and v2, a trap for v4.
+    Audit(usize),
     /// Module a sends n numbers to module b at once.
     Burst(usize, usize, u16),
     /// Make the next upgrade of a module fail in put-state or get-state.
@@ -25,9 +31,17 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let flag = prop_oneof![Just("fail-put"), Just("fail-get"), Just("trap-get")];
+    let flag = prop_oneof![
+        Just("fail-put"),
+        Just("fail-get"),
+        Just("trap-get"),
+        Just("trap-put")
+    ];
+    let version = prop_oneof![Just(1u8), Just(2), Just(4)];
     prop_oneof![
-        4 => (proptest::collection::btree_set(0..N, 1..=N), 1u8..=2).prop_map(|(s, v)| Op::Upgrade(s, v)),
+        4 => (proptest::collection::btree_set(0..N, 1..=N), version).prop_map(|(s, v)| Op::Upgrade(s, v)),
+        1 => (0..N).prop_map(Op::Trap),
+        1 => (0..N).prop_map(Op::Audit),
         3 => (0..N, 0..N, 1u16..400).prop_map(|(a, b, n)| Op::Burst(a, b, n)),
         1 => (0..N, flag.clone()).prop_map(|(a, f)| Op::Flag(a, f)),
         1 => (0..N, flag).prop_map(|(a, f)| Op::Unflag(a, f)),
@@ -58,6 +72,7 @@ fn parse_report(line: &str) -> (BTreeMap<String, u64>, BTreeMap<String, u64>) {
 
 fn run(ops: Vec<Op>) {
     let mut h = Host::new();
+    h.ok("SetProbation 5m");
     for i in 0..N {
         let next = name((i + 1) % N);
         h.ok(&format!(
@@ -78,8 +93,41 @@ fn run(ops: Vec<Op>) {
                 h.ok(&format!("Send {} do \"unflag {f}\"", name(a)));
                 h.wait_line(&name(a), &format!("did unflag {f}"));
             }
+            Op::Trap(a) => {
+                let since = h.mark();
+                h.ok(&format!("Send {} do trap", name(a)));
+                wait_since(&mut h, since, &name(a), "poison message set aside: `do`");
+            }
+            Op::Audit(a) => {
+                // v1 and v2 refuse the body; v4 traps, is rolled back (or
+                // recovered) and the old version refuses it, or it is set
+                // aside when the old version is v4 too.
+                let since = h.mark();
+                h.ok(&format!("Send {} audit x", name(a)));
+                let m = name(a);
+                h.wait_event_since(since, "the audit message served or set aside", |e| {
+                    matches!(e, Event::Log { module, line, .. } if *module == m
+                        && (line.starts_with("service error on `audit`")
+                            || line.starts_with("poison message set aside: `audit`")))
+                });
+                // A rollback it started is over when its report comes.
+                let started = h.seen[since..].iter().any(|e| {
+                    matches!(e, Event::Log { line, .. } if line.starts_with("probation of transaction"))
+                });
+                if started {
+                    h.wait_event_since(
+                        since,
+                        "the rollback's report",
+                        |e| matches!(e, Event::Transaction(r) if r.origin == "probation"),
+                    );
+                }
+            }
             Op::Upgrade(set, v) => {
-                let file = if v == 1 { V1 } else { V2 };
+                let file = match v {
+                    1 => V1,
+                    2 => V2,
+                    _ => liveswap_guests::PROBE_V4,
+                };
                 let args: Vec<String> =
                     set.iter().map(|i| format!("{} {file}", name(*i))).collect();
                 let before = h.mark();
@@ -159,6 +207,14 @@ fn run(ops: Vec<Op>) {
             assert_eq!(got, *n, "{r} saw {got} of the {n} numbers {s} sent it");
         }
     }
+}
+
+/// Wait for `module` to log a line starting with `prefix`, at or after
+/// `seen[since]`.
+fn wait_since(h: &mut Host, since: usize, module: &str, prefix: &str) {
+    h.wait_event_since(since, prefix, |e| {
+        matches!(e, Event::Log { module: m, line, .. } if m == module && line.starts_with(prefix))
+    });
 }
 
 proptest! {

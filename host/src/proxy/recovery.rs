@@ -33,6 +33,7 @@ use crossbeam_channel::unbounded;
 
 use super::{Control, ModuleProxy, Worker};
 use crate::bindings::{Level, Message};
+use crate::context::Failures;
 use crate::events::{Event, ModuleState};
 use crate::implementation::Implementation;
 use crate::report::{ModuleReport, Outcome, TransactionReport};
@@ -61,8 +62,9 @@ const MIN_RATE_SAMPLE: u64 = 10;
 /// What a module can be rebuilt from.
 #[derive(Clone)]
 pub(crate) enum Base {
-    /// `init` with the config it was loaded with.
-    Init(Arc<[u8]>),
+    /// `init` with the config it was loaded with (and the effects of that
+    /// `init` that failed).
+    Init(Arc<[u8]>, Arc<Failures>),
     /// `get-state` with a snapshot.
     State(Arc<Vec<u8>>),
 }
@@ -70,10 +72,17 @@ pub(crate) enum Base {
 impl Base {
     fn describe(&self) -> String {
         match self {
-            Base::Init(c) => format!("its config ({} bytes)", c.len()),
+            Base::Init(c, _) => format!("its config ({} bytes)", c.len()),
             Base::State(s) => format!("a snapshot of {} bytes", s.len()),
         }
     }
+}
+
+/// A message served since the recovery point, with the effects of its
+/// call that failed, so a replay gives the guest the same results.
+pub(crate) struct Logged {
+    pub message: Message,
+    pub failed: Failures,
 }
 
 /// A module's recovery point.
@@ -81,7 +90,7 @@ pub(crate) struct Recovery {
     /// None once checkpoints failed for too long.
     pub base: Option<Base>,
     /// Messages served since the base, in order.
-    pub log: Vec<Message>,
+    pub log: Vec<Logged>,
     /// When the base was taken, in ns since the proxy's origin.
     pub taken_ns: u64,
     /// Off after a `put-state` failed; on again at the next commit.
@@ -349,6 +358,14 @@ impl Group {
     }
 }
 
+/// A message whose call trapped, to be served again: with how many
+/// effects the failed call made and which of them failed.
+pub(crate) struct Retry {
+    pub message: Message,
+    pub effects: u64,
+    pub failed: Failures,
+}
+
 /// How a rebuild ended short of an instance.
 enum Rebuild {
     /// A logged message trapped and was set aside: try again.
@@ -361,7 +378,11 @@ impl Worker {
     /// Bookkeeping after a message was served (`failed`: it returned an
     /// error): log it, count it for probation, take a snapshot when due.
     pub(super) fn served(&mut self, m: Message, failed: bool, now_ns: u64) {
-        self.recovery.log.push(m);
+        let effects_failed = self.imp.take_failures();
+        self.recovery.log.push(Logged {
+            message: m,
+            failed: effects_failed,
+        });
         self.shared
             .logged
             .store(self.recovery.log.len(), Ordering::Relaxed);
@@ -578,11 +599,14 @@ impl Worker {
         .map_err(Rebuild::Failed)?;
         fresh.replaying(true);
         let based = match base {
-            Base::Init(config) => fresh.init(config),
+            Base::Init(config, failed) => {
+                fresh.script(failed);
+                fresh.init(config)
+            }
             Base::State(state) => fresh.get_state(state),
         };
         let what = match base {
-            Base::Init(_) => "init",
+            Base::Init(..) => "init",
             Base::State(_) => "get-state",
         };
         match based {
@@ -597,10 +621,12 @@ impl Worker {
         fresh.enable().map_err(|f| Rebuild::Failed(f.to_string()))?;
         let mut i = 0;
         while i < self.recovery.log.len() {
-            match fresh.service(&self.recovery.log[i]) {
+            let entry = &self.recovery.log[i];
+            fresh.script(&entry.failed);
+            match fresh.service(&entry.message) {
                 Ok(_) => i += 1,
                 Err(f) if strict => {
-                    let m = &self.recovery.log[i];
+                    let m = &self.recovery.log[i].message;
                     return Err(Rebuild::Failed(format!(
                         "replaying message {} of {} (`{}` from {}) on v{}: {f}",
                         i + 1,
@@ -611,7 +637,7 @@ impl Worker {
                     )));
                 }
                 Err(f) => {
-                    let m = self.recovery.log.remove(i);
+                    let m = self.recovery.log.remove(i).message;
                     self.set_aside(m, version, f.to_string());
                     self.services.bury(fresh);
                     return Err(Rebuild::SetAside);
@@ -627,7 +653,7 @@ impl Worker {
     /// with the effects it made before trapping) once more, and go on from
     /// the mailbox. The module stays faulted, its mailbox kept, only if no
     /// instance can be rebuilt.
-    pub(super) fn recover(&mut self, mut failed: Option<(Message, u64)>) {
+    pub(super) fn recover(&mut self, mut failed: Option<Retry>) {
         let Some(base) = self.recovery.base.clone() else {
             self.log(
                 Level::Error,
@@ -655,16 +681,25 @@ impl Worker {
                     return;
                 }
             };
-            if let Some((m, effects)) = failed.take() {
-                fresh.skip_effects(effects);
+            if let Some(Retry {
+                message: m,
+                effects,
+                failed: first,
+            }) = failed.take()
+            {
+                fresh.skip_effects(effects, first);
                 match fresh.service(&m) {
                     Ok(r) => {
-                        fresh.skip_effects(0);
+                        let effects_failed = fresh.take_failures();
+                        fresh.skip_effects(0, Vec::new());
                         self.shared.served.fetch_add(1, Ordering::Relaxed);
                         if r.is_err() {
                             self.shared.errors.fetch_add(1, Ordering::Relaxed);
                         }
-                        self.recovery.log.push(m);
+                        self.recovery.log.push(Logged {
+                            message: m,
+                            failed: effects_failed,
+                        });
                     }
                     Err(f) => {
                         self.set_aside(m, &version, f.to_string());
@@ -764,9 +799,10 @@ impl Worker {
                     ModuleState::RolledBack,
                     Some(format!("v{newer} -> v{}", self.imp.label())),
                 );
-                if let Some((m, effects)) = self.retry.take() {
-                    self.imp.skip_effects(effects);
-                    self.call(m, 0);
+                if let Some(r) = self.retry.take() {
+                    self.imp.skip_effects(r.effects, r.failed);
+                    self.call(r.message, 0);
+                    self.imp.skip_effects(0, Vec::new());
                 }
                 if !self.imp.is_dead() {
                     self.announce_serving();
