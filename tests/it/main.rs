@@ -8,3 +8,4 @@ mod invariants;
 mod router;
 mod support;
 mod upgrade;
+mod verify;
