@@ -93,12 +93,37 @@ struct RunArgs {
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_state: usize,
     #[command(flatten)]
+    trust: Trust,
+    #[command(flatten)]
     serve: Serve,
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
     liveswap::command::parse_size(s)
         .ok_or_else(|| format!("`{s}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)"))
+}
+
+/// The keys a host started here requires signatures by.
+#[derive(Args, Clone, Default)]
+struct Trust {
+    /// Load only .wasm files signed by this public key (a PREFIX.pub of
+    /// `liveswap keygen`; repeat for more keys): each FILE.wasm needs a
+    /// FILE.wasm.sig from `liveswap sign`, or Load, Replace and the Syn_*
+    /// commands refuse it. Without --trust, .sig files are ignored.
+    #[arg(long = "trust", value_name = "FILE.pub")]
+    keys: Vec<PathBuf>,
+}
+
+impl Trust {
+    /// Read every key file; a bad one stops the host from starting.
+    fn read(&self) -> anyhow::Result<Vec<liveswap::signing::PublicKey>> {
+        self.keys
+            .iter()
+            .map(|p| {
+                liveswap::signing::read_public_key(p).context("--trust: not a usable public key")
+            })
+            .collect()
+    }
 }
 
 #[derive(Subcommand)]
@@ -145,6 +170,10 @@ enum Cmd {
         /// [default: as for `run --admin`].
         #[arg(long, value_name = "PATH", requires = "local")]
         admin: Option<PathBuf>,
+        /// With --local: load only .wasm files signed by this public key
+        /// (repeatable; see `run --trust`).
+        #[arg(long = "trust", value_name = "FILE.pub", requires = "local")]
+        trust: Vec<PathBuf>,
     },
     /// Run the non-stop router of the thesis live, in one process: load it,
     /// upgrade it through six transactions (one aborts, one is refused),
@@ -163,6 +192,8 @@ enum Cmd {
         /// Where the monitor listens (UDP).
         #[arg(long, default_value = "127.0.0.1:0")]
         monitor: std::net::SocketAddr,
+        #[command(flatten)]
+        trust: Trust,
         #[command(flatten)]
         serve: Serve,
     },
@@ -195,6 +226,26 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Make an ed25519 key pair for signing modules: PREFIX.pub (give it
+    /// to hosts with --trust) and PREFIX.key (mode 0600, keep it secret).
+    /// Refuses to overwrite either file.
+    Keygen {
+        /// Path and name of the pair, without extension.
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Sign .wasm files: write FILE.wasm.sig next to each, an ed25519
+    /// signature over the file's digest (`sha256:<hex>` of its bytes, as
+    /// a Load `pin` names it), and print the digest. A host started with
+    /// `--trust PREFIX.pub` loads the file only while the two match.
+    Sign {
+        /// The secret key, PREFIX.key of `liveswap keygen`.
+        #[arg(long, value_name = "PREFIX.key")]
+        key: PathBuf,
+        /// The files to sign.
+        #[arg(required = true, value_name = "FILE.wasm")]
+        files: Vec<PathBuf>,
+    },
     /// Print the command language.
     HelpCommands,
 }
@@ -210,7 +261,7 @@ fn guests_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
-fn main() -> anyhow::Result<ExitCode> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVESWAP_LOG")
@@ -218,7 +269,19 @@ fn main() -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // The error chain once, on one line: `error: --trust: ...: <why>`.
+    // (Returning the error from `main` would print its Debug form, and a
+    // backtrace whenever RUST_BACKTRACE is set.)
+    match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::HelpCommands => {
             println!("{}", liveswap::command::HELP);
@@ -230,8 +293,9 @@ fn main() -> anyhow::Result<ExitCode> {
             settle,
             gap,
             monitor,
+            trust,
             serve,
-        } => demo(beat, settle, gap, monitor, &serve),
+        } => demo(beat, settle, gap, monitor, &trust, &serve),
         Cmd::Ctl {
             connect,
             file,
@@ -242,6 +306,7 @@ fn main() -> anyhow::Result<ExitCode> {
             connect,
             local,
             admin,
+            trust,
         } => {
             let serve = Serve {
                 admin,
@@ -249,8 +314,22 @@ fn main() -> anyhow::Result<ExitCode> {
                 admin_tcp: None,
                 token_file: None,
             };
-            shell::run(&connect_or_local(&connect, local), &serve)
+            let trusted = Trust { keys: trust }.read()?;
+            shell::run(&connect_or_local(&connect, local), &serve, trusted)
         }
+        Cmd::Keygen { out } => {
+            let (public, secret) = liveswap::signing::keygen(&out)?;
+            println!(
+                "public key: {} (give it to hosts: --trust)",
+                public.display()
+            );
+            println!(
+                "secret key: {} (mode 0600; keep it secret)",
+                secret.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sign { key, files } => sign(&key, &files),
         Cmd::Monitor { listen, gap, every } => monitor(listen, gap, every),
         Cmd::Bench { quick, out, only } => {
             if cfg!(debug_assertions) {
@@ -275,14 +354,30 @@ fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
+fn sign(key: &Path, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let key = liveswap::signing::read_secret_key(key).context("reading the signing key")?;
+    for f in files {
+        let signed = liveswap::signing::sign_file(&key, f)?;
+        println!(
+            "{} {} -> {}",
+            signed.digest,
+            f.display(),
+            signed.sig_path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn demo(
     beat: u32,
     settle: Duration,
     gap: Duration,
     monitor: std::net::SocketAddr,
+    trust: &Trust,
     serve: &Serve,
 ) -> anyhow::Result<ExitCode> {
     use liveswap::demo::{self, Narration};
+    let trusted_keys = trust.read()?;
     let mut vars = script::Vars::default();
     vars.set("GUESTS", guests_dir().display().to_string());
     vars.set("BEAT", beat.to_string());
@@ -305,6 +400,7 @@ fn demo(
             script: demo::ROUTER_SCRIPT.to_string(),
             monitor,
             admin: admin_options(serve)?,
+            trusted_keys,
         },
         narrate,
     )?;
@@ -413,6 +509,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         pooled,
         memory_limit,
         max_state,
+        trust,
         serve,
     } = args;
     let (json, once, verbose) = (*json, *once, *verbose);
@@ -423,6 +520,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .pooled(*pooled)
             .memory_limit(*memory_limit)
             .max_state_bytes(*max_state)
+            .trusted_keys(trust.read()?)
             .build()
             .context("starting the host")?,
     );
@@ -469,8 +567,10 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     });
 
     let code = match result {
+        // Display, not the chain: a script error already says everything
+        // (file, line, command, and the command's error with its cause).
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
         Ok(ScriptEnd::Quit) => ExitCode::SUCCESS,

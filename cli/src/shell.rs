@@ -132,7 +132,11 @@ fn names_from_status(text: &str) -> Vec<String> {
         .collect()
 }
 
-pub(crate) fn run(target: &Target, serve: &Serve) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(
+    target: &Target,
+    serve: &Serve,
+    trusted_keys: Vec<liveswap::signing::PublicKey>,
+) -> anyhow::Result<ExitCode> {
     // Either a client of a running host, or a host of our own.
     enum Backend {
         Remote(liveswap::admin::Client),
@@ -142,6 +146,7 @@ pub(crate) fn run(target: &Target, serve: &Serve) -> anyhow::Result<ExitCode> {
         Target::Local => {
             let rt = Arc::new(
                 RuntimeBuilder::default()
+                    .trusted_keys(trusted_keys)
                     .build()
                     .context("starting the host")?,
             );

@@ -36,6 +36,8 @@ pub struct DemoOptions {
     pub monitor: SocketAddr,
     /// The admin endpoint to serve while the demo runs, if any.
     pub admin: Option<crate::admin::AdminOptions>,
+    /// Keys whose signatures the host requires (none: not checked).
+    pub trusted_keys: Vec<crate::signing::PublicKey>,
 }
 
 /// Something to tell the person watching.
@@ -159,7 +161,11 @@ pub fn run(
     let mut vars = opts.vars;
     vars.set("MONITOR", monitor.addr().to_string());
 
-    let rt = Arc::new(RuntimeBuilder::default().build()?);
+    let rt = Arc::new(
+        RuntimeBuilder::default()
+            .trusted_keys(opts.trusted_keys)
+            .build()?,
+    );
     let events = rt.watch();
     let mut endpoint = match opts.admin {
         None => None,

@@ -55,6 +55,25 @@ pub enum LoadError {
         /// The file's digest.
         actual: String,
     },
+    /// The host requires signatures and the file has none.
+    #[error(
+        "{path}: refused: unsigned (no {sig_path}); this host loads only files signed by a trusted key (`liveswap sign`)"
+    )]
+    Unsigned {
+        /// The file named in the command.
+        path: PathBuf,
+        /// Where its signature was looked for.
+        sig_path: PathBuf,
+    },
+    /// The host requires signatures and the file's does not do: malformed,
+    /// made over other bytes, or by a key the host does not trust.
+    #[error("{path}: refused: bad signature: {reason}")]
+    BadSignature {
+        /// The file named in the command.
+        path: PathBuf,
+        /// Which of those it is.
+        reason: String,
+    },
     /// Instantiating it, or its `info` call, failed.
     #[error("{path}: cannot instantiate: {reason}")]
     Instantiate {

@@ -6,7 +6,8 @@
 //! - [`runtime`]: the [`Runtime`] that owns everything and runs commands.
 //! - [`proxy`]: module-proxy — a module's name, mailbox and thread.
 //! - [`names`], [`pubsub`], [`timers`]: name service, event manager, timers.
-//! - [`repository`]: version-control repository (compiled, pre-linked).
+//! - [`repository`]: version-control repository (compiled, pre-linked);
+//!   [`signing`]: the keys and signatures it checks when told to.
 //! - [`upgrader`] with [`txn`] and [`scope`]: software upgrader, two-phase
 //!   commit, protocol-scope check; [`report`] says what a transaction did.
 //! - [`command`]: the command language; [`events`]: what happened.
@@ -34,6 +35,7 @@ pub mod runtime;
 pub mod scope;
 pub mod script;
 pub mod services;
+pub mod signing;
 mod stdio;
 pub mod timers;
 mod txn;

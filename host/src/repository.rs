@@ -1,6 +1,7 @@
 //! The version-control repository (thesis 3.3.4): `.wasm` files by content
 //! digest, each compiled and pre-linked once (`ModuleImpPre`), so that a
-//! swap instantiates and never compiles.
+//! swap instantiates and never compiles. A repository given trusted keys
+//! takes only files whose signature one of them made ([`crate::signing`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use wasmtime::component::{Component, Linker};
 use crate::bindings::{ModuleImp, ModuleImpPre, ModuleInfo};
 use crate::context::ModuleCtx;
 use crate::error::LoadError;
+use crate::signing::{self, PublicKey, SignatureCheck};
 
 /// One compiled, pre-linked version of a module.
 pub struct Version {
@@ -66,6 +68,20 @@ impl Version {
     }
 }
 
+/// A file read, its pin and signature checked, not yet compiled.
+pub struct CheckedFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+impl CheckedFile {
+    /// Its digest, `sha256:<hex>`.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
 /// Compiled versions by digest.
 pub struct Repository {
     engine: Engine,
@@ -73,6 +89,15 @@ pub struct Repository {
     // A Mutex held only for map look-ups and inserts, never while compiling:
     // two commands preparing different files do not wait on each other.
     versions: Mutex<HashMap<String, Arc<Version>>>,
+    // Empty: signatures are not checked. Fixed at construction, so it needs
+    // no lock.
+    trusted: Vec<PublicKey>,
+}
+
+/// The digest a version is known by, and what a signature signs:
+/// `sha256:<lowercase hex>` of the file's bytes.
+pub fn digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -92,7 +117,20 @@ impl Repository {
             engine,
             linker,
             versions: Mutex::new(HashMap::new()),
+            trusted: Vec::new(),
         })
+    }
+
+    /// Take only files with a valid signature by one of `keys` (none: take
+    /// every file, and ignore `.sig` files).
+    pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted = keys;
+        self
+    }
+
+    /// The keys whose signatures it accepts; empty if it checks none.
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
     }
 
     /// The engine every version is compiled for.
@@ -108,12 +146,25 @@ impl Repository {
 
     /// As [`Repository::fetch`], but refuse a file whose digest is not
     /// `pin` (`sha256:<hex>`), before compiling anything.
+    ///
+    /// With trusted keys, `<path>.sig` must verify over the digest of the
+    /// bytes read here, or nothing is compiled or cached. This holds for a
+    /// digest already held too: the version was accepted once, but this
+    /// file and its signature are checked now.
     pub fn fetch_pinned(&self, path: &Path, pin: Option<&str>) -> Result<Arc<Version>, LoadError> {
+        let file = self.read_checked(path, pin)?;
+        self.version_of(file)
+    }
+
+    /// The first half of [`Repository::fetch_pinned`]: read `path` and
+    /// check its pin and signature, compiling nothing. A group command
+    /// checks every file this way before it compiles any.
+    pub fn read_checked(&self, path: &Path, pin: Option<&str>) -> Result<CheckedFile, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        let digest = digest(&bytes);
         if let Some(pin) = pin
             && !pin.eq_ignore_ascii_case(&digest)
         {
@@ -123,6 +174,23 @@ impl Repository {
                 actual: digest,
             });
         }
+        self.check_signature(path, &digest)?;
+        Ok(CheckedFile {
+            path: path.to_path_buf(),
+            bytes,
+            digest,
+        })
+    }
+
+    /// The second half of [`Repository::fetch_pinned`]: the version of a
+    /// checked file, held or compiled now.
+    pub fn version_of(&self, file: CheckedFile) -> Result<Arc<Version>, LoadError> {
+        let CheckedFile {
+            path,
+            bytes,
+            digest,
+        } = file;
+        let path = path.as_path();
         if let Some(v) = self.lookup(&digest) {
             return Ok(v);
         }
@@ -156,6 +224,25 @@ impl Repository {
         let mut versions = self.versions.lock().expect("repository poisoned");
         // Another command may have compiled the same bytes meanwhile: keep one.
         Ok(versions.entry(digest).or_insert(version).clone())
+    }
+
+    /// With trusted keys, refuse `path` unless its `.sig` verifies over
+    /// `digest` with one of them.
+    fn check_signature(&self, path: &Path, digest: &str) -> Result<(), LoadError> {
+        if self.trusted.is_empty() {
+            return Ok(());
+        }
+        match signing::check_file(path, digest, &self.trusted) {
+            SignatureCheck::Valid => Ok(()),
+            SignatureCheck::Missing => Err(LoadError::Unsigned {
+                path: path.to_path_buf(),
+                sig_path: signing::sig_path(path),
+            }),
+            SignatureCheck::Bad(reason) => Err(LoadError::BadSignature {
+                path: path.to_path_buf(),
+                reason,
+            }),
+        }
     }
 
     /// The version with this digest, if held.

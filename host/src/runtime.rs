@@ -19,6 +19,7 @@ use crate::rates::WINDOW_SECS;
 use crate::report::TransactionReport;
 use crate::repository::Repository;
 use crate::services::{ADMIN_SENDER, SendError, Services};
+use crate::signing::PublicKey;
 
 /// How often the engine's epoch advances; call deadlines are counted in it.
 pub const EPOCH_PERIOD: Duration = Duration::from_millis(10);
@@ -34,6 +35,7 @@ pub struct RuntimeBuilder {
     epoch_deadlines: bool,
     pooled: Option<u32>,
     max_state_bytes: usize,
+    trusted_keys: Vec<PublicKey>,
 }
 
 impl Default for RuntimeBuilder {
@@ -47,6 +49,7 @@ impl Default for RuntimeBuilder {
             epoch_deadlines: true,
             pooled: None,
             max_state_bytes: 64 << 20,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -95,6 +98,14 @@ impl RuntimeBuilder {
         self.max_state_bytes = bytes;
         self
     }
+    /// Load only `.wasm` files with a valid signature (`<file>.sig`, see
+    /// [`crate::signing`]) by one of these keys — for `Load`, `Replace`
+    /// and the `Syn_*` commands alike. Default: none, and `.sig` files are
+    /// ignored.
+    pub fn trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted_keys = keys;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -122,7 +133,7 @@ impl RuntimeBuilder {
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = wasmtime::Engine::new(&config)?;
-        let repo = Repository::new(engine.clone())?;
+        let repo = Repository::new(engine.clone())?.with_trusted_keys(self.trusted_keys);
         let services = Services::new(self.mailbox_capacity, self.max_state_bytes);
         let stop = Arc::new(AtomicBool::new(false));
         let ticker = {
@@ -674,7 +685,12 @@ impl Runtime {
                 }
             );
         }
-        out.trim_end().to_string()
+        let _ = match self.repo.trusted_keys().len() {
+            0 => write!(out, "signatures: not checked"),
+            1 => write!(out, "signatures: required (1 trusted key)"),
+            n => write!(out, "signatures: required ({n} trusted keys)"),
+        };
+        out
     }
 
     /// Forget versions no module runs (the thesis' cleaning phase).

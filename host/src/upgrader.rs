@@ -204,10 +204,16 @@ impl Runtime {
             olds.push(old);
         }
 
+        // Read every file and check its pin and signature before compiling
+        // any, so that one bad file refuses the group with nothing compiled.
+        let mut files = Vec::new();
+        for t in targets {
+            files.push(self.repo.read_checked(&t.path, t.options.pin.as_deref())?);
+        }
         // Compile (or find) every version first: the slow part.
         let mut versions = Vec::new();
-        for t in targets {
-            versions.push(self.repo.fetch_pinned(&t.path, t.options.pin.as_deref())?);
+        for f in files {
+            versions.push(self.repo.version_of(f)?);
         }
 
         // Instantiate and make the first call (`info`) now, so the pause

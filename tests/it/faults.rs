@@ -338,7 +338,9 @@ fn a_replay_gives_the_guest_the_results_its_effects_had_the_first_time() {
     h.ok("SetCheckpoint 0");
     // SRC ticks numbers to DST before DST exists: those sends fail, and
     // SRC does not count a number that was not accepted.
-    h.ok(&format!("Load SRC {V1} config \"timer t 2; tick-send DST\""));
+    h.ok(&format!(
+        "Load SRC {V1} config \"timer t 2; tick-send DST\""
+    ));
     h.wait_log("SRC", |l| l.starts_with("send to DST failed"));
     h.ok(&format!("Load DST {V1}"));
     h.wait_line("DST", "got 5 from SRC");

@@ -9,3 +9,4 @@ mod invariants;
 mod router;
 mod support;
 mod upgrade;
+mod verify;

@@ -279,10 +279,11 @@ fn versions_are_shared_by_digest_and_released_when_unused() {
         other => panic!("{other:?}"),
     };
     let v = listing(&h);
+    assert_eq!(v.lines().last(), Some("signatures: not checked"), "{v}");
     assert_eq!(
         v.lines().count(),
-        2,
-        "one version, run by two modules:\n{v}"
+        3,
+        "a header, one version run by two modules, the signature note:\n{v}"
     );
     assert!(v.contains("SINK, T"), "{v}");
     h.txn(&format!("Syn_Replace SINK {V2} T {V2}"));
