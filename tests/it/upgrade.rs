@@ -129,37 +129,6 @@ fn a_module_that_cannot_quiesce_in_time_aborts_the_group() {
 }
 
 #[test]
-fn put_state_and_get_state_errors_and_traps_abort_cleanly() {
-    let mut h = feeding();
-    for (flag, why) in [
-        (
-            "fail-put",
-            "SINK v1.0: put-state returned an error: put-state refused",
-        ),
-        (
-            "fail-get",
-            "SINK v2.0: get-state returned an error: get-state refused",
-        ),
-        ("trap-get", "SINK v2.0: get-state trapped"),
-    ] {
-        h.ok(&format!("Send SINK do \"flag {flag}\""));
-        h.wait_line("SINK", &format!("did flag {flag}"));
-        let r = h.txn(&format!("Replace SINK {V2}"));
-        assert_eq!(r.outcome, Outcome::Aborted, "{flag}: {}", r.to_text());
-        let reason = r.reason.unwrap();
-        assert!(reason.starts_with(why), "{flag}: {reason}");
-        assert_eq!(version(&h, "SINK"), "1.0");
-        assert_eq!(h.rt.module("SINK").unwrap().state(), ModuleState::Serving);
-        consecutive_on(&mut h, "SINK", "T", 10);
-        h.ok(&format!("Send SINK do \"unflag {flag}\""));
-        h.wait_line("SINK", &format!("did unflag {flag}"));
-    }
-    let r = h.txn(&format!("Replace SINK {V2}"));
-    assert_eq!(r.outcome, Outcome::Committed);
-    consecutive_on(&mut h, "SINK", "T", 10);
-}
-
-#[test]
 fn a_newer_state_shape_is_refused_by_a_downgrade_and_nothing_changes() {
     let mut h = feeding();
     assert_eq!(
