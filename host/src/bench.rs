@@ -483,7 +483,7 @@ impl Bench<'_> {
             &[
                 "logged",
                 "recovery_ms",
-                "replays",
+                "rebuilds",
                 "rollback_total_ms",
                 "rollback_pause_us",
             ],

@@ -737,18 +737,26 @@ impl Worker {
         }
         let dead = std::mem::replace(&mut self.imp, fresh);
         self.services.bury(dead);
-        self.shared.state.lock().expect("proxy poisoned").1 = self.imp.version().clone();
+        // Recorded before anything is announced, so whoever hears of the
+        // recovery or rollback finds the module ready for a command.
+        let mut st = self.shared.state.lock().expect("proxy poisoned");
+        st.0 = self.resting_state();
+        st.1 = self.imp.version().clone();
+        drop(st);
+        self.shared.ticking.store(self.serving, Ordering::Release);
     }
 
-    /// Record and announce serving (or disabled) after a rebuild.
-    fn announce_serving(&mut self) {
-        self.shared.ticking.store(self.serving, Ordering::Release);
-        let state = if self.serving {
+    fn resting_state(&self) -> ModuleState {
+        if self.serving {
             ModuleState::Serving
         } else {
             ModuleState::Disabled
-        };
-        self.set_state(state, None);
+        }
+    }
+
+    /// Announce serving (or disabled) after a rebuild.
+    fn announce_serving(&mut self) {
+        self.emit_state(self.resting_state(), None);
     }
 
     /// CanCommit of a rollback: prepare the old version from the recovery
