@@ -31,6 +31,9 @@ const KEYWORDS: &[&str] = &[
     "Syn_Upgrade",
     "SetTimer",
     "SetMode",
+    "SetProbation",
+    "SetCheckpoint",
+    "Poison",
     "Send",
     "Wait",
     "Status",
@@ -50,6 +53,7 @@ const TAKE_NAMES: &[&str] = &[
     "syn_replace",
     "syn_upgrade",
     "send",
+    "poison",
 ];
 
 struct ShellHelper {
