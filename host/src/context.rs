@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::Level;
@@ -33,13 +32,15 @@ pub struct ModuleCtx {
 
 impl ModuleCtx {
     /// A context with nothing granted but `grants`: no files, no
-    /// environment, no inherited stdio, and only the granted addresses.
+    /// environment, no inherited stdio, and only the granted addresses
+    /// (see [`crate::sandbox`]). Fails if a granted directory cannot be
+    /// opened.
     pub(crate) fn new(
         name: Arc<str>,
         services: Arc<Services>,
         memory_limit: usize,
         grants: &Arc<[Grant]>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut b = WasiCtx::builder();
         let label: Arc<OnceLock<Arc<str>>> = Arc::default();
         b.stdout(GuestOutput::new(
@@ -54,25 +55,17 @@ impl ModuleCtx {
             Level::Warn,
             services.clone(),
         ));
-        let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
-        let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
-        b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);
-        let allowed = grants.clone();
-        b.socket_addr_check(move |addr, use_| {
-            let ok = match use_ {
-                // A socket must be bound before it sends; binding to a
-                // local ephemeral port reaches nobody.
-                SocketAddrUse::UdpBind | SocketAddrUse::TcpBind => {
-                    addr.port() == 0 && (addr.ip().is_unspecified() || addr.ip().is_loopback())
-                }
-                SocketAddrUse::UdpSend => allowed.contains(&Grant::Udp(addr)),
-                SocketAddrUse::TcpConnect => allowed.contains(&Grant::Tcp(addr)),
-                _ => false,
-            };
-            Box::pin(async move { ok })
-        });
+        crate::sandbox::apply(
+            &mut b,
+            grants,
+            crate::sandbox::Reporter {
+                name: name.clone(),
+                label: label.clone(),
+                services: services.clone(),
+            },
+        )?;
         let wasi = b.build();
-        ModuleCtx {
+        Ok(ModuleCtx {
             wasi,
             table: ResourceTable::new(),
             limits: wasmtime::StoreLimitsBuilder::new()
@@ -83,7 +76,7 @@ impl ModuleCtx {
             label,
             speaks: Arc::from(Vec::new()),
             services,
-        }
+        })
     }
 }
 

@@ -11,7 +11,8 @@
 //!   commit, protocol-scope check; [`report`] says what a transaction did.
 //! - [`command`]: the command language; [`events`]: what happened.
 //! - [`implementation`], [`context`], [`host_api`], [`bindings`]: one
-//!   instance, its store data, and the WIT glue.
+//!   instance, its store data, and the WIT glue; `sandbox`: what a module's
+//!   grants let it reach.
 
 pub mod admin;
 pub mod bench;
@@ -31,6 +32,7 @@ pub mod rates;
 pub mod report;
 pub mod repository;
 pub mod runtime;
+mod sandbox;
 pub mod scope;
 pub mod script;
 pub mod services;

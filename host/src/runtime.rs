@@ -394,6 +394,7 @@ impl Runtime {
         name: &str,
         grants: &Arc<[Grant]>,
     ) -> Result<Implementation, LoadError> {
+        crate::sandbox::check(grants)?;
         Implementation::instantiate(
             version,
             Arc::from(name),
@@ -565,6 +566,7 @@ impl Runtime {
             if let Some(f) = &s.last_fault {
                 let _ = writeln!(out, "{:<10} last fault: {f}", "");
             }
+            let _ = writeln!(out, "{:<10} {}", "", crate::sandbox::grants_line(&s.grants));
         }
         let _ = write!(
             out,

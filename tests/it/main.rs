@@ -6,5 +6,6 @@ mod basics;
 mod bench;
 mod invariants;
 mod router;
+mod sandbox;
 mod support;
 mod upgrade;
