@@ -477,8 +477,27 @@ fn arity(cmd: &str, args: &[String], n: usize, usage: &str) -> Result<(), String
     }
 }
 
-/// Parse one line. `Ok(None)` for a blank or comment line.
+/// Parse one line. `Ok(None)` for a blank or comment line. An error is
+/// one line of text, whatever the input held.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    parse_line(line).map_err(|e| printable(&e))
+}
+
+/// `text` with control characters and line separators escaped, so that it
+/// stays one line wherever it is printed.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn parse_line(line: &str) -> Result<Option<Command>, String> {
     let words = tokenize(line)?;
     let Some((head, args)) = words.split_first() else {
         return Ok(None);

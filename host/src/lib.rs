@@ -9,10 +9,12 @@
 //! - [`repository`]: version-control repository (compiled, pre-linked).
 //! - [`upgrader`] with [`txn`] and [`scope`]: software upgrader, two-phase
 //!   commit, protocol-scope check; [`report`] says what a transaction did.
-//! - [`command`]: the command language; [`events`]: what happened.
+//! - [`command`]: the command language (`render` writes a command back as
+//!   text); [`events`]: what happened.
 //! - [`implementation`], [`context`], [`host_api`], [`bindings`]: one
 //!   instance, its store data, and the WIT glue; `sandbox`: what a module's
-//!   grants let it reach.
+//!   grants let it reach; [`Runtime::try_get_state`] tries a version's
+//!   `get-state` on any bytes.
 
 pub mod admin;
 pub mod bench;
@@ -29,6 +31,7 @@ pub mod names;
 pub mod proxy;
 pub mod pubsub;
 pub mod rates;
+mod render;
 pub mod report;
 pub mod repository;
 pub mod runtime;
@@ -36,6 +39,7 @@ mod sandbox;
 pub mod scope;
 pub mod script;
 pub mod services;
+mod state_check;
 mod stdio;
 pub mod timers;
 mod txn;

@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod basics;
 mod bench;
+mod fuzz;
 mod invariants;
 mod router;
 mod sandbox;
