@@ -34,15 +34,90 @@ pub enum Grant {
     Udp(SocketAddr),
     /// Open TCP connections to this address (`grant tcp 127.0.0.1:8080`).
     Tcp(SocketAddr),
+    /// A host directory the guest sees at `guest`
+    /// (`grant dir /srv/data /data ro`).
+    Dir {
+        /// The directory on the host; it must exist when the module loads.
+        host: PathBuf,
+        /// Where the guest finds it.
+        guest: String,
+        /// `rw`: the guest may create, write and remove files; `ro`: read only.
+        writable: bool,
+    },
+    /// One environment variable (`grant env MODE=fast`).
+    Env {
+        /// Its name: not empty, no `=`.
+        name: String,
+        /// Its value.
+        value: String,
+    },
 }
 
+impl Grant {
+    /// The grant for people (`Status`): `dir /srv/data -> /data (ro)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Grant::Dir {
+                host,
+                guest,
+                writable,
+            } => format!(
+                "dir {} -> {guest} ({})",
+                host.display(),
+                if *writable { "rw" } else { "ro" }
+            ),
+            Grant::Env { name, value } => format!("env {name}={value}"),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The grant as the command language writes it, after `grant`: it parses
+/// back to the same grant.
 impl std::fmt::Display for Grant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Grant::Udp(a) => write!(f, "udp {a}"),
             Grant::Tcp(a) => write!(f, "tcp {a}"),
+            Grant::Dir {
+                host,
+                guest,
+                writable,
+            } => write!(
+                f,
+                "dir {} {} {}",
+                quote(&host.to_string_lossy()),
+                quote(guest),
+                if *writable { "rw" } else { "ro" }
+            ),
+            Grant::Env { name, value } => write!(f, "env {}", quote(&format!("{name}={value}"))),
         }
     }
+}
+
+/// `word` as one word of a command line: as it is if the tokenizer would
+/// read it back unchanged, otherwise in double quotes with escapes.
+pub fn quote(word: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !word.is_empty()
+        && !word
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '#');
+    if plain {
+        return word.into();
+    }
+    let mut out = String::with_capacity(word.len() + 2);
+    out.push('"');
+    for c in word.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out.into()
 }
 
 /// Options of `Load` (and of each new module of `Syn_Load`/`Syn_Upgrade`).
@@ -117,23 +192,80 @@ fn options(
                     .ok_or_else(|| format!("{cmd}: capacity `{v}` is not a positive number"))?;
                 options.capacity = Some(n);
             }
-            _ => {
-                let proto = value()?.to_ascii_lowercase();
-                let addr = value()?;
-                let addr: SocketAddr = addr.parse().map_err(|_| {
-                    format!("{cmd}: grant {proto}: `{addr}` is not an IP address with a port")
-                })?;
-                options.grants.push(match proto.as_str() {
-                    "udp" => Grant::Udp(addr),
-                    "tcp" => Grant::Tcp(addr),
-                    other => {
-                        return Err(format!("{cmd}: cannot grant `{other}` (udp or tcp)"));
-                    }
-                });
-            }
+            _ => options.grants.push(grant(cmd, words)?),
         }
     }
     Ok(options)
+}
+
+/// Parse what follows `grant`: `udp|tcp <ip:port>`,
+/// `dir <host-dir> <guest-path> ro|rw` or `env NAME=VALUE`.
+fn grant(
+    cmd: &str,
+    words: &mut std::iter::Peekable<std::slice::Iter<'_, String>>,
+) -> Result<Grant, String> {
+    let mut next = |what: &str| {
+        words
+            .next()
+            .ok_or_else(|| format!("{cmd}: option `grant` needs {what}"))
+    };
+    let kind = next("a kind (udp, tcp, dir or env)")?.to_ascii_lowercase();
+    match kind.as_str() {
+        "udp" | "tcp" => {
+            let addr = next("an <ip:port>")?;
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                format!("{cmd}: grant {kind}: `{addr}` is not an IP address with a port")
+            })?;
+            Ok(if kind == "udp" {
+                Grant::Udp(addr)
+            } else {
+                Grant::Tcp(addr)
+            })
+        }
+        "dir" => {
+            let usage = "dir <host-dir> <guest-path> ro|rw";
+            let host = next(usage)?.clone();
+            let guest = next(usage)?.clone();
+            let mode = next(usage)?.to_ascii_lowercase();
+            if host.is_empty() || guest.is_empty() {
+                return Err(format!("{cmd}: grant dir: a path is empty"));
+            }
+            if host.contains('\0') || guest.contains('\0') {
+                return Err(format!("{cmd}: grant dir: a path contains a NUL"));
+            }
+            let writable = match mode.as_str() {
+                "ro" => false,
+                "rw" => true,
+                other => {
+                    return Err(format!(
+                        "{cmd}: grant dir: `{other}` is not ro or rw (usage `{usage}`)"
+                    ));
+                }
+            };
+            Ok(Grant::Dir {
+                host: PathBuf::from(host),
+                guest,
+                writable,
+            })
+        }
+        "env" => {
+            let pair = next("NAME=VALUE")?;
+            let (name, value) = pair
+                .split_once('=')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| format!("{cmd}: grant env: `{pair}` is not NAME=VALUE"))?;
+            if pair.contains('\0') {
+                return Err(format!("{cmd}: grant env: `{name}` contains a NUL"));
+            }
+            Ok(Grant::Env {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+        }
+        other => Err(format!(
+            "{cmd}: cannot grant `{other}` (udp, tcp, dir or env)"
+        )),
+    }
 }
 
 /// A (name, file) pair of an upgrade command, with options for a module
@@ -226,10 +358,16 @@ pub enum Command {
 /// The grammar, as `Help` prints it.
 pub const HELP: &str = "\
 Commands (one per line, keywords case-insensitive, # starts a comment):
-  Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant udp|tcp <ip:port>]...
+  Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant <what>]...
                                    [pin sha256:<hex>] [memory <size>]
                                    add a module: init, register, enable
                                    (a module may reach nothing it was not granted)
+    grant udp|tcp <ip:port>        send datagrams to / connect to one address
+    grant dir <host-dir> <guest-path> ro|rw
+                                   the host directory, seen by the guest at
+                                   <guest-path>, read-only or read-write
+    grant env NAME=VALUE           one environment variable
+                                   (a Replace keeps a module's grants)
   Unload <name>                    disable, drain its mailbox, remove it
   Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)
   Replace <name> <file.wasm> [pin sha256:<hex>]
@@ -386,8 +524,27 @@ fn arity(cmd: &str, args: &[String], n: usize, usage: &str) -> Result<(), String
     }
 }
 
-/// Parse one line. `Ok(None)` for a blank or comment line.
+/// Parse one line. `Ok(None)` for a blank or comment line. An error is
+/// one line of text, whatever the input held.
 pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    parse_line(line).map_err(|e| printable(&e))
+}
+
+/// `text` with control characters and line separators escaped, so that it
+/// stays one line wherever it is printed.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn parse_line(line: &str) -> Result<Option<Command>, String> {
     let words = tokenize(line)?;
     let Some((head, args)) = words.split_first() else {
         return Ok(None);

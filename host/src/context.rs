@@ -2,12 +2,11 @@
 //! by default), its limits, and a narrow handle on the host services its
 //! imports delegate to.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::Level;
@@ -54,13 +53,15 @@ pub(crate) type Failures = Vec<(u64, String)>;
 
 impl ModuleCtx {
     /// A context with nothing granted but `grants`: no files, no
-    /// environment, no inherited stdio, and only the granted addresses.
+    /// environment, no inherited stdio, and only the granted addresses
+    /// (see [`crate::sandbox`]). Fails if a granted directory cannot be
+    /// opened.
     pub(crate) fn new(
         name: Arc<str>,
         services: Arc<Services>,
         memory_limit: usize,
         grants: &Arc<[Grant]>,
-    ) -> Self {
+    ) -> Result<Self, String> {
         let mut b = WasiCtx::builder();
         let label: Arc<OnceLock<Arc<str>>> = Arc::default();
         let replaying = Arc::new(AtomicBool::new(false));
@@ -78,28 +79,18 @@ impl ModuleCtx {
             services.clone(),
             replaying.clone(),
         ));
-        let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
-        let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
-        b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);
-        let allowed = grants.clone();
-        let quiet = replaying.clone();
-        b.socket_addr_check(move |addr, use_| {
-            // A replayed message's datagrams were sent the first time.
-            let replay = quiet.load(Ordering::Relaxed);
-            let ok = match use_ {
-                // A socket must be bound before it sends; binding to a
-                // local ephemeral port reaches nobody.
-                SocketAddrUse::UdpBind | SocketAddrUse::TcpBind => {
-                    addr.port() == 0 && (addr.ip().is_unspecified() || addr.ip().is_loopback())
-                }
-                SocketAddrUse::UdpSend => !replay && allowed.contains(&Grant::Udp(addr)),
-                SocketAddrUse::TcpConnect => !replay && allowed.contains(&Grant::Tcp(addr)),
-                _ => false,
-            };
-            Box::pin(async move { ok })
-        });
+        crate::sandbox::apply(
+            &mut b,
+            grants,
+            crate::sandbox::Reporter {
+                name: name.clone(),
+                label: label.clone(),
+                services: services.clone(),
+            },
+            replaying.clone(),
+        )?;
         let wasi = b.build();
-        ModuleCtx {
+        Ok(ModuleCtx {
             wasi,
             table: ResourceTable::new(),
             limits: wasmtime::StoreLimitsBuilder::new()
@@ -115,7 +106,7 @@ impl ModuleCtx {
             replaying,
             failures: Vec::new(),
             script: Vec::new(),
-        }
+        })
     }
 }
 

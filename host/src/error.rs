@@ -74,6 +74,15 @@ pub enum LoadError {
         /// Which of those it is.
         reason: String,
     },
+    /// A granted capability cannot be given (a `grant dir` whose host
+    /// directory is missing).
+    #[error("cannot grant `{grant}`: {reason}")]
+    Grant {
+        /// The grant, as the command wrote it.
+        grant: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Instantiating it, or its `info` call, failed.
     #[error("{path}: cannot instantiate: {reason}")]
     Instantiate {

@@ -54,7 +54,7 @@ impl Implementation {
         let engine = version.pre().engine();
         let mut store = Store::new(
             engine,
-            ModuleCtx::new(name, services, limits.memory, grants),
+            ModuleCtx::new(name, services, limits.memory, grants)?,
         );
         store.limiter(|ctx| &mut ctx.limits);
         store.set_epoch_deadline(limits.deadline_ticks);

@@ -10,9 +10,12 @@
 //!   [`signing`]: the keys and signatures it checks when told to.
 //! - [`upgrader`] with [`txn`] and [`scope`]: software upgrader, two-phase
 //!   commit, protocol-scope check; [`report`] says what a transaction did.
-//! - [`command`]: the command language; [`events`]: what happened.
+//! - [`command`]: the command language (`render` writes a command back as
+//!   text); [`events`]: what happened.
 //! - [`implementation`], [`context`], [`host_api`], [`bindings`]: one
-//!   instance, its store data, and the WIT glue.
+//!   instance, its store data, and the WIT glue; `sandbox`: what a module's
+//!   grants let it reach; [`Runtime::try_get_state`] tries a version's
+//!   `get-state` on any bytes.
 
 pub mod admin;
 pub mod bench;
@@ -29,13 +32,16 @@ pub mod names;
 pub mod proxy;
 pub mod pubsub;
 pub mod rates;
+mod render;
 pub mod report;
 pub mod repository;
 pub mod runtime;
+mod sandbox;
 pub mod scope;
 pub mod script;
 pub mod services;
 pub mod signing;
+mod state_check;
 mod stdio;
 pub mod timers;
 mod txn;

@@ -453,6 +453,7 @@ impl Runtime {
         grants: &Arc<[Grant]>,
         limits: &InstanceLimits,
     ) -> Result<Implementation, LoadError> {
+        crate::sandbox::check(grants)?;
         Implementation::instantiate(
             version,
             Arc::from(name),
@@ -626,6 +627,7 @@ impl Runtime {
             if let Some(f) = &s.last_fault {
                 let _ = writeln!(out, "{:<10} last fault: {f}", "");
             }
+            let _ = writeln!(out, "{:<10} {}", "", crate::sandbox::grants_line(&s.grants));
             if s.recoveries > 0 || s.poisoned > 0 {
                 let _ = writeln!(
                     out,

@@ -20,7 +20,15 @@
 //! quiet | verbose             stop / resume logging every message
 //! report                      log a summary line
 //! spin | trap | grow          loop forever / trap / exhaust memory, right now
+//! read-file PATH              read a file, log what it holds or why not
+//! write-file PATH TEXT        create or overwrite a file with TEXT
+//! env NAME                    log an environment variable, or `absent`
+//! udp-send ADDR               send one datagram to ADDR (an ip:port)
+//! tcp-connect ADDR            open a TCP connection to ADDR, write a line
 //! ```
+//!
+//! The last five try the sandbox: each logs one line, `read-file /data/a:
+//! ok 5 bytes "hello"` or `read-file /data/a: refused: <error>`.
 //!
 //! Flags: `fail-put`, `trap-put`, `loop-put`, `grow-put` and `fail-get`,
 //! `trap-get`, `loop-get`, `grow-get` (the next `put-state` / `get-state`
@@ -37,6 +45,8 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+
+mod sandbox;
 
 /// Guest bindings of the `module-imp` world.
 pub mod bindings {
@@ -637,6 +647,7 @@ impl Probe {
             "spin" => spin_forever(),
             "grow" => grow_forever(),
             "trap" => panic!("trap requested"),
+            cmd if sandbox::handles(cmd) => sandbox::run(line)?,
             other => return Err(format!("unknown probe command `{other}`")),
         }
         Ok(())

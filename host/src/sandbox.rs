@@ -1,0 +1,146 @@
+//! The sandbox of one module: what its WASI context may reach, built from
+//! the grants of its `Load` and nothing else (no inherited environment,
+//! arguments, stdio or directories), and the host's own report of every
+//! socket address the sandbox refuses.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use crate::bindings::Level;
+use crate::command::Grant;
+use crate::error::LoadError;
+use crate::events::Event;
+use crate::services::Services;
+
+/// Check, before anything is instantiated, that every grant can be given:
+/// each granted directory exists on the host and is a directory.
+pub(crate) fn check(grants: &[Grant]) -> Result<(), LoadError> {
+    for g in grants {
+        if let Grant::Dir { host, .. } = g {
+            let refuse = |reason: String| LoadError::Grant {
+                grant: g.to_string(),
+                reason,
+            };
+            let meta =
+                std::fs::metadata(host).map_err(|e| refuse(format!("{}: {e}", host.display())))?;
+            if !meta.is_dir() {
+                return Err(refuse(format!("{} is not a directory", host.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Who a refusal report names: the module, and its version once known.
+pub(crate) struct Reporter {
+    /// The module name.
+    pub name: Arc<str>,
+    /// `info().version`, set after instantiation.
+    pub label: Arc<OnceLock<Arc<str>>>,
+    /// Where the report goes.
+    pub services: Arc<Services>,
+}
+
+/// Give the context exactly `grants`: preopened directories, environment
+/// variables and socket addresses. Fails if a granted directory cannot be
+/// opened.
+pub(crate) fn apply(
+    b: &mut WasiCtxBuilder,
+    grants: &Arc<[Grant]>,
+    reporter: Reporter,
+    replaying: Arc<AtomicBool>,
+) -> Result<(), String> {
+    for g in grants.iter() {
+        match g {
+            Grant::Dir {
+                host,
+                guest,
+                writable,
+            } => {
+                let perms = if *writable {
+                    FsPerms::ReadWrite
+                } else {
+                    FsPerms::ReadOnly
+                };
+                b.preopened_dir(host, guest, perms)
+                    .map_err(|e| format!("cannot grant `{g}`: {e:#}"))?;
+            }
+            Grant::Env { name, value } => {
+                b.env(name, value);
+            }
+            Grant::Udp(_) | Grant::Tcp(_) => {}
+        }
+    }
+    // Sockets themselves are allowed: a socket reaches nobody until an
+    // address is checked below, and every use of one (bind, connect, send,
+    // listen, accept, receive) goes through that check. Refusing them at
+    // creation instead would hide which address the guest wanted.
+    b.allow_udp(true)
+        .allow_tcp(true)
+        .allow_ip_name_lookup(false);
+    let allowed = grants.clone();
+    b.socket_addr_check(move |addr, use_| {
+        // What a replayed message sends or connects to happened the first
+        // time: dropped, and not a refusal to report.
+        let replay = replaying.load(Ordering::Relaxed)
+            && matches!(use_, SocketAddrUse::UdpSend | SocketAddrUse::TcpConnect);
+        let ok = !replay && permitted(&allowed, addr, use_);
+        if !ok && !replay {
+            reporter.refused(addr, use_);
+        }
+        Box::pin(async move { ok })
+    });
+    Ok(())
+}
+
+/// Whether `grants` allow `use_` of `addr`.
+fn permitted(grants: &[Grant], addr: SocketAddr, use_: SocketAddrUse) -> bool {
+    match use_ {
+        // A socket must be bound before it sends or connects; binding to a
+        // local ephemeral port reaches nobody (and listening is refused).
+        SocketAddrUse::UdpBind | SocketAddrUse::TcpBind => {
+            addr.port() == 0 && (addr.ip().is_unspecified() || addr.ip().is_loopback())
+        }
+        SocketAddrUse::UdpSend => grants.contains(&Grant::Udp(addr)),
+        SocketAddrUse::TcpConnect => grants.contains(&Grant::Tcp(addr)),
+        _ => false,
+    }
+}
+
+impl Reporter {
+    /// Report a refusal the guest asked for. Incoming datagrams and
+    /// connections that are dropped are not the guest's doing, and a flood
+    /// of them must not flood the log: those go unreported.
+    fn refused(&self, addr: SocketAddr, use_: SocketAddrUse) {
+        let what = match use_ {
+            SocketAddrUse::UdpBind => format!("udp bind to {addr}"),
+            SocketAddrUse::UdpSend => format!("udp send to {addr}"),
+            SocketAddrUse::TcpBind => format!("tcp bind to {addr}"),
+            SocketAddrUse::TcpConnect => format!("tcp connect to {addr}"),
+            SocketAddrUse::TcpListen => format!("tcp listen on {addr}"),
+            SocketAddrUse::UdpReceive | SocketAddrUse::TcpAccept => return,
+        };
+        self.services.events.emit(Event::Log {
+            module: self.name.to_string(),
+            version: self
+                .label
+                .get()
+                .map_or_else(|| "?".to_string(), |v| v.to_string()),
+            level: Level::Warn,
+            line: format!("sandbox: refused {what} (not granted)"),
+        });
+    }
+}
+
+/// The `grants:` line of `Status`.
+pub(crate) fn grants_line(grants: &[Grant]) -> String {
+    if grants.is_empty() {
+        return "grants: none".to_string();
+    }
+    let all: Vec<String> = grants.iter().map(Grant::describe).collect();
+    format!("grants: {}", all.join(", "))
+}
