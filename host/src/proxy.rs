@@ -833,6 +833,7 @@ impl Worker {
                 self.new_base(Base::State(Arc::new(state)), now_ns);
             }
             self.recovery.checkpoints = true;
+            self.recovery.failing = false;
             if let Some(group) = &txn.probation {
                 self.begin_probation(group.clone(), replaced, now_ns);
             }

@@ -353,3 +353,20 @@ fn a_replay_gives_the_guest_the_results_its_effects_had_the_first_time() {
     // of numbers sent is what DST really got, so nothing gaps.
     consecutive_on(&mut h, "DST", "SRC", 20);
 }
+
+#[test]
+fn a_failing_checkpoint_is_tried_again_and_recovery_uses_the_last_good_one() {
+    let mut h = fed();
+    h.ok("SetCheckpoint 50ms");
+    h.ok("Send SINK do \"flag fail-put\"");
+    let warned = h.wait_log("SINK", |l| l.starts_with("checkpoint failed"));
+    assert!(warned.contains("put-state returned an error"), "{warned}");
+    h.ok("Send SINK do \"unflag fail-put\"");
+    h.wait_line("SINK", "checkpoints work again");
+    h.ok("Send SINK do trap");
+    let detail = h
+        .wait_state("SINK", ModuleState::Recovered)
+        .unwrap_or_default();
+    assert!(detail.contains("from a snapshot of"), "{detail}");
+    both_streams_whole(&mut h);
+}

@@ -93,8 +93,12 @@ pub(crate) struct Recovery {
     pub log: Vec<Logged>,
     /// When the base was taken, in ns since the proxy's origin.
     pub taken_ns: u64,
-    /// Off after a `put-state` failed; on again at the next commit.
+    /// Off after a checkpoint's `put-state` trapped (each try would fault
+    /// the module); on again at the next commit.
     pub checkpoints: bool,
+    /// The last checkpoint failed (an error or a state over the limit):
+    /// the next due one tries again.
+    pub failing: bool,
     /// How long the last checkpoint's `put-state` took, in ns.
     pub cost_ns: u64,
 }
@@ -106,6 +110,7 @@ impl Recovery {
             log: Vec::new(),
             taken_ns: 0,
             checkpoints: true,
+            failing: false,
             cost_ns: 0,
         }
     }
@@ -378,6 +383,10 @@ impl Worker {
     /// Bookkeeping after a message was served (`failed`: it returned an
     /// error): log it, count it for probation, take a snapshot when due.
     pub(super) fn served(&mut self, m: Message, failed: bool, now_ns: u64) {
+        if self.recovery.base.is_none() {
+            // Nothing to replay onto: no log either.
+            return;
+        }
         let effects_failed = self.imp.take_failures();
         self.recovery.log.push(Logged {
             message: m,
@@ -425,7 +434,9 @@ impl Worker {
         }
         if self.recovery.checkpoints {
             self.checkpoint(now_ns);
-        } else if self.recovery.log.len() > MAX_LOG && self.recovery.base.is_some() {
+        }
+        let stuck = self.recovery.failing || !self.recovery.checkpoints;
+        if stuck && self.recovery.log.len() > MAX_LOG && self.recovery.base.is_some() {
             self.recovery.base = None;
             let log = std::mem::take(&mut self.recovery.log);
             self.services.bury(log);
@@ -449,6 +460,10 @@ impl Worker {
         let why = match state {
             Ok(Ok(bytes)) if bytes.len() <= self.services.max_state_bytes => {
                 self.new_base(Base::State(Arc::new(bytes)), now_ns);
+                if self.recovery.failing {
+                    self.recovery.failing = false;
+                    self.log(Level::Info, "checkpoints work again".into());
+                }
                 return;
             }
             Ok(Ok(bytes)) => format!(
@@ -462,14 +477,20 @@ impl Worker {
                 self.fault(f);
                 self.recovery.checkpoints = false;
                 self.recover(None);
-                why
+                self.log(
+                    Level::Warn,
+                    format!("checkpoints stop until the next commit: {why}"),
+                );
+                return;
             }
         };
-        self.recovery.checkpoints = false;
+        if std::mem::replace(&mut self.recovery.failing, true) {
+            return;
+        }
         self.log(
             Level::Warn,
             format!(
-                "checkpoint failed ({why}); recovery keeps {} and a growing log until the next commit",
+                "checkpoint failed ({why}); recovery keeps {} and a growing log until one succeeds",
                 self.recovery
                     .base
                     .as_ref()
