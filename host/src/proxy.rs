@@ -432,6 +432,8 @@ struct Worker {
 enum Step {
     Ctl(Control),
     Data(Item),
+    /// Nothing came before the probation window ended.
+    Idle,
     Exit,
 }
 
@@ -464,9 +466,16 @@ impl Worker {
             let step = match self.ctl_rx.try_recv() {
                 Ok(c) => Step::Ctl(c),
                 Err(TryRecvError::Disconnected) => Step::Exit,
-                Err(TryRecvError::Empty) if self.draining() => select! {
-                    recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
-                    recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                Err(TryRecvError::Empty) if self.draining() => match self.probation_left() {
+                    None => select! {
+                        recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                        recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                    },
+                    Some(left) => select! {
+                        recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                        recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                        default(left) => Step::Idle,
+                    },
                 },
                 Err(TryRecvError::Empty) => self.ctl_rx.recv().map(Step::Ctl).unwrap_or(Step::Exit),
             };
@@ -477,9 +486,24 @@ impl Worker {
                     }
                 }
                 Step::Data(item) => self.item(item),
+                Step::Idle => {
+                    let now = self.shared.origin.elapsed().as_nanos() as u64;
+                    if self.probation.as_ref().is_some_and(|p| now >= p.until_ns) {
+                        self.end_probation(now);
+                    }
+                }
                 Step::Exit => return,
             }
         }
+    }
+
+    /// Time left in the probation window, if on probation.
+    fn probation_left(&self) -> Option<std::time::Duration> {
+        let p = self.probation.as_ref()?;
+        let now = self.shared.origin.elapsed().as_nanos() as u64;
+        Some(std::time::Duration::from_nanos(
+            p.until_ns.saturating_sub(now),
+        ))
     }
 
     /// Whether the mailbox is being served: enabled, or quiescing for a
@@ -816,17 +840,9 @@ impl Worker {
                     st.0 = ModuleState::Serving;
                 }
             }
-            if vote_after {
-                txn.report(vote(None));
-            }
-            txn.report(Report::Done {
-                module: name.to_string(),
-                pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
-                buffered,
-                state_bytes: self.handed_over.take(),
-            });
             // The recovery point is now the state just handed over: the
-            // new version accepted it, and the old one wrote it.
+            // new version accepted it, and the old one wrote it. Set before
+            // the coordinator hears Done, as the state above is.
             let now_ns = self.shared.origin.elapsed().as_nanos() as u64;
             self.probation = None;
             if let Some(state) = self.handed.take() {
@@ -837,6 +853,15 @@ impl Worker {
             if let Some(group) = &txn.probation {
                 self.begin_probation(group.clone(), replaced, now_ns);
             }
+            if vote_after {
+                txn.report(vote(None));
+            }
+            txn.report(Report::Done {
+                module: name.to_string(),
+                pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
+                buffered,
+                state_bytes: self.handed_over.take(),
+            });
             match enabled {
                 Ok(()) => {
                     self.shared.ticking.store(true, Ordering::Release);

@@ -370,3 +370,24 @@ fn a_failing_checkpoint_is_tried_again_and_recovery_uses_the_last_good_one() {
     assert!(detail.contains("from a snapshot of"), "{detail}");
     both_streams_whole(&mut h);
 }
+
+#[test]
+fn an_idle_module_leaves_probation_when_the_window_ends() {
+    let mut h = Host::new();
+    h.ok(&format!("Load SINK {V1}"));
+    h.ok("SetProbation 300ms");
+    assert_eq!(
+        h.txn(&format!("Replace SINK {V2}")).outcome,
+        Outcome::Committed
+    );
+    let point = h.rt.module("SINK").unwrap().status().recovery_point;
+    assert!(point.contains("on probation after transaction"), "{point}");
+    // No message comes; the window ends all the same, and the recovery
+    // point moves to the new version.
+    h.wait_log("SINK", |l| {
+        l.starts_with("probation after transaction") && l.contains("ended")
+    });
+    let point = h.rt.module("SINK").unwrap().status().recovery_point;
+    assert!(point.starts_with("a snapshot of"), "{point}");
+    assert!(!point.contains("probation"), "{point}");
+}

@@ -32,7 +32,9 @@
 //!
 //! Flags: `fail-put`, `trap-put`, `loop-put`, `grow-put` and `fail-get`,
 //! `trap-get`, `loop-get`, `grow-get` (the next `put-state` / `get-state`
-//! errors, traps, loops forever or grows memory until it runs out);
+//! errors, traps, loops forever or grows memory until it runs out; the
+//! `-get` ones only when another version takes the state over, not when a
+//! version is rebuilt from its own snapshot);
 //! `fail-init`, `trap-init`, `loop-init`, `grow-init` (config only).
 //! `grow` as a command grows memory until it runs out, now.
 //!
@@ -145,6 +147,9 @@ struct ShapeV1 {
     pad: Vec<u8>,
     work_us: u64,
     quiet: bool,
+    /// The version that wrote it (absent in states of older builds).
+    #[serde(default)]
+    writer: String,
 }
 
 /// State shape 2: renamed maps, a served counter and an explicit shape tag.
@@ -160,6 +165,9 @@ struct ShapeV2 {
     served: u64,
     work_us: u64,
     quiet: bool,
+    /// The version that wrote it (absent in states of older builds).
+    #[serde(default)]
+    writer: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -168,10 +176,12 @@ struct Ticks {
     publish: BTreeSet<String>,
 }
 
-/// Peek at a state's shape: shape 2 carries a `shape` key, shape 1 none.
+/// Peek at a state's shape (shape 2 carries a `shape` key, shape 1 none)
+/// and at the version that wrote it.
 #[derive(Deserialize)]
 struct ShapeTag {
     shape: Option<u32>,
+    writer: Option<String>,
 }
 
 mod bytes {
@@ -433,6 +443,7 @@ impl Probe {
                         pad: s.pad.clone(),
                         work_us: s.work_us,
                         quiet: s.quiet,
+                        writer: self.version.to_string(),
                     },
                     &mut out,
                 )
@@ -451,6 +462,7 @@ impl Probe {
                         served: s.served,
                         work_us: s.work_us,
                         quiet: s.quiet,
+                        writer: self.version.to_string(),
                     },
                     &mut out,
                 )
@@ -500,16 +512,20 @@ impl Probe {
                 quiet: v.quiet,
             }
         };
-        if state.flags.contains("trap-get") {
+        // The get-state flags are about a takeover by another version; a
+        // version rebuilt from its own snapshot (a recovery, a rollback)
+        // reads its state as usual.
+        let takeover = tag.writer.as_deref() != Some(self.version);
+        if takeover && state.flags.contains("trap-get") {
             panic!("get-state trapped: flag trap-get");
         }
-        if state.flags.contains("fail-get") {
+        if takeover && state.flags.contains("fail-get") {
             return Err("get-state refused: flag fail-get".into());
         }
-        if state.flags.contains("loop-get") {
+        if takeover && state.flags.contains("loop-get") {
             spin_forever();
         }
-        if state.flags.contains("grow-get") {
+        if takeover && state.flags.contains("grow-get") {
             grow_forever();
         }
         let summary: Vec<String> = state.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();

@@ -544,6 +544,8 @@ impl Worker {
     /// The window passed: the recovery point moves to the new version.
     pub(super) fn end_probation(&mut self, now_ns: u64) {
         if let Some(p) = self.probation.take() {
+            self.checkpoint(now_ns);
+            self.describe_point();
             self.log(
                 Level::Info,
                 format!(
@@ -553,8 +555,6 @@ impl Worker {
                     p.old.label()
                 ),
             );
-            self.checkpoint(now_ns);
-            self.describe_point();
         }
     }
 
