@@ -20,29 +20,8 @@ use rustyline::{Context, Editor, ExternalPrinter as _, Helper};
 
 use crate::{Serve, Target, dial, start_admin};
 
-const KEYWORDS: &[&str] = &[
-    "Load",
-    "Unload",
-    "Enable",
-    "Disable",
-    "Replace",
-    "Syn_Replace",
-    "Syn_Load",
-    "Syn_Upgrade",
-    "SetTimer",
-    "SetMode",
-    "SetProbation",
-    "SetCheckpoint",
-    "Poison",
-    "Send",
-    "Wait",
-    "Status",
-    "Versions",
-    "History",
-    "Help",
-    "Watch",
-    "Quit",
-];
+/// Session commands of the admin endpoint, beside the command language.
+const SESSION_KEYWORDS: &[&str] = &["Watch"];
 
 /// Commands whose arguments include module names.
 const TAKE_NAMES: &[&str] = &[
@@ -93,8 +72,9 @@ impl Completer for ShellHelper {
             replacement: s.to_string(),
         };
         if start == 0 {
-            let c = KEYWORDS
+            let c = liveswap::command::KEYWORDS
                 .iter()
+                .chain(SESSION_KEYWORDS)
                 .filter(|k| {
                     k.to_ascii_lowercase()
                         .starts_with(&word.to_ascii_lowercase())

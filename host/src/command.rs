@@ -355,6 +355,31 @@ pub enum Command {
     Quit,
 }
 
+/// Every command keyword [`parse`] takes, as the documentation writes it
+/// (completion in the shell offers these).
+pub const KEYWORDS: &[&str] = &[
+    "Load",
+    "Unload",
+    "Enable",
+    "Disable",
+    "Replace",
+    "Syn_Replace",
+    "Syn_Load",
+    "Syn_Upgrade",
+    "SetTimer",
+    "SetMode",
+    "SetProbation",
+    "SetCheckpoint",
+    "Poison",
+    "Send",
+    "Wait",
+    "Status",
+    "Versions",
+    "History",
+    "Help",
+    "Quit",
+];
+
 /// The grammar, as `Help` prints it.
 pub const HELP: &str = "\
 Commands (one per line, keywords case-insensitive, # starts a comment):
@@ -706,6 +731,15 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_listed_keyword_is_a_command_the_parser_knows() {
+        for k in super::KEYWORDS {
+            if let Err(e) = super::parse(k) {
+                assert!(!e.contains("unknown command"), "{k}: {e}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -220,7 +220,6 @@ impl ModuleProxy {
             serving: false,
             vote: None,
             skip: Vec::new(),
-            handed_over: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("module-{}", self.0.name))
@@ -416,9 +415,9 @@ struct Worker {
     vote: Option<PendingVote>,
     /// Aborted transactions whose TERM is still in the mailbox.
     skip: Vec<u64>,
-    /// Size of the state the last vote handed over.
-    handed_over: Option<usize>,
-    /// The state the last vote handed over, until the decision.
+    /// The state the old version put in the last vote, until the
+    /// decision: the new version's recovery point on commit, and its size
+    /// goes into the report either way.
     handed: Option<Vec<u8>>,
     /// What the module is rebuilt from after a trap.
     recovery: Recovery,
@@ -451,12 +450,7 @@ impl Worker {
                 if committed {
                     self.start();
                 }
-                txn.report(Report::Done {
-                    module: self.shared.name.to_string(),
-                    pause_us: None,
-                    buffered: 0,
-                    state_bytes: None,
-                });
+                txn.report(Report::done(&self.shared.name));
                 if !committed {
                     return;
                 }
@@ -604,12 +598,7 @@ impl Worker {
                     self.services.bury(pv.new);
                     self.skip.push(txn);
                     self.resume_old();
-                    pv.txn.report(Report::Done {
-                        module: self.shared.name.to_string(),
-                        pause_us: None,
-                        buffered: 0,
-                        state_bytes: None,
-                    });
+                    pv.txn.report(Report::done(&self.shared.name));
                 }
             }
             Control::Rollback { txn, group } => self.rollback(txn, group),
@@ -713,20 +702,8 @@ impl Worker {
                 if let Some(pv) = self.vote.take() {
                     // The old version died before TERM: vote NO now.
                     self.skip.push(pv.txn.id);
-                    let name = self.shared.name.to_string();
-                    pv.txn.report(Report::Vote {
-                        module: name.clone(),
-                        quiesce_us: None,
-                        no: Some(format!("{reason} (old version, before quiescence)")),
-                    });
-                    pv.txn.decide(Decision::Abort);
-                    self.services.bury(pv.new);
-                    pv.txn.report(Report::Done {
-                        module: name,
-                        pause_us: None,
-                        buffered: 0,
-                        state_bytes: None,
-                    });
+                    let no = format!("{reason} (old version, before quiescence)");
+                    self.refuse_vote(&pv.txn, pv.new, no);
                 }
                 if self.probation.is_some() {
                     self.retry = Some(retry);
@@ -748,19 +725,7 @@ impl Worker {
             None
         };
         if let Some(reason) = refuse {
-            txn.report(Report::Vote {
-                module: name.clone(),
-                quiesce_us: None,
-                no: Some(reason),
-            });
-            txn.decide(Decision::Abort);
-            self.services.bury(new);
-            txn.report(Report::Done {
-                module: name,
-                pause_us: None,
-                buffered: 0,
-                state_bytes: None,
-            });
+            self.refuse_vote(&txn, new, reason);
             return;
         }
         self.shared.ticking.store(false, Ordering::Release);
@@ -775,6 +740,18 @@ impl Worker {
             self.fault(f);
             // reach_term will find the instance dead and vote NO.
         }
+    }
+
+    /// Vote NO without swapping: abort `txn`, drop the candidate, done.
+    fn refuse_vote(&self, txn: &Txn, new: Box<Implementation>, reason: String) {
+        txn.report(Report::Vote {
+            module: self.shared.name.to_string(),
+            quiesce_us: None,
+            no: Some(reason),
+        });
+        txn.decide(Decision::Abort);
+        self.services.bury(new);
+        txn.report(Report::done(&self.shared.name));
     }
 
     /// The old implementation has served everything queued before TERM.
@@ -845,6 +822,7 @@ impl Worker {
             // the coordinator hears Done, as the state above is.
             let now_ns = self.shared.origin.elapsed().as_nanos() as u64;
             self.probation = None;
+            let state_bytes = self.handed.as_ref().map(Vec::len);
             if let Some(state) = self.handed.take() {
                 self.new_base(Base::State(Arc::new(state)), now_ns);
             }
@@ -860,7 +838,7 @@ impl Worker {
                 module: name.to_string(),
                 pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
                 buffered,
-                state_bytes: self.handed_over.take(),
+                state_bytes,
             });
             match enabled {
                 Ok(()) => {
@@ -882,6 +860,7 @@ impl Worker {
             self.services.bury(new);
             let resumed = Instant::now();
             let buffered = self.data_rx.len();
+            let state_bytes = self.handed.as_ref().map(Vec::len);
             self.resume_old();
             if vote_after {
                 txn.report(vote(None));
@@ -890,7 +869,7 @@ impl Worker {
                 module: name.to_string(),
                 pause_us: Some(resumed.duration_since(quiesced).as_micros() as u64),
                 buffered,
-                state_bytes: self.handed_over.take(),
+                state_bytes,
             });
         }
     }
@@ -907,10 +886,7 @@ impl Worker {
                     self.services.max_state_bytes
                 ));
             }
-            Ok(Ok(state)) => {
-                self.handed_over = Some(state.len());
-                state
-            }
+            Ok(Ok(state)) => state,
             Ok(Err(e)) => {
                 return Some(format!(
                     "{name} v{}: put-state returned an error: {e}",
@@ -923,11 +899,9 @@ impl Worker {
                 return Some(reason);
             }
         };
-        match new.get_state(&state) {
-            Ok(Ok(())) => {
-                self.handed = Some(state);
-                None
-            }
+        let state = self.handed.insert(state);
+        match new.get_state(state) {
+            Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!(
                 "{name} v{}: get-state returned an error: {e}",
                 new.label()

@@ -41,6 +41,18 @@ pub(crate) enum Report {
     },
 }
 
+impl Report {
+    /// `Done` of a participant that did not swap.
+    pub(crate) fn done(module: &str) -> Report {
+        Report::Done {
+            module: module.to_string(),
+            pause_us: None,
+            buffered: 0,
+            state_bytes: None,
+        }
+    }
+}
+
 /// One transaction as its participants see it.
 pub(crate) struct Txn {
     /// Identifies the TERM markers of this transaction in mailboxes.

@@ -74,6 +74,25 @@ pub(crate) fn tally(
     }
 }
 
+/// After the decision: wait until `expected` participants reported Done,
+/// or `until`.
+pub(crate) fn collect_dones(
+    rx: &crossbeam_channel::Receiver<Report>,
+    votes: &mut HashMap<String, Option<u64>>,
+    dones: &mut HashMap<String, Done>,
+    expected: usize,
+    until: Instant,
+) {
+    while dones.len() < expected {
+        match rx.recv_deadline(until) {
+            Ok(r) => {
+                tally(votes, dones, r);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 /// A version's protocol declarations, for the scope check.
 fn side(info: &crate::bindings::ModuleInfo) -> Side {
     Side {
@@ -448,15 +467,13 @@ impl Runtime {
 
         // Completion reports: every participant that heard the decision.
         let expected = total.min(asked) + fresh.len();
-        let wait_until = Instant::now() + self.call_deadline + Duration::from_secs(1);
-        while dones.len() < expected {
-            match rx.recv_deadline(wait_until) {
-                Ok(r) => {
-                    tally(&mut votes, &mut dones, r);
-                }
-                Err(_) => break,
-            }
-        }
+        collect_dones(
+            &rx,
+            &mut votes,
+            &mut dones,
+            expected,
+            Instant::now() + self.call_deadline + Duration::from_secs(1),
+        );
         for p in &fresh {
             if decision == Decision::Abort {
                 p.join();

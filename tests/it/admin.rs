@@ -12,13 +12,24 @@ use liveswap::{Runtime, RuntimeBuilder};
 
 use crate::support::*;
 
-struct Served {
-    rt: Arc<Runtime>,
-    server: AdminServer,
-    _dir: PathBuf,
+/// A runtime with its admin endpoint on a Unix socket in a fresh
+/// directory (and on TCP with a token when asked), stopped and removed on
+/// drop.
+pub(crate) struct Served {
+    pub rt: Arc<Runtime>,
+    pub server: AdminServer,
+    dir: PathBuf,
 }
 
-fn served(tcp: bool) -> Served {
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Stop first: it wakes its accept loop through the socket file.
+        self.server.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn served(tcp: bool) -> Served {
     let dir = std::env::temp_dir().join(format!(
         "liveswap-admin-{}-{}",
         std::process::id(),
@@ -42,11 +53,7 @@ fn served(tcp: bool) -> Served {
         },
     )
     .unwrap();
-    Served {
-        rt,
-        server,
-        _dir: dir,
-    }
+    Served { rt, server, dir }
 }
 
 impl Served {

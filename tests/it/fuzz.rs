@@ -4,13 +4,11 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liveswap::admin::{AdminOptions, AdminServer, Client, Final, MAX_LINE};
+use liveswap::admin::{Client, Final, MAX_LINE};
 use liveswap::command::parse;
-use liveswap::{Command, Event, Runtime, RuntimeBuilder};
+use liveswap::{Command, Event};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -182,45 +180,7 @@ fn the_parser_never_panics_and_what_it_accepts_renders_back() {
 
 // ---- the admin protocol ----
 
-struct Served {
-    rt: Arc<Runtime>,
-    server: AdminServer,
-    dir: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        // Stop first: it wakes its accept loop through the socket file.
-        self.server.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn served() -> Served {
-    let dir = std::env::temp_dir().join(format!(
-        "liveswap-fuzz-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    let rt = Arc::new(
-        RuntimeBuilder::default()
-            .call_deadline(Duration::from_secs(2))
-            .build()
-            .unwrap(),
-    );
-    let server = AdminServer::start(
-        rt.clone(),
-        AdminOptions {
-            unix: Some(dir.join("admin.sock")),
-            ..AdminOptions::default()
-        },
-    )
-    .unwrap();
-    Served { rt, server, dir }
-}
+use crate::admin::{Served, served};
 
 /// Bytes a client might send: noise, bytes that trouble line readers,
 /// harmless commands, and lines past the limit.
@@ -288,7 +248,7 @@ fn converse(s: &Served, input: Vec<u8>) -> Vec<u8> {
 
 #[test]
 fn admin_connections_with_any_bytes_get_errors_and_the_host_serves_on() {
-    let s = served();
+    let s = served(false);
     let events = s.rt.watch();
     let mut c = Client::unix(s.server.unix_path().unwrap()).unwrap();
     for line in [

@@ -41,7 +41,7 @@ use crate::repository::Version;
 use crate::runtime::CommandRecord;
 use crate::services::Services;
 use crate::txn::{Decision, Report, Txn};
-use crate::upgrader::{Done, tally};
+use crate::upgrader::{Done, collect_dones, tally};
 
 /// A snapshot is taken at least every this many served messages, so that
 /// a replay stays short whatever the checkpoint interval.
@@ -318,15 +318,13 @@ impl Group {
         } else {
             Decision::Abort
         });
-        let wait_until = Instant::now() + Duration::from_secs(10);
-        while dones.len() < asked {
-            match rx.recv_deadline(wait_until) {
-                Ok(r) => {
-                    tally(&mut votes, &mut dones, r);
-                }
-                Err(_) => break,
-            }
-        }
+        collect_dones(
+            &rx,
+            &mut votes,
+            &mut dones,
+            asked,
+            Instant::now() + Duration::from_secs(10),
+        );
         self.state.store(OVER, Ordering::Release);
         for m in report.modules.iter_mut() {
             if let Some(p) = self.members.iter().find(|p| p.name() == m.name) {
@@ -563,14 +561,19 @@ impl Worker {
         let Some(p) = &self.probation else { return };
         match p.group.clone().breach(reason) {
             Breach::Coming => {}
-            Breach::Over => {
-                self.probation = None;
-                self.describe_point();
-                if self.imp.is_dead() {
-                    let retry = self.retry.take();
-                    self.recover(retry);
-                }
-            }
+            Breach::Over => self.leave_probation(),
+        }
+    }
+
+    /// Probation is over without a rollback: the new version stays, and
+    /// if it trapped it is recovered in place (the message it trapped on
+    /// served again).
+    fn leave_probation(&mut self) {
+        self.probation = None;
+        self.describe_point();
+        if self.imp.is_dead() {
+            let retry = self.retry.take();
+            self.recover(retry);
         }
     }
 
@@ -841,18 +844,13 @@ impl Worker {
                 if let Ok(fresh) = prepared {
                     self.services.bury(fresh);
                 }
-                self.probation = None;
-                self.describe_point();
                 txn.report(Report::Done {
                     module: name,
                     pause_us: None,
                     buffered,
                     state_bytes: None,
                 });
-                if self.imp.is_dead() {
-                    let retry = self.retry.take();
-                    self.recover(retry);
-                }
+                self.leave_probation();
             }
         }
     }
