@@ -10,9 +10,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use crossbeam_channel::{Receiver, bounded};
-use liveswap::admin::{self, AdminOptions, AdminServer, Client, Final};
-use liveswap::script::{self, ScriptEnd};
-use liveswap::{Event, Reply, RuntimeBuilder};
+use liveswap::{Event, RuntimeBuilder};
+use liveswap_ops::admin::{self, AdminOptions, AdminServer, Client, Final};
+use liveswap_ops::script::{self, ScriptEnd};
+use liveswap_ops::{Reply, ToJson as _, ToText as _};
 
 /// liveswap: keep a multi-module WebAssembly application running while its
 /// modules are loaded, replaced and removed.
@@ -99,7 +100,7 @@ struct RunArgs {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    liveswap::command::parse_size(s)
+    liveswap_ops::command::parse_size(s)
         .ok_or_else(|| format!("`{s}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)"))
 }
 
@@ -251,7 +252,7 @@ enum Cmd {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    liveswap::command::parse_duration(s)
+    liveswap_ops::command::parse_duration(s)
 }
 
 fn guests_dir() -> PathBuf {
@@ -284,7 +285,7 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::HelpCommands => {
-            println!("{}", liveswap::command::HELP);
+            println!("{}", liveswap_ops::command::HELP);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(args) => run(&args),
@@ -336,7 +337,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("note: this is a debug build; build with --release for real figures");
             }
             let dir = guests_dir();
-            let opts = liveswap::bench::BenchOptions {
+            let opts = liveswap_bench::BenchOptions {
                 quick,
                 out: out.clone(),
                 probe_v1: dir.join("probe_v1.wasm"),
@@ -345,7 +346,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 only,
             };
             let started = std::time::Instant::now();
-            liveswap::bench::run(&opts, &mut |s| {
+            liveswap_bench::run(&opts, &mut |s| {
                 println!("[{:>6.1}s] {s}", started.elapsed().as_secs_f64())
             })?;
             println!("CSV and SVG files in {}", out.display());
@@ -376,7 +377,7 @@ fn demo(
     trust: &Trust,
     serve: &Serve,
 ) -> anyhow::Result<ExitCode> {
-    use liveswap::demo::{self, Narration};
+    use liveswap_demo::{self as demo, Narration};
     let trusted_keys = trust.read()?;
     let mut vars = script::Vars::default();
     vars.set("GUESTS", guests_dir().display().to_string());
@@ -417,7 +418,7 @@ fn monitor(
     gap: Duration,
     every: Duration,
 ) -> anyhow::Result<ExitCode> {
-    use liveswap::monitor::{Monitor, Notice};
+    use liveswap_demo::monitor::{Monitor, Notice};
     let (tx, rx) = crossbeam_channel::unbounded();
     let mut m =
         Monitor::start(listen, gap, Some(tx)).with_context(|| format!("listening on {listen}"))?;

@@ -8,9 +8,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use liveswap::admin::Final;
-use liveswap::command::HELP;
-use liveswap::{Reply, RuntimeBuilder};
+use liveswap::RuntimeBuilder;
+use liveswap_ops::admin::Final;
+use liveswap_ops::command::HELP;
+use liveswap_ops::{Reply, ToText as _};
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -72,7 +73,7 @@ impl Completer for ShellHelper {
             replacement: s.to_string(),
         };
         if start == 0 {
-            let c = liveswap::command::KEYWORDS
+            let c = liveswap_ops::command::KEYWORDS
                 .iter()
                 .chain(SESSION_KEYWORDS)
                 .filter(|k| {
@@ -123,8 +124,11 @@ pub(crate) fn run(
 ) -> anyhow::Result<ExitCode> {
     // Either a client of a running host, or a host of our own.
     enum Backend {
-        Remote(liveswap::admin::Client),
-        Local(Arc<liveswap::Runtime>, Option<liveswap::admin::AdminServer>),
+        Remote(liveswap_ops::admin::Client),
+        Local(
+            Arc<liveswap::Runtime>,
+            Option<liveswap_ops::admin::AdminServer>,
+        ),
     }
     let backend = Rc::new(RefCell::new(match target {
         Target::Local => {
@@ -217,7 +221,7 @@ pub(crate) fn run(
                     break;
                 }
             },
-            Backend::Local(rt, _) => match rt.execute_line(trimmed, "shell") {
+            Backend::Local(rt, _) => match liveswap_ops::execute_line(rt, trimmed, "shell") {
                 Ok(Some(Reply::Done(m))) | Ok(Some(Reply::Text(m))) => println!("{m}"),
                 Ok(Some(Reply::Transaction(_))) => {} // printed from the event stream
                 Ok(Some(Reply::Quit)) => break,

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use liveswap::RuntimeBuilder;
-use liveswap::admin::{AdminOptions, AdminServer};
+use liveswap_ops::admin::{AdminOptions, AdminServer};
 
 fn ctl(sock: &PathBuf, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_liveswap"))

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use liveswap::admin::{AdminOptions, AdminServer, Client, Final};
 use liveswap::{Runtime, RuntimeBuilder};
+use liveswap_ops::admin::{AdminOptions, AdminServer, Client, Final};
 
 use crate::support::*;
 

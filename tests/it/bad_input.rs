@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use liveswap::script;
+use liveswap_ops::script;
 
 use crate::support::*;
 

@@ -1,7 +1,7 @@
 //! The benchmark keeps working: its quick mode runs every scenario and
 //! writes every table and plot. Timings are not asserted here.
 
-use liveswap::bench::{self, BenchOptions};
+use liveswap_bench::{self as bench, BenchOptions};
 
 use crate::support::*;
 

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use liveswap::{Event, ModuleState, Outcome, RuntimeBuilder};
+use liveswap::{Cause, Event, ModuleState, Outcome, Phase, RuntimeBuilder};
+use liveswap_ops::ToText as _;
 
 use crate::support::*;
 use crate::upgrade::{consecutive_on, version};
@@ -35,7 +36,7 @@ fn both_streams_whole(h: &mut Host) {
 
 fn poison_listing(h: &Host, name: &str) -> String {
     match h.ok(&format!("Poison {name}")) {
-        liveswap::Reply::Text(t) => t,
+        liveswap_ops::Reply::Text(t) => t,
         other => panic!("Poison: {other:?}"),
     }
 }
@@ -78,7 +79,7 @@ fn a_trapping_module_is_recovered_and_the_poison_message_set_aside() {
     assert_eq!(poison[0].message.body, b"trap");
     assert!(poison[0].reason.contains("service trapped"));
     let status = match h.ok("Status") {
-        liveswap::Reply::Text(t) => t,
+        liveswap_ops::Reply::Text(t) => t,
         other => panic!("{other:?}"),
     };
     assert!(
@@ -267,6 +268,58 @@ fn a_new_version_that_traps_in_probation_rolls_its_group_back() {
             .iter()
             .any(|c| c.origin == "probation" && c.outcome == "rolled-back")
     );
+}
+
+/// A rollback that becomes due while an operator's upgrade of the same
+/// group runs waits for it: the two never interleave (one transaction at a
+/// time), both end and are reported, and the group ends on one set of
+/// versions with every relay number delivered once, in order.
+#[test]
+fn a_rollback_due_during_an_operators_replace_of_the_group_waits_for_it() {
+    let mut h = fed();
+    h.ok("SetProbation 30s");
+    let r = h.txn(&format!("Syn_Replace SINK {V4} T {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    consecutive_on(&mut h, "SINK", "T", 20);
+    // SINK v4 spins on this message until its 300 ms call deadline traps
+    // it: the probation breaks while the operator's Syn_Replace below is
+    // preparing or voting.
+    h.ok("Send SINK do \"spin\"");
+    let op_line = format!("Syn_Replace SINK {V2} T {V2}");
+    let op = std::thread::scope(|s| s.spawn(|| h.txn(&op_line)).join().unwrap());
+    // SINK could not vote YES: it trapped before quiescence (or was
+    // already faulted when asked).
+    assert_eq!(op.outcome, Outcome::Aborted, "{}", op.to_text());
+    let no = op.refusal.clone().expect("an abort names its NO vote");
+    assert_eq!(no.module, "SINK", "{}", op.to_text());
+    assert!(
+        matches!(no.phase, Phase::Quiescence | Phase::Join),
+        "{}",
+        op.to_text()
+    );
+    assert!(
+        matches!(no.cause, Cause::Trap { .. } | Cause::Faulted),
+        "{}",
+        op.to_text()
+    );
+    let back = transactions_with(&mut h, Outcome::RolledBack);
+    assert_eq!(back.origin, "probation");
+    assert!(back.id > op.id, "{}\n{}", op.to_text(), back.to_text());
+    let waited = back.waited_for.clone().unwrap_or_default();
+    assert!(waited.contains("Syn_Replace SINK"), "{}", back.to_text());
+    // One transaction at a time: the operator's ended before the
+    // rollback's began, and History says so in that order.
+    let ids: Vec<u64> = h.rt.history().iter().map(|t| t.id).collect();
+    let (i_op, i_back) = (
+        ids.iter().position(|i| *i == op.id).unwrap(),
+        ids.iter().position(|i| *i == back.id).unwrap(),
+    );
+    assert!(i_op < i_back, "{ids:?}");
+    // I3: the group is all-old again, both members.
+    assert_eq!(version(&h, "SINK"), "1.0");
+    assert_eq!(version(&h, "T"), "1.0");
+    // I1: no relay number lost or repeated, across both transactions.
+    both_streams_whole(&mut h);
 }
 
 #[test]

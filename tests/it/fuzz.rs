@@ -6,9 +6,9 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use liveswap::admin::{Client, Final, MAX_LINE};
-use liveswap::command::{KEYWORDS, parse};
 use liveswap::{Command, Event};
+use liveswap_ops::admin::{Client, Final, MAX_LINE};
+use liveswap_ops::command::{KEYWORDS, parse};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;

@@ -1,4 +1,4 @@
-//! Property test of the upgrade invariants (DESIGN §3) over random
+//! Property test of the upgrade invariants (architecture.md §4) over random
 //! sequences of sends, commits, aborts, traps and automatic rollbacks,
 //! while four modules message each other in a ring at full speed.
 //! Everything is checked from the modules' own records: their GAP/DUP
@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use liveswap::{Event, ModuleState, Outcome};
+use liveswap_ops::ToText as _;
 use proptest::prelude::*;
 
 use crate::support::*;

@@ -7,6 +7,7 @@ mod bench;
 mod faults;
 mod fuzz;
 mod invariants;
+mod layers;
 mod router;
 mod sandbox;
 mod support;

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use liveswap::Outcome;
-use liveswap::demo::{self, DemoOptions, Narration};
-use liveswap::monitor::Monitor;
-use liveswap::script::Vars;
+use liveswap_demo::monitor::Monitor;
+use liveswap_demo::{self as demo, DemoOptions, Narration};
+use liveswap_ops::script::Vars;
 
 use crate::support::*;
 

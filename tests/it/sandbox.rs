@@ -7,7 +7,9 @@ use std::io::Read;
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 
-use liveswap::{Event, Outcome, Reply};
+use liveswap::{Event, Outcome};
+use liveswap_ops::Reply;
+use liveswap_ops::ToText as _;
 
 use crate::support::*;
 
@@ -125,7 +127,7 @@ fn an_ungranted_module_is_refused_files_env_and_sockets_and_serves_on() {
         "sandbox: refused tcp connect to 127.0.0.1:9 (not granted)",
     );
     let report = h.wait_event("the host's report at warn level", |e| {
-        matches!(e, Event::Log { module, level: liveswap::bindings::Level::Warn, line, .. }
+        matches!(e, Event::Log { module, level: liveswap::Level::Warn, line, .. }
             if module == "A" && line.starts_with("sandbox: refused"))
     });
     assert!(

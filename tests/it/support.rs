@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use liveswap::{
-    CommandError, Event, ModuleState, Reply, Runtime, RuntimeBuilder, TransactionReport,
-};
+use liveswap::{CommandError, Event, ModuleState, Runtime, RuntimeBuilder, TransactionReport};
+use liveswap_ops::{Reply, ToText as _, execute_line};
 
 pub const V1: &str = liveswap_guests::PROBE_V1;
 pub const V2: &str = liveswap_guests::PROBE_V2;
@@ -38,7 +37,7 @@ impl Host {
 
     /// Run a command that must succeed.
     pub fn ok(&self, line: &str) -> Reply {
-        match self.rt.execute_line(line, "test") {
+        match execute_line(&self.rt, line, "test") {
             Ok(Some(r)) => r,
             Ok(None) => panic!("`{line}` is not a command"),
             Err(e) => panic!("`{line}` failed: {e}"),
@@ -47,7 +46,7 @@ impl Host {
 
     /// Run a command that must fail; its error text.
     pub fn err(&self, line: &str) -> String {
-        match self.rt.execute_line(line, "test") {
+        match execute_line(&self.rt, line, "test") {
             Ok(r) => panic!("`{line}` should have failed, got {r:?}"),
             Err(e) => error_text(&e),
         }

@@ -2,6 +2,7 @@
 //! abort path, state-shape changes, scope refusals and the queueing model.
 
 use liveswap::{Event, ModuleState, Outcome};
+use liveswap_ops::ToText as _;
 
 use crate::support::*;
 
@@ -244,7 +245,7 @@ fn a_new_protocol_needs_its_receivers_in_the_same_transaction() {
 fn versions_are_shared_by_digest_and_released_when_unused() {
     let mut h = feeding();
     let listing = |h: &Host| match h.ok("Versions") {
-        liveswap::Reply::Text(t) => t,
+        liveswap_ops::Reply::Text(t) => t,
         other => panic!("{other:?}"),
     };
     let v = listing(&h);
@@ -283,7 +284,7 @@ fn a_full_mailbox_refuses_sends_and_status_shows_the_queueing_model() {
     assert_eq!(fails.len(), 3, "{fails:?}");
     assert!(fails[0].contains("mailbox of `SMALL` is full (5 messages)"));
     let status = match h.ok("Status") {
-        liveswap::Reply::Text(t) => t,
+        liveswap_ops::Reply::Text(t) => t,
         other => panic!("{other:?}"),
     };
     let row = status

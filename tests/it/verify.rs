@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use liveswap::signing::{self, PublicKey, SecretKey};
-use liveswap::{Event, ModuleState, Outcome, Reply, RuntimeBuilder};
+use liveswap::{Event, ModuleState, Outcome, RuntimeBuilder};
+use liveswap_ops::Reply;
+use liveswap_ops::ToText as _;
 
 use crate::support::*;
 

@@ -1,0 +1,203 @@
+//! The sender half of a module's mailbox: what `send`, `publish` and the
+//! timers reach through the name service. The receiving half belongs to the
+//! module's worker (`proxy::worker`), the only reader.
+//!
+//! One queue holds application messages and TERM markers, in order: an
+//! upgrade appends TERM and needs no second buffer, since whatever arrives
+//! after TERM simply waits behind it (architecture.md §4).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, unbounded};
+
+use super::SendError;
+use super::rates::RateWindow;
+use crate::bindings::Message;
+
+/// Sender name stamped on timer ticks.
+pub const TIMER_SENDER: &str = "$timer";
+
+/// What the mailbox holds.
+pub(crate) enum Item {
+    /// An application message (or timer tick, or event).
+    Msg(Message),
+    /// The end of the old implementation's share of the mailbox in
+    /// transaction `id`.
+    Term(u64),
+}
+
+struct Inner {
+    name: Arc<str>,
+    tx: Sender<Item>,
+    // The gate closes at Unload. A read lock per `send` (uncontended: a few
+    // ns) makes "accepted" and "queued before the worker's final drain" the
+    // same thing: Unload takes the write lock, so no send is half done when
+    // the worker drains.
+    gate: RwLock<bool>,
+    depth: AtomicUsize,
+    capacity: AtomicUsize,
+    /// Timer ticks are only queued while the module is enabled.
+    ticking: AtomicBool,
+    // Per-sender arrival counts. A Mutex per receiver: senders to the same
+    // module contend briefly; senders to different modules never do.
+    arrivals: Mutex<HashMap<Arc<str>, RateWindow>>,
+    /// Timers with a tick waiting in the mailbox: not queued twice.
+    pending_ticks: Mutex<HashSet<String>>,
+    origin: Instant,
+}
+
+/// Handle on the sending side of one module's mailbox.
+#[derive(Clone)]
+pub struct Mailbox(Arc<Inner>);
+
+impl Mailbox {
+    /// A mailbox for `name` holding at most `capacity` messages, and the
+    /// receiver its worker reads.
+    pub(crate) fn new(name: Arc<str>, capacity: usize) -> (Self, Receiver<Item>) {
+        let (tx, rx) = unbounded();
+        let inner = Inner {
+            name,
+            tx,
+            gate: RwLock::new(true),
+            depth: AtomicUsize::new(0),
+            capacity: AtomicUsize::new(capacity),
+            ticking: AtomicBool::new(false),
+            arrivals: Mutex::new(HashMap::new()),
+            pending_ticks: Mutex::new(HashSet::new()),
+            origin: Instant::now(),
+        };
+        (Mailbox(Arc::new(inner)), rx)
+    }
+
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Messages queued, not yet served.
+    pub fn depth(&self) -> usize {
+        self.0.depth.load(Ordering::Relaxed)
+    }
+
+    /// Most messages it holds.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Change the capacity.
+    pub fn set_capacity(&self, capacity: usize) {
+        self.0.capacity.store(capacity, Ordering::Relaxed);
+    }
+
+    /// Accept `msg` into the mailbox, or say why not.
+    pub(crate) fn deliver(&self, from: &Arc<str>, msg: Message) -> Result<(), SendError> {
+        let s = &*self.0;
+        let open = s.gate.read().expect("mailbox poisoned");
+        if !*open {
+            return Err(SendError::Closing(s.name.to_string()));
+        }
+        let capacity = s.capacity.load(Ordering::Relaxed);
+        if s.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
+            s.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(SendError::Full {
+                name: s.name.to_string(),
+                capacity,
+            });
+        }
+        {
+            let mut arrivals = s.arrivals.lock().expect("mailbox poisoned");
+            let now = Instant::now();
+            match arrivals.get_mut(&**from) {
+                Some(w) => w.record(s.origin, now),
+                None => {
+                    let mut w = RateWindow::default();
+                    w.record(s.origin, now);
+                    arrivals.insert(from.clone(), w);
+                }
+            }
+        }
+        // The worker holds the receiver until every sender is gone or it
+        // has drained after the gate closed: a send here cannot be lost.
+        let _ = s.tx.send(Item::Msg(msg));
+        Ok(())
+    }
+
+    /// Queue a tick of timer `timer`, unless the module is held or a tick
+    /// of that timer is already waiting.
+    pub(crate) fn tick(&self, timer: &str) {
+        let s = &*self.0;
+        if !s.ticking.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut pending = s.pending_ticks.lock().expect("mailbox poisoned");
+            if !pending.insert(timer.to_string()) {
+                return;
+            }
+        }
+        s.depth.fetch_add(1, Ordering::AcqRel);
+        let _ = s.tx.send(Item::Msg(Message {
+            from: TIMER_SENDER.to_string(),
+            kind: timer.to_string(),
+            proto: 0,
+            body: Vec::new(),
+        }));
+    }
+
+    /// Append TERM of transaction `txn` behind everything queued.
+    pub(crate) fn push_term(&self, txn: u64) {
+        let _ = self.0.tx.send(Item::Term(txn));
+    }
+
+    /// The worker took `m` out of the queue to serve it.
+    pub(crate) fn took(&self, m: &Message) {
+        self.0.depth.fetch_sub(1, Ordering::AcqRel);
+        if m.from == TIMER_SENDER {
+            self.0
+                .pending_ticks
+                .lock()
+                .expect("mailbox poisoned")
+                .remove(&m.kind);
+        }
+    }
+
+    /// Whether timer ticks are queued (only while the module is enabled).
+    pub(crate) fn set_ticking(&self, on: bool) {
+        self.0.ticking.store(on, Ordering::Release);
+    }
+
+    /// Close the mailbox: every later send fails. Waits for sends under way.
+    pub(crate) fn close(&self) {
+        *self.0.gate.write().expect("mailbox poisoned") = false;
+    }
+
+    /// Senders seen so far (for the protocol-edge check).
+    pub fn senders(&self) -> Vec<String> {
+        self.0
+            .arrivals
+            .lock()
+            .expect("mailbox poisoned")
+            .keys()
+            .filter(|k| !k.starts_with('$'))
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// Arrivals per second, per sender, over the recent window, by sender.
+    pub fn rates(&self) -> Vec<(String, f64)> {
+        let now = Instant::now();
+        let mut rates: Vec<(String, f64)> = self
+            .0
+            .arrivals
+            .lock()
+            .expect("mailbox poisoned")
+            .iter()
+            .map(|(k, w)| (k.to_string(), w.rate(self.0.origin, now)))
+            .collect();
+        rates.sort_by(|a, b| a.0.cmp(&b.0));
+        rates
+    }
+}

@@ -1,0 +1,170 @@
+//! The data each module's `Store` holds: its WASI context (nothing granted
+//! by default), its limits, and the narrow view of the host its imports
+//! delegate to ([`HostView`]) beside the event sink its logs go to.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
+
+use wasmtime::StoreLimits;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::HostView;
+use super::sandbox::{self, Grant};
+use super::stdio::GuestOutput;
+use crate::bindings::Level;
+use crate::events::EventSink;
+
+/// Store data of one implementation.
+pub struct ModuleCtx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory and table limits for this store.
+    pub(crate) limits: StoreLimits,
+    /// The module name this implementation serves under.
+    pub(crate) name: Arc<str>,
+    /// `info().version`, set once known; shared with the stdout/stderr
+    /// streams, which are made before it is.
+    pub(crate) label: Arc<OnceLock<Arc<str>>>,
+    /// Protocol versions this implementation may send.
+    pub(crate) speaks: Arc<[u32]>,
+    /// The host behind the imports: send, publish, subscriptions, timers.
+    pub(crate) host: Arc<dyn HostView>,
+    /// Where `log` lines go.
+    pub(crate) events: EventSink,
+    /// Outbound effects (send, publish, subscriptions, timers, log lines)
+    /// the current call has made, counted whether or not they were
+    /// suppressed.
+    pub(crate) effects: u64,
+    /// How many of the next outbound effects to drop because they already
+    /// happened: all of them while a recovery replays the message log, the
+    /// first few when a call that trapped part-way is made again.
+    pub(crate) suppress: u64,
+    /// Set while a recovery replays: guest stdout/stderr and socket sends
+    /// are dropped too (they cannot be counted one by one).
+    pub(crate) replaying: Arc<AtomicBool>,
+    /// Fallible effects of the current call that failed: (index, error).
+    pub(crate) failures: Failures,
+    /// While effects are suppressed: the failures they had the first time,
+    /// so that a replayed call sees the same results.
+    pub(crate) script: Failures,
+}
+
+/// Effects of one call that returned an error, by their index among the
+/// call's effects. Almost always empty (and then allocation-free).
+pub type Failures = Vec<(u64, String)>;
+
+impl ModuleCtx {
+    /// A context with nothing granted but `grants`: no files, no
+    /// environment, no inherited stdio, and only the granted addresses
+    /// (see [`super::sandbox`]). Fails if a granted directory cannot be
+    /// opened.
+    pub(crate) fn new(
+        name: Arc<str>,
+        host: Arc<dyn HostView>,
+        events: EventSink,
+        memory_limit: usize,
+        grants: &Arc<[Grant]>,
+    ) -> Result<Self, String> {
+        let mut b = WasiCtx::builder();
+        let label: Arc<OnceLock<Arc<str>>> = Arc::default();
+        let replaying = Arc::new(AtomicBool::new(false));
+        b.stdout(GuestOutput::new(
+            name.clone(),
+            label.clone(),
+            Level::Info,
+            events.clone(),
+            replaying.clone(),
+        ));
+        b.stderr(GuestOutput::new(
+            name.clone(),
+            label.clone(),
+            Level::Warn,
+            events.clone(),
+            replaying.clone(),
+        ));
+        sandbox::apply(
+            &mut b,
+            grants,
+            sandbox::Reporter {
+                name: name.clone(),
+                label: label.clone(),
+                events: events.clone(),
+            },
+            replaying.clone(),
+        )?;
+        let wasi = b.build();
+        Ok(ModuleCtx {
+            wasi,
+            table: ResourceTable::new(),
+            limits: wasmtime::StoreLimitsBuilder::new()
+                .memory_size(memory_limit)
+                .instances(16)
+                .build(),
+            name,
+            label,
+            speaks: Arc::from(Vec::new()),
+            host,
+            events,
+            effects: 0,
+            suppress: 0,
+            replaying,
+            failures: Vec::new(),
+            script: Vec::new(),
+        })
+    }
+}
+
+impl ModuleCtx {
+    /// `info().version`, or `?` before it is known.
+    pub(crate) fn version(&self) -> &str {
+        self.label.get().map(|v| &**v).unwrap_or("?")
+    }
+
+    /// Count one outbound effect that can fail: `None` to perform it (and
+    /// then [`ModuleCtx::record`] its result), or the result it had when it
+    /// happened the first time.
+    pub(crate) fn fallible(&mut self) -> Option<Result<(), String>> {
+        let index = self.effects;
+        if self.effect() {
+            return None;
+        }
+        match self.script.iter().find(|(i, _)| *i == index) {
+            Some((_, e)) => {
+                let e = e.clone();
+                self.failures.push((index, e.clone()));
+                Some(Err(e))
+            }
+            None => Some(Ok(())),
+        }
+    }
+
+    /// Keep the result of the fallible effect just performed.
+    pub(crate) fn record(&mut self, r: Result<(), String>) -> Result<(), String> {
+        if let Err(e) = &r {
+            self.failures.push((self.effects - 1, e.clone()));
+        }
+        r
+    }
+
+    /// Count one outbound effect; false if it must be dropped because it
+    /// already happened.
+    pub(crate) fn effect(&mut self) -> bool {
+        self.effects += 1;
+        if self.suppress > 0 {
+            self.suppress -= 1;
+            false
+        } else {
+            true
+        }
+    }
+}
+
+impl WasiView for ModuleCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! One instance of a version: its own `Store`, its bindings, and guarded
+//! calls into it. Every call runs under an epoch deadline; a trap or an
+//! overrun becomes a [`GuestFault`], never a host panic, and the instance is
+//! marked dead (a trapped instance cannot be entered again).
+
+use std::sync::Arc;
+
+use wasmtime::Store;
+
+use crate::bindings::{Message, ModuleImp, ModuleInfo};
+use crate::events::EventSink;
+use crate::guest::{Failures, Grant, HostView, ModuleCtx};
+use crate::repo::Version;
+
+/// A guest call that trapped or overran its deadline.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{call} trapped: {reason}")]
+pub struct GuestFault {
+    /// The export that was called.
+    pub call: &'static str,
+    /// The trap or deadline, in one line.
+    pub reason: String,
+}
+
+/// A live instance of one version, owned by exactly one thread at a time.
+pub struct Implementation {
+    store: Store<ModuleCtx>,
+    api: ModuleImp,
+    version: Arc<Version>,
+    deadline_ticks: u64,
+    dead: bool,
+}
+
+/// Settings every new instance gets.
+#[derive(Clone, Debug)]
+pub struct InstanceLimits {
+    /// Bytes of linear memory the instance may grow to.
+    pub memory: usize,
+    /// Epoch ticks a single call may run (see `Runtime`'s epoch period).
+    pub deadline_ticks: u64,
+}
+
+/// Where an instance sits: the module it serves, the host view and event
+/// sink its imports reach, its grants and limits. The same for every
+/// version of a module.
+#[derive(Clone)]
+pub(crate) struct Seat {
+    /// The module name.
+    pub name: Arc<str>,
+    /// What its imports reach.
+    pub host: Arc<dyn HostView>,
+    /// Where its log lines and sandbox reports go.
+    pub events: EventSink,
+    /// Capabilities, kept across swaps.
+    pub grants: Arc<[Grant]>,
+    /// Memory limit and call deadline.
+    pub limits: InstanceLimits,
+}
+
+impl Implementation {
+    /// Instantiate `version` for module `seat.name` and ask it for its
+    /// `info` (its first call, made here so that no later pause pays for it).
+    pub(crate) fn instantiate(version: &Arc<Version>, seat: &Seat) -> Result<Self, String> {
+        let engine = version.pre().engine();
+        let limits = &seat.limits;
+        let mut store = Store::new(
+            engine,
+            ModuleCtx::new(
+                seat.name.clone(),
+                seat.host.clone(),
+                seat.events.clone(),
+                limits.memory,
+                &seat.grants,
+            )?,
+        );
+        store.limiter(|ctx| &mut ctx.limits);
+        store.set_epoch_deadline(limits.deadline_ticks);
+        let api = version
+            .pre()
+            .instantiate(&mut store)
+            .map_err(|e| one_line(&e))?;
+        let mut imp = Implementation {
+            store,
+            api,
+            version: version.clone(),
+            deadline_ticks: limits.deadline_ticks,
+            dead: false,
+        };
+        let info = imp.info().map_err(|f| f.to_string())?;
+        version.set_info(info.clone());
+        let ctx = imp.store.data_mut();
+        let _ = ctx.label.set(Arc::from(info.version.as_str()));
+        ctx.speaks = Arc::from(info.speaks.as_slice());
+        Ok(imp)
+    }
+
+    /// The version this instance runs.
+    pub fn version(&self) -> &Arc<Version> {
+        &self.version
+    }
+
+    /// `info().version` of this instance.
+    pub fn label(&self) -> &str {
+        self.store.data().version()
+    }
+
+    /// Whether a call trapped: the instance must not be entered again.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Replay mode: every outbound effect of the calls that follow is
+    /// dropped (it already happened), guest output and socket sends too.
+    pub(crate) fn replaying(&mut self, on: bool) {
+        let ctx = self.store.data_mut();
+        ctx.suppress = if on { u64::MAX } else { 0 };
+        if !on {
+            ctx.script.clear();
+        }
+        ctx.replaying
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Drop the first `n` outbound effects of the next calls (a call that
+    /// trapped after making them is being made again), giving back the
+    /// results in `failures` where they failed the first time.
+    pub(crate) fn skip_effects(&mut self, n: u64, failures: Failures) {
+        let ctx = self.store.data_mut();
+        ctx.suppress = n;
+        ctx.script = failures;
+    }
+
+    /// While replaying: the results the next call's effects had the first
+    /// time (only the failed ones).
+    pub(crate) fn script(&mut self, failures: &Failures) {
+        let ctx = self.store.data_mut();
+        ctx.script.clone_from(failures);
+    }
+
+    /// The failed effects of the last call, taken.
+    pub(crate) fn take_failures(&mut self) -> Failures {
+        std::mem::take(&mut self.store.data_mut().failures)
+    }
+
+    /// Outbound effects the last call made (suppressed ones included).
+    pub(crate) fn effects(&self) -> u64 {
+        self.store.data().effects
+    }
+
+    fn guard<R>(
+        &mut self,
+        call: &'static str,
+        f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
+        if self.dead {
+            return Err(GuestFault {
+                call,
+                reason: "the instance trapped earlier and cannot be entered again".into(),
+            });
+        }
+        self.store.set_epoch_deadline(self.deadline_ticks);
+        let ctx = self.store.data_mut();
+        ctx.effects = 0;
+        if !ctx.failures.is_empty() {
+            ctx.failures.clear();
+        }
+        match f(&self.api, &mut self.store) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.dead = true;
+                Err(GuestFault {
+                    call,
+                    reason: one_line(&e),
+                })
+            }
+        }
+    }
+
+    /// `info`.
+    pub fn info(&mut self) -> Result<ModuleInfo, GuestFault> {
+        self.guard("info", |api, store| api.call_info(store))
+    }
+
+    /// `init(config)`.
+    pub fn init(&mut self, config: &[u8]) -> Result<Result<(), String>, GuestFault> {
+        self.guard("init", |api, store| api.call_init(store, config))
+    }
+
+    /// `service(msg)`.
+    pub fn service(&mut self, msg: &Message) -> Result<Result<(), String>, GuestFault> {
+        self.guard("service", |api, store| api.call_service(store, msg))
+    }
+
+    /// `enable`.
+    pub fn enable(&mut self) -> Result<(), GuestFault> {
+        self.guard("enable", |api, store| api.call_enable(store))
+    }
+
+    /// `disable`.
+    pub fn disable(&mut self) -> Result<(), GuestFault> {
+        self.guard("disable", |api, store| api.call_disable(store))
+    }
+
+    /// `put-state`.
+    pub fn put_state(&mut self) -> Result<Result<Vec<u8>, String>, GuestFault> {
+        self.guard("put-state", |api, store| api.call_put_state(store))
+    }
+
+    /// `get-state(state)`.
+    pub fn get_state(&mut self, state: &[u8]) -> Result<Result<(), String>, GuestFault> {
+        self.guard("get-state", |api, store| api.call_get_state(store, state))
+    }
+}
+
+/// A wasmtime error in one line: the trap or root cause, without the wasm
+/// backtrace.
+fn one_line(e: &wasmtime::Error) -> String {
+    if let Some(trap) = e.downcast_ref::<wasmtime::Trap>() {
+        return match trap {
+            wasmtime::Trap::Interrupt => "call overran its deadline (interrupted)".to_string(),
+            other => other.to_string(),
+        };
+    }
+    let root = e.root_cause().to_string();
+    root.lines().next().unwrap_or("unknown error").to_string()
+}

@@ -1,0 +1,417 @@
+//! Recovery points: what a module is rebuilt from after a trap.
+//!
+//! Each module keeps a *recovery point*: a base it can be rebuilt from
+//! (its `init` config, or a state snapshot taken with `put-state`) and the
+//! log of every message served since. When its instance traps, the worker
+//! rebuilds it: a fresh instance of the same version, the base, and the
+//! log replayed with every outbound effect suppressed (those sends,
+//! publishes, subscriptions, timers and log lines already happened). The
+//! message that trapped is then served once more, its first effects
+//! suppressed as far as the failed call got; if it traps again it is set
+//! aside as a *poison message* — kept, listed by `Poison NAME`, never
+//! silently dropped — and the module is rebuilt without it. A message of
+//! the log that traps on replay is set aside the same way.
+//!
+//! Snapshots are taken at every commit (the state just handed over, which
+//! the new version accepted) and then every `SetCheckpoint` interval or
+//! every [`CHECKPOINT_EVERY`] messages, whichever comes first — but never
+//! so often that taking them costs more than 1% of the module's time.
+//!
+//! Probation (`probation.rs`) keeps the recovery point of the replaced
+//! version for a while after a commit; poison messages are `poison.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::worker::Worker;
+use crate::bindings::{Level, Message};
+use crate::events::ModuleState;
+use crate::guest::Failures;
+use crate::instance::Implementation;
+use crate::repo::Version;
+
+/// A snapshot is taken at least every this many served messages, so that
+/// a replay stays short whatever the checkpoint interval.
+pub const CHECKPOINT_EVERY: usize = 10_000;
+
+/// With checkpoints failing, the log is dropped (and with it the recovery
+/// point) past this many messages, rather than grow without bound.
+pub(super) const MAX_LOG: usize = 100_000;
+
+/// Checkpoints are spaced so that taking them costs at most 1/this of a
+/// module's time (a 20 ms snapshot of a large state: at most one every 2 s).
+const CHECKPOINT_SHARE: u64 = 100;
+
+/// What a module can be rebuilt from.
+#[derive(Clone)]
+pub(crate) enum Base {
+    /// `init` with the config it was loaded with (and the effects of that
+    /// `init` that failed).
+    Init(Arc<[u8]>, Arc<Failures>),
+    /// `get-state` with a snapshot.
+    State(Arc<Vec<u8>>),
+}
+
+impl Base {
+    fn describe(&self) -> String {
+        match self {
+            Base::Init(c, _) => format!("its config ({} bytes)", c.len()),
+            Base::State(s) => format!("a snapshot of {} bytes", s.len()),
+        }
+    }
+}
+
+/// A message served since the recovery point, with the effects of its
+/// call that failed, so a replay gives the guest the same results.
+pub(crate) struct Logged {
+    pub message: Message,
+    pub failed: Failures,
+}
+
+/// A module's recovery point.
+pub(crate) struct Recovery {
+    /// None once checkpoints failed for too long.
+    pub base: Option<Base>,
+    /// Messages served since the base, in order.
+    pub log: Vec<Logged>,
+    /// When the base was taken, in ns since the proxy's origin.
+    pub taken_ns: u64,
+    /// Off after a checkpoint's `put-state` trapped (each try would fault
+    /// the module); on again at the next commit.
+    pub checkpoints: bool,
+    /// The last checkpoint failed (an error or a state over the limit):
+    /// the next due one tries again.
+    pub failing: bool,
+    /// How long the last checkpoint's `put-state` took, in ns.
+    pub cost_ns: u64,
+}
+
+impl Recovery {
+    pub(crate) fn new(base: Base) -> Self {
+        Recovery {
+            base: Some(base),
+            log: Vec::new(),
+            taken_ns: 0,
+            checkpoints: true,
+            failing: false,
+            cost_ns: 0,
+        }
+    }
+}
+
+/// A message whose call trapped, to be served again: with how many
+/// effects the failed call made and which of them failed.
+pub(crate) struct Retry {
+    pub message: Message,
+    pub effects: u64,
+    pub failed: Failures,
+}
+
+/// How a rebuild ended short of an instance.
+pub(super) enum Rebuild {
+    /// A logged message trapped and was set aside: try again.
+    SetAside,
+    /// The base or a replay failed: no instance can be made.
+    Failed(String),
+}
+
+impl Worker {
+    /// Bookkeeping after a message was served (`failed`: it returned an
+    /// error): log it, count it for probation, take a snapshot when due.
+    pub(super) fn served(&mut self, m: Message, failed: bool, now_ns: u64) {
+        if self.recovery.base.is_none() {
+            // Nothing to replay onto: no log either.
+            return;
+        }
+        let effects_failed = self.imp.take_failures();
+        self.recovery.log.push(Logged {
+            message: m,
+            failed: effects_failed,
+        });
+        self.shared
+            .logged
+            .store(self.recovery.log.len(), Ordering::Relaxed);
+        if self.probation.is_some() {
+            self.served_in_probation(failed, now_ns);
+            return;
+        }
+        let interval = self.env.settings.checkpoint_ns();
+        let since = now_ns.saturating_sub(self.recovery.taken_ns);
+        let due = (self.recovery.log.len() >= CHECKPOINT_EVERY
+            || (interval > 0 && since >= interval))
+            && since >= self.recovery.cost_ns * CHECKPOINT_SHARE;
+        if !due {
+            return;
+        }
+        if self.recovery.checkpoints {
+            self.checkpoint(now_ns);
+        }
+        let stuck = self.recovery.failing || !self.recovery.checkpoints;
+        if stuck && self.recovery.log.len() > MAX_LOG && self.recovery.base.is_some() {
+            self.recovery.base = None;
+            let log = std::mem::take(&mut self.recovery.log);
+            self.env.reaper.bury(log);
+            self.shared.logged.store(0, Ordering::Relaxed);
+            self.describe_point();
+            self.log(
+                Level::Error,
+                format!(
+                    "no recovery point any more: put-state keeps failing and {MAX_LOG} messages were logged; a trap will leave the module faulted"
+                ),
+            );
+        }
+    }
+
+    /// Replace the recovery point by a fresh snapshot of the live instance.
+    pub(super) fn checkpoint(&mut self, now_ns: u64) {
+        self.recovery.taken_ns = now_ns;
+        let started = Instant::now();
+        let state = self.imp.put_state();
+        self.recovery.cost_ns = started.elapsed().as_nanos() as u64;
+        let why = match state {
+            Ok(Ok(bytes)) if bytes.len() <= self.env.settings.max_state_bytes => {
+                self.new_base(Base::State(Arc::new(bytes)), now_ns);
+                if self.recovery.failing {
+                    self.recovery.failing = false;
+                    self.log(Level::Info, "checkpoints work again".into());
+                }
+                return;
+            }
+            Ok(Ok(bytes)) => format!(
+                "put-state returned {} bytes, over the state limit of {}",
+                bytes.len(),
+                self.env.settings.max_state_bytes
+            ),
+            Ok(Err(e)) => format!("put-state returned an error: {e}"),
+            Err(f) => {
+                let why = f.to_string();
+                self.fault(f);
+                self.recovery.checkpoints = false;
+                self.recover(None);
+                self.log(
+                    Level::Warn,
+                    format!("checkpoints stop until the next commit: {why}"),
+                );
+                return;
+            }
+        };
+        if std::mem::replace(&mut self.recovery.failing, true) {
+            return;
+        }
+        self.log(
+            Level::Warn,
+            format!(
+                "checkpoint failed ({why}); recovery keeps {} and a growing log until one succeeds",
+                self.recovery
+                    .base
+                    .as_ref()
+                    .map(Base::describe)
+                    .unwrap_or_else(|| "nothing".into())
+            ),
+        );
+    }
+
+    /// A new base; the log starts empty (the old one is freed elsewhere).
+    pub(super) fn new_base(&mut self, base: Base, now_ns: u64) {
+        let old = (
+            self.recovery.base.replace(base),
+            std::mem::take(&mut self.recovery.log),
+        );
+        self.env.reaper.bury(old);
+        self.recovery.taken_ns = now_ns;
+        self.shared.logged.store(0, Ordering::Relaxed);
+        self.describe_point();
+    }
+
+    /// Publish the recovery point's description for `Status`.
+    pub(super) fn describe_point(&self) {
+        let text = match (&self.recovery.base, &self.probation) {
+            (None, _) => "none".to_string(),
+            (Some(b), None) => b.describe(),
+            (Some(b), Some(p)) => format!(
+                "{} of v{} (on probation after transaction {}, for {:?})",
+                b.describe(),
+                p.old.label(),
+                p.group.txn,
+                p.group.window
+            ),
+        };
+        *self.shared.point.lock().expect("proxy poisoned") = text;
+    }
+
+    /// A fresh instance of `version` brought to the recovery point: base,
+    /// `enable`, and the log replayed with its effects suppressed. With
+    /// `strict`, any trap fails the rebuild; without, the message that
+    /// trapped is set aside.
+    pub(super) fn rebuild(
+        &mut self,
+        version: &Arc<Version>,
+        base: &Base,
+        strict: bool,
+    ) -> Result<Box<Implementation>, Rebuild> {
+        let mut fresh = Implementation::instantiate(version, &self.shared.seat)
+            .map(Box::new)
+            .map_err(Rebuild::Failed)?;
+        fresh.replaying(true);
+        let based = match base {
+            Base::Init(config, failed) => {
+                fresh.script(failed);
+                fresh.init(config)
+            }
+            Base::State(state) => fresh.get_state(state),
+        };
+        let what = match base {
+            Base::Init(..) => "init",
+            Base::State(_) => "get-state",
+        };
+        match based {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Rebuild::Failed(format!(
+                    "{what} from the recovery point returned an error: {e}"
+                )));
+            }
+            Err(f) => return Err(Rebuild::Failed(format!("{f} (from the recovery point)"))),
+        }
+        fresh.enable().map_err(|f| Rebuild::Failed(f.to_string()))?;
+        let mut i = 0;
+        while i < self.recovery.log.len() {
+            let entry = &self.recovery.log[i];
+            fresh.script(&entry.failed);
+            match fresh.service(&entry.message) {
+                Ok(_) => i += 1,
+                Err(f) if strict => {
+                    let m = &self.recovery.log[i].message;
+                    return Err(Rebuild::Failed(format!(
+                        "replaying message {} of {} (`{}` from {}) on v{}: {f}",
+                        i + 1,
+                        self.recovery.log.len(),
+                        m.kind,
+                        m.from,
+                        version.label()
+                    )));
+                }
+                Err(f) => {
+                    let m = self.recovery.log.remove(i).message;
+                    self.set_aside(m, version, f.to_string());
+                    self.env.reaper.bury(fresh);
+                    return Err(Rebuild::SetAside);
+                }
+            }
+        }
+        fresh.replaying(false);
+        Ok(fresh)
+    }
+
+    /// The instance trapped (the fault is already reported): rebuild it
+    /// from the recovery point, serve `failed` (the message it trapped on,
+    /// with the effects it made before trapping) once more, and go on from
+    /// the mailbox. The module stays faulted, its mailbox kept, only if no
+    /// instance can be rebuilt.
+    pub(super) fn recover(&mut self, mut failed: Option<Retry>) {
+        let Some(base) = self.recovery.base.clone() else {
+            self.log(
+                Level::Error,
+                "no recovery point: the module stays faulted with its mailbox kept".into(),
+            );
+            return;
+        };
+        let version = self.imp.version().clone();
+        let started = Instant::now();
+        let mut set_aside = 0;
+        let fresh = loop {
+            let mut fresh = match self.rebuild(&version, &base, false) {
+                Ok(f) => f,
+                Err(Rebuild::SetAside) => {
+                    set_aside += 1;
+                    continue;
+                }
+                Err(Rebuild::Failed(why)) => {
+                    self.log(
+                        Level::Error,
+                        format!(
+                            "recovery failed: {why}; the module stays faulted with its mailbox kept"
+                        ),
+                    );
+                    return;
+                }
+            };
+            if let Some(Retry {
+                message: m,
+                effects,
+                failed: first,
+            }) = failed.take()
+            {
+                fresh.skip_effects(effects, first);
+                match fresh.service(&m) {
+                    Ok(r) => {
+                        let effects_failed = fresh.take_failures();
+                        fresh.skip_effects(0, Vec::new());
+                        self.shared.served.fetch_add(1, Ordering::Relaxed);
+                        if r.is_err() {
+                            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                        self.recovery.log.push(Logged {
+                            message: m,
+                            failed: effects_failed,
+                        });
+                    }
+                    Err(f) => {
+                        self.set_aside(m, &version, f.to_string());
+                        set_aside += 1;
+                        self.env.reaper.bury(fresh);
+                        continue;
+                    }
+                }
+            }
+            break fresh;
+        };
+        self.install(fresh);
+        self.shared.recoveries.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .logged
+            .store(self.recovery.log.len(), Ordering::Relaxed);
+        let detail = format!(
+            "rebuilt v{} from {} and {} replayed message(s) in {} µs; {set_aside} poison message(s) set aside",
+            version.label(),
+            base.describe(),
+            self.recovery.log.len(),
+            started.elapsed().as_micros()
+        );
+        self.emit_state(ModuleState::Recovered, Some(detail));
+        self.announce_serving();
+    }
+
+    /// Put `fresh` in place of the current (dead or replaced) instance,
+    /// enabled or held as the module was.
+    pub(super) fn install(&mut self, mut fresh: Box<Implementation>) {
+        if !self.serving {
+            fresh.replaying(true);
+            let _ = fresh.disable();
+            fresh.replaying(false);
+        }
+        let dead = std::mem::replace(&mut self.imp, fresh);
+        self.env.reaper.bury(dead);
+        // Recorded before anything is announced, so whoever hears of the
+        // recovery or rollback finds the module ready for a command.
+        let mut st = self.shared.state.lock().expect("proxy poisoned");
+        st.0 = self.resting_state();
+        st.1 = self.imp.version().clone();
+        drop(st);
+        self.shared.mailbox.set_ticking(self.serving);
+    }
+
+    pub(super) fn resting_state(&self) -> ModuleState {
+        if self.serving {
+            ModuleState::Serving
+        } else {
+            ModuleState::Disabled
+        }
+    }
+
+    /// Announce serving (or disabled) after a rebuild.
+    pub(super) fn announce_serving(&mut self) {
+        self.emit_state(self.resting_state(), None);
+    }
+}

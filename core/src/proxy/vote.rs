@@ -1,0 +1,294 @@
+//! A participant's side of two-phase commit (architecture.md §4, thesis 3.7): on
+//! CanCommit the worker appends TERM to its own mailbox, serves everything
+//! ahead of it, hands the old version's state to the candidate and votes;
+//! on the decision it swaps (commit) or resumes the old version (abort).
+//!
+//! Inside the pause — from TERM reached to the next message servable —
+//! nothing is formatted, allocated or woken unless the vote is NO.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::recovery::Base;
+use super::worker::Worker;
+use crate::events::ModuleState;
+use crate::instance::Implementation;
+use crate::report::{Cause, Phase, Refusal};
+use crate::txn::{Decision, Report, Txn};
+
+/// A vote in progress: TERM is queued, the candidate waits.
+pub(super) struct PendingVote {
+    pub txn: Arc<Txn>,
+    pub new: Box<Implementation>,
+    pub started: Instant,
+}
+
+/// What a participant measured when it acted on the decision.
+struct Done {
+    /// When the next message became servable.
+    resumed: Instant,
+    /// Messages that waited behind TERM.
+    buffered: usize,
+    /// Bytes of state handed over, if it was.
+    state_bytes: Option<usize>,
+}
+
+/// When the old version reached TERM, for the report.
+struct Quiesced {
+    at: Instant,
+    quiesce_us: u64,
+}
+
+impl Worker {
+    /// CanCommit: queue TERM and hold timer ticks; the old version serves
+    /// on until it reaches TERM.
+    pub(super) fn begin_vote(&mut self, txn: Arc<Txn>, new: Box<Implementation>) {
+        let name = &self.shared.seat.name;
+        let refuse = if self.imp.is_dead() {
+            Some(Cause::Faulted)
+        } else if self.vote.is_some() {
+            Some(Cause::Busy)
+        } else {
+            None
+        };
+        if let Some(cause) = refuse {
+            let no = Refusal::new(name, Phase::Join, cause);
+            self.refuse_vote(&txn, new, no);
+            return;
+        }
+        self.shared.mailbox.set_ticking(false);
+        self.set_state(ModuleState::Quiescing, None);
+        self.shared.mailbox.push_term(txn.id);
+        self.vote = Some(PendingVote {
+            txn,
+            new,
+            started: Instant::now(),
+        });
+        if let Err(f) = self.imp.disable() {
+            self.fault(f);
+            // reach_term will find the instance dead and vote NO.
+        }
+    }
+
+    /// Vote NO without swapping: abort `txn`, drop the candidate, done.
+    pub(super) fn refuse_vote(&self, txn: &Txn, new: Box<Implementation>, no: Refusal) {
+        txn.report(Report::Vote {
+            module: self.shared.seat.name.to_string(),
+            quiesce_us: None,
+            no: Some(no),
+        });
+        txn.decide(Decision::Abort);
+        self.env.reaper.bury(new);
+        txn.report(Report::done(&self.shared.seat.name));
+    }
+
+    /// The old implementation has served everything queued before TERM of
+    /// transaction `id`: vote, wait for the decision, act on it.
+    pub(super) fn reach_term(&mut self, id: u64) {
+        if let Some(i) = self.skip.iter().position(|s| *s == id) {
+            self.skip.swap_remove(i);
+            return;
+        }
+        let Some(pv) = self.vote.take_if(|v| v.txn.id == id) else {
+            return;
+        };
+        let at = Instant::now();
+        let q = Quiesced {
+            at,
+            quiesce_us: at.duration_since(pv.started).as_micros() as u64,
+        };
+        let (txn, mut new) = (pv.txn, pv.new);
+        let no = if txn.decision() == Decision::Abort {
+            Some(Refusal::new(
+                &self.shared.seat.name,
+                Phase::Quiescence,
+                Cause::AlreadyAborted,
+            ))
+        } else {
+            self.transfer(&mut new)
+        };
+        let (decision, vote_after) = self.vote(&txn, &q, no);
+        if decision == Decision::Commit {
+            self.commit(&txn, new, &q, vote_after);
+        } else {
+            self.env.reaper.bury(new);
+            self.abort(&txn, &q, vote_after);
+        }
+    }
+
+    /// Send the vote and learn the decision. The last YES of a pure
+    /// replacement decides at once; its vote is built and sent after the
+    /// swap (`true` returned), so nothing is allocated and no other thread
+    /// is woken inside the pause.
+    fn vote(&self, txn: &Txn, q: &Quiesced, no: Option<Refusal>) -> (Decision, bool) {
+        match no {
+            Some(no) => {
+                txn.report(self.vote_report(q, Some(no)));
+                (txn.decide(Decision::Abort), false)
+            }
+            None if txn.vote_yes() && txn.auto_commit => {
+                let d = if Instant::now() <= txn.deadline {
+                    txn.decide(Decision::Commit)
+                } else {
+                    txn.decide(Decision::Abort)
+                };
+                (d, true)
+            }
+            None => {
+                txn.report(self.vote_report(q, None));
+                (txn.wait(), false)
+            }
+        }
+    }
+
+    fn vote_report(&self, q: &Quiesced, no: Option<Refusal>) -> Report {
+        Report::Vote {
+            module: self.shared.seat.name.to_string(),
+            quiesce_us: Some(q.quiesce_us),
+            no,
+        }
+    }
+
+    /// Commit: the candidate, which already holds the state, takes over.
+    fn commit(&mut self, txn: &Txn, new: Box<Implementation>, q: &Quiesced, vote_after: bool) {
+        let old = std::mem::replace(&mut self.imp, new);
+        let enabled = self.imp.enable();
+        let resumed = Instant::now();
+        let buffered = self.data_rx.len();
+        let replaced = old.version().clone();
+        self.env.reaper.bury(old);
+        self.serving = true;
+        {
+            // Serving before the coordinator hears Done, so that the
+            // next command finds the module ready to upgrade again.
+            let mut st = self.shared.state.lock().expect("proxy poisoned");
+            st.1 = self.imp.version().clone();
+            if enabled.is_ok() {
+                st.0 = ModuleState::Serving;
+            }
+        }
+        // The recovery point is now the state just handed over: the new
+        // version accepted it, and the old one wrote it. Set before the
+        // coordinator hears Done, as the state above is.
+        let now_ns = self.now_ns();
+        self.probation = None;
+        let state_bytes = self.handed.as_ref().map(Vec::len);
+        if let Some(state) = self.handed.take() {
+            self.new_base(Base::State(Arc::new(state)), now_ns);
+        }
+        self.recovery.checkpoints = true;
+        self.recovery.failing = false;
+        if let Some(group) = &txn.probation {
+            self.begin_probation(group.clone(), replaced, now_ns);
+        }
+        let done = Done {
+            resumed,
+            buffered,
+            state_bytes,
+        };
+        self.report_done(txn, q, vote_after, done);
+        match enabled {
+            Ok(()) => {
+                self.shared.mailbox.set_ticking(true);
+                self.emit_state(ModuleState::Swapped, None);
+                self.emit_state(ModuleState::Serving, None);
+            }
+            Err(f) => {
+                let reason = format!("{} v{}: {f}", self.shared.seat.name, self.imp.label());
+                self.fault(f);
+                if self.probation.is_some() {
+                    self.breach(reason);
+                } else {
+                    self.recover(None);
+                }
+            }
+        }
+    }
+
+    /// Abort: the old version serves on with everything that waited.
+    fn abort(&mut self, txn: &Txn, q: &Quiesced, vote_after: bool) {
+        let resumed = Instant::now();
+        let buffered = self.data_rx.len();
+        let state_bytes = self.handed.as_ref().map(Vec::len);
+        self.resume_old();
+        let done = Done {
+            resumed,
+            buffered,
+            state_bytes,
+        };
+        self.report_done(txn, q, vote_after, done);
+    }
+
+    /// Tell the coordinator this participant acted on the decision (and,
+    /// after a commit it decided itself, how it voted): outside the pause.
+    fn report_done(&self, txn: &Txn, q: &Quiesced, vote_after: bool, done: Done) {
+        if vote_after {
+            txn.report(self.vote_report(q, None));
+        }
+        txn.report(Report::Done {
+            module: self.shared.seat.name.to_string(),
+            pause_us: Some(done.resumed.duration_since(q.at).as_micros() as u64),
+            buffered: done.buffered,
+            state_bytes: done.state_bytes,
+        });
+    }
+
+    /// Hand the old version's state to the new one. `Some(refusal)` is NO.
+    /// Runs inside the pause: nothing is formatted unless the vote is NO.
+    fn transfer(&mut self, new: &mut Implementation) -> Option<Refusal> {
+        let name = &self.shared.seat.name;
+        let limit = self.env.settings.max_state_bytes;
+        let state = match self.imp.put_state() {
+            Ok(Ok(state)) if state.len() > limit => {
+                let cause = Cause::OverLimit {
+                    version: self.imp.label().to_string(),
+                    bytes: state.len(),
+                    limit,
+                };
+                return Some(Refusal::new(name, Phase::PutState, cause));
+            }
+            Ok(Ok(state)) => state,
+            Ok(Err(error)) => {
+                let cause = Cause::Error {
+                    version: self.imp.label().to_string(),
+                    error,
+                };
+                return Some(Refusal::new(name, Phase::PutState, cause));
+            }
+            Err(f) => {
+                let cause = Cause::Trap {
+                    version: self.imp.label().to_string(),
+                    fault: f.to_string(),
+                };
+                let no = Refusal::new(name, Phase::PutState, cause);
+                self.fault(f);
+                return Some(no);
+            }
+        };
+        let state = self.handed.insert(state);
+        let cause = match new.get_state(state) {
+            Ok(Ok(())) => return None,
+            Ok(Err(error)) => Cause::Error {
+                version: new.label().to_string(),
+                error,
+            },
+            Err(f) => Cause::Trap {
+                version: new.label().to_string(),
+                fault: f.to_string(),
+            },
+        };
+        Some(Refusal::new(&self.shared.seat.name, Phase::GetState, cause))
+    }
+
+    /// After an abort: the old version serves on, rebuilt from its
+    /// recovery point if its instance trapped during the vote.
+    pub(super) fn resume_old(&mut self) {
+        self.handed = None;
+        if self.imp.is_dead() {
+            self.recover(None);
+        }
+        if self.switch(true).is_ok() {
+            self.emit_state(ModuleState::Resumed, None);
+        }
+    }
+}

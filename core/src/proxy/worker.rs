@@ -1,0 +1,350 @@
+//! The worker: the one thread that owns a module's current
+//! implementation. It serves the control channel first, then the mailbox;
+//! a guest trap becomes a `faulted` event and a recovery (or a rollback in
+//! probation), never a host panic.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::{Receiver, TryRecvError, select};
+
+use super::probation::Probation;
+use super::recovery::{Base, Recovery, Retry};
+use super::vote::PendingVote;
+use super::{Control, Ends, Env, Shared, Start};
+use crate::bindings::{Level, Message};
+use crate::bus::Item;
+use crate::events::{Event, ModuleState};
+use crate::instance::{GuestFault, Implementation};
+use crate::report::{Cause, Phase, Refusal};
+use crate::txn::{Decision, Report};
+
+pub(super) struct Worker {
+    pub(super) shared: Arc<Shared>,
+    pub(super) env: Env,
+    pub(super) imp: Box<Implementation>,
+    pub(super) data_rx: Receiver<Item>,
+    ctl_rx: Receiver<Control>,
+    /// Enabled: the mailbox is served.
+    pub(super) serving: bool,
+    pub(super) vote: Option<PendingVote>,
+    /// Aborted transactions whose TERM is still in the mailbox.
+    pub(super) skip: Vec<u64>,
+    /// The state the old version put in the last vote, until the
+    /// decision: the new version's recovery point on commit, and its size
+    /// goes into the report either way.
+    pub(super) handed: Option<Vec<u8>>,
+    /// What the module is rebuilt from after a trap.
+    pub(super) recovery: Recovery,
+    /// After a commit: what a rollback would return to.
+    pub(super) probation: Option<Probation>,
+    /// A message the instance trapped on during probation, with the count
+    /// of effects it made, to be served again once the group rolled back.
+    pub(super) retry: Option<Retry>,
+}
+
+enum Step {
+    Ctl(Control),
+    Data(Item),
+    /// Nothing came before the probation window ended.
+    Idle,
+    Exit,
+}
+
+impl Worker {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        env: Env,
+        mut imp: Box<Implementation>,
+        config: &[u8],
+        ends: Ends,
+    ) -> Self {
+        Worker {
+            recovery: Recovery::new(Base::Init(Arc::from(config), Arc::new(imp.take_failures()))),
+            probation: None,
+            retry: None,
+            handed: None,
+            shared,
+            env,
+            imp,
+            data_rx: ends.data_rx,
+            ctl_rx: ends.ctl_rx,
+            serving: false,
+            vote: None,
+            skip: Vec::new(),
+        }
+    }
+
+    pub(super) fn run(mut self, start: Start) {
+        self.describe_point();
+        match start {
+            Start::Now(started) => {
+                self.start();
+                let _ = started.send(());
+            }
+            Start::OnDecision(txn) => {
+                let decision = txn.wait();
+                let committed = decision == Decision::Commit;
+                if committed {
+                    self.start();
+                }
+                txn.report(Report::done(&self.shared.seat.name));
+                if !committed {
+                    return;
+                }
+            }
+        }
+        loop {
+            let step = match self.ctl_rx.try_recv() {
+                Ok(c) => Step::Ctl(c),
+                Err(TryRecvError::Disconnected) => Step::Exit,
+                Err(TryRecvError::Empty) if self.draining() => match self.probation_left() {
+                    None => select! {
+                        recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                        recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                    },
+                    Some(left) => select! {
+                        recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                        recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                        default(left) => Step::Idle,
+                    },
+                },
+                Err(TryRecvError::Empty) => self.ctl_rx.recv().map(Step::Ctl).unwrap_or(Step::Exit),
+            };
+            match step {
+                Step::Ctl(c) => {
+                    if !self.control(c) {
+                        return;
+                    }
+                }
+                Step::Data(item) => self.item(item),
+                Step::Idle => {
+                    let now = self.now_ns();
+                    self.probation_due(now);
+                }
+                Step::Exit => return,
+            }
+        }
+    }
+
+    /// Nanoseconds since the proxy was made: the clock of recovery points
+    /// and probation windows.
+    pub(super) fn now_ns(&self) -> u64 {
+        self.shared.origin.elapsed().as_nanos() as u64
+    }
+
+    /// Whether the mailbox is being served: enabled, or quiescing for a
+    /// vote, and alive.
+    fn draining(&self) -> bool {
+        !self.imp.is_dead() && (self.serving || self.vote.is_some())
+    }
+
+    fn start(&mut self) {
+        let _ = self.switch(true);
+    }
+
+    /// Run the guest's `enable` (or `disable`), then serve (or hold) the
+    /// mailbox and its timer ticks. A trap faults the module.
+    pub(super) fn switch(&mut self, on: bool) -> Result<(), String> {
+        if self.imp.is_dead() {
+            return Err("the module is faulted".to_string());
+        }
+        self.serving = on;
+        self.shared.mailbox.set_ticking(on);
+        match if on {
+            self.imp.enable()
+        } else {
+            self.imp.disable()
+        } {
+            Ok(()) => {
+                let state = if on {
+                    ModuleState::Serving
+                } else {
+                    ModuleState::Disabled
+                };
+                self.set_state(state, None);
+                Ok(())
+            }
+            Err(f) => {
+                let e = f.to_string();
+                self.fault(f);
+                Err(e)
+            }
+        }
+    }
+
+    /// Record `state` (transient ones, swapped and resumed, are recorded as
+    /// serving) and announce it.
+    pub(super) fn set_state(&self, state: ModuleState, detail: Option<String>) {
+        {
+            let mut st = self.shared.state.lock().expect("proxy poisoned");
+            st.0 = match state {
+                ModuleState::Swapped | ModuleState::Resumed => ModuleState::Serving,
+                s => s,
+            };
+            if state == ModuleState::Faulted {
+                st.2 = detail.clone();
+            }
+        }
+        self.emit_state(state, detail);
+    }
+
+    /// Announce `state` on the event stream.
+    pub(super) fn emit_state(&self, state: ModuleState, detail: Option<String>) {
+        let version = self.shared.state.lock().expect("proxy poisoned").1.clone();
+        self.env.bus.events.emit(Event::Module {
+            module: self.shared.seat.name.to_string(),
+            version: version.label().to_string(),
+            state,
+            detail,
+        });
+    }
+
+    pub(super) fn log(&self, level: Level, line: String) {
+        self.env.bus.events.emit(Event::Log {
+            module: self.shared.seat.name.to_string(),
+            version: self.imp.label().to_string(),
+            level,
+            line,
+        });
+    }
+
+    pub(super) fn fault(&mut self, f: GuestFault) {
+        self.shared.faults.fetch_add(1, Ordering::Relaxed);
+        self.shared.mailbox.set_ticking(false);
+        self.set_state(ModuleState::Faulted, Some(f.to_string()));
+    }
+
+    /// Serve one control message; false ends the worker.
+    fn control(&mut self, c: Control) -> bool {
+        match c {
+            Control::Enable(reply) => {
+                let _ = reply.send(self.switch(true));
+            }
+            Control::Disable(reply) => {
+                let _ = reply.send(self.switch(false));
+            }
+            Control::Vote { txn, new } => self.begin_vote(txn, new),
+            Control::Abort { txn } => {
+                if self.vote.as_ref().is_some_and(|v| v.txn.id == txn) {
+                    let pv = self.vote.take().expect("checked");
+                    self.env.reaper.bury(pv.new);
+                    self.skip.push(txn);
+                    self.resume_old();
+                    pv.txn.report(Report::done(&self.shared.seat.name));
+                }
+            }
+            Control::Rollback { txn, group } => self.rollback(txn, group),
+            Control::Stop(reply) => {
+                if self.imp.is_dead() {
+                    // Drain with a rebuilt instance rather than drop.
+                    let retry = self.retry.take();
+                    self.recover(retry);
+                }
+                let kept = self.data_rx.len();
+                if self.imp.is_dead() && kept > 0 {
+                    self.log(
+                        Level::Error,
+                        format!("unloaded while faulted: {kept} queued message(s) were not served"),
+                    );
+                }
+                self.serving = false;
+                self.shared.mailbox.set_ticking(false);
+                if !self.imp.is_dead()
+                    && let Err(f) = self.imp.disable()
+                {
+                    self.fault(f);
+                }
+                // The gate is closed: this drains everything ever accepted.
+                while let Ok(item) = self.data_rx.try_recv() {
+                    match item {
+                        Item::Msg(m) if !self.imp.is_dead() => self.serve(m),
+                        _ => {}
+                    }
+                }
+                self.set_state(ModuleState::Stopped, None);
+                let _ = reply.send(());
+                return false;
+            }
+        }
+        true
+    }
+
+    fn item(&mut self, item: Item) {
+        match item {
+            Item::Msg(m) => self.serve(m),
+            Item::Term(txn) => self.reach_term(txn),
+        }
+    }
+
+    fn serve(&mut self, m: Message) {
+        self.shared.mailbox.took(&m);
+        // Only this thread writes `last_start_ns`; readers reset it to 0.
+        let now = self.shared.origin.elapsed().as_nanos() as u64;
+        let last = self.shared.last_start_ns.swap(now, Ordering::Relaxed);
+        if last != 0 {
+            self.shared
+                .max_gap_ns
+                .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
+        }
+        self.probation_due(now);
+        self.call(m, now);
+    }
+
+    /// `service(m)`, and what follows from its outcome: the log of the
+    /// recovery point, probation, and on a trap recovery or rollback.
+    pub(super) fn call(&mut self, m: Message, now_ns: u64) {
+        match self.imp.service(&m) {
+            Ok(Ok(())) => {
+                self.shared.served.fetch_add(1, Ordering::Relaxed);
+                self.served(m, false, now_ns);
+            }
+            Ok(Err(e)) => {
+                self.shared.served.fetch_add(1, Ordering::Relaxed);
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                self.log(
+                    Level::Warn,
+                    format!("service error on `{}` from {}: {e}", m.kind, m.from),
+                );
+                self.served(m, true, now_ns);
+            }
+            Err(f) => {
+                let retry = Retry {
+                    effects: self.imp.effects(),
+                    failed: self.imp.take_failures(),
+                    message: m,
+                };
+                let m = &retry.message;
+                let fault = format!("{f} on `{}` from {}", m.kind, m.from);
+                let reason = format!("{} v{}: {fault}", self.shared.seat.name, self.imp.label());
+                let version = self.imp.label().to_string();
+                self.fault(f);
+                // The old version died before TERM: its vote is NO.
+                let pending = self.vote.take();
+                if let Some(pv) = &pending {
+                    self.skip.push(pv.txn.id);
+                }
+                let cause = Cause::Trap { version, fault };
+                if self.probation.is_some() {
+                    // Queued before the NO is sent, so that the rollback is
+                    // due while that transaction still runs (and waits for
+                    // it), never after it.
+                    self.retry = Some(retry);
+                    self.breach(reason);
+                    self.refuse_pending(pending, cause);
+                } else {
+                    self.refuse_pending(pending, cause);
+                    self.recover(Some(retry));
+                }
+            }
+        }
+    }
+
+    /// The old version died before TERM of `pending`: vote NO.
+    fn refuse_pending(&self, pending: Option<PendingVote>, cause: Cause) {
+        if let Some(pv) = pending {
+            let no = Refusal::new(&self.shared.seat.name, Phase::Quiescence, cause);
+            self.refuse_vote(&pv.txn, pv.new, no);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The version-control repository (thesis 3.3.4): `.wasm` files by content
+//! digest, each compiled and pre-linked once (`ModuleImpPre`), so that a
+//! swap instantiates and never compiles. A repository given trusted keys
+//! takes only files whose signature one of them made ([`super::signing`]).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use super::signing::{self, PublicKey, SignatureCheck, digest};
+use crate::bindings::{ModuleImp, ModuleImpPre, ModuleInfo};
+use crate::error::LoadError;
+use crate::guest::ModuleCtx;
+
+/// One compiled, pre-linked version of a module.
+pub struct Version {
+    /// `sha256:<hex>` of the file's bytes.
+    pub digest: String,
+    /// The file it was first loaded from.
+    pub path: PathBuf,
+    /// Size of the file in bytes.
+    pub size: usize,
+    /// Time spent compiling and pre-linking, in microseconds.
+    pub compile_us: u64,
+    pre: ModuleImpPre<ModuleCtx>,
+    info: OnceLock<ModuleInfo>,
+}
+
+impl std::fmt::Debug for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Version")
+            .field("digest", &self.digest)
+            .field("path", &self.path)
+            .field("version", &self.label())
+            .finish()
+    }
+}
+
+impl Version {
+    /// The pre-linked component, ready to instantiate.
+    pub(crate) fn pre(&self) -> &ModuleImpPre<ModuleCtx> {
+        &self.pre
+    }
+
+    /// What the version said of itself in `info`, once an instance was made.
+    pub fn info(&self) -> Option<&ModuleInfo> {
+        self.info.get()
+    }
+
+    pub(crate) fn set_info(&self, info: ModuleInfo) {
+        let _ = self.info.set(info);
+    }
+
+    /// `info().version`, or `?` before the first instance.
+    pub fn label(&self) -> &str {
+        self.info().map(|i| i.version.as_str()).unwrap_or("?")
+    }
+
+    /// The first 12 hex digits of the digest, for tables.
+    pub fn short_digest(&self) -> &str {
+        let hex = self.digest.trim_start_matches("sha256:");
+        &hex[..hex.len().min(12)]
+    }
+}
+
+/// A file read, its pin and signature checked, not yet compiled.
+pub struct CheckedFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+impl CheckedFile {
+    /// Its digest, `sha256:<hex>`.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+}
+
+/// Compiled versions by digest.
+pub struct Repository {
+    engine: Engine,
+    linker: Linker<ModuleCtx>,
+    // A Mutex held only for map look-ups and inserts, never while compiling:
+    // two commands preparing different files do not wait on each other.
+    versions: Mutex<HashMap<String, Arc<Version>>>,
+    // Empty: signatures are not checked. Fixed at construction, so it needs
+    // no lock.
+    trusted: Vec<PublicKey>,
+}
+
+const WASM_MAGIC: &[u8] = b"\0asm";
+/// Layer field of a component's preamble (bytes 6..8); core modules have 0.
+const COMPONENT_LAYER: [u8; 2] = [0x01, 0x00];
+
+impl Repository {
+    /// A repository whose versions link against the module-imp imports.
+    pub fn new(engine: Engine) -> anyhow::Result<Self> {
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        ModuleImp::add_to_linker::<ModuleCtx, wasmtime::component::HasSelf<ModuleCtx>>(
+            &mut linker,
+            |ctx| ctx,
+        )?;
+        Ok(Repository {
+            engine,
+            linker,
+            versions: Mutex::new(HashMap::new()),
+            trusted: Vec::new(),
+        })
+    }
+
+    /// Take only files with a valid signature by one of `keys` (none: take
+    /// every file, and ignore `.sig` files).
+    pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted = keys;
+        self
+    }
+
+    /// The keys whose signatures it accepts; empty if it checks none.
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
+    }
+
+    /// The engine every version is compiled for.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Read `path`, and return its version: the cached one if a file with
+    /// the same bytes was loaded before, else a freshly compiled one.
+    pub fn fetch(&self, path: &Path) -> Result<Arc<Version>, LoadError> {
+        self.fetch_pinned(path, None)
+    }
+
+    /// As [`Repository::fetch`], but refuse a file whose digest is not
+    /// `pin` (`sha256:<hex>`), before compiling anything.
+    ///
+    /// With trusted keys, `<path>.sig` must verify over the digest of the
+    /// bytes read here, or nothing is compiled or cached. This holds for a
+    /// digest already held too: the version was accepted once, but this
+    /// file and its signature are checked now.
+    pub fn fetch_pinned(&self, path: &Path, pin: Option<&str>) -> Result<Arc<Version>, LoadError> {
+        let file = self.read_checked(path, pin)?;
+        self.version_of(file)
+    }
+
+    /// The first half of [`Repository::fetch_pinned`]: read `path` and
+    /// check its pin and signature, compiling nothing. A group command
+    /// checks every file this way before it compiles any.
+    pub fn read_checked(&self, path: &Path, pin: Option<&str>) -> Result<CheckedFile, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let digest = digest(&bytes);
+        if let Some(pin) = pin
+            && !pin.eq_ignore_ascii_case(&digest)
+        {
+            return Err(LoadError::DigestMismatch {
+                path: path.to_path_buf(),
+                pinned: pin.to_string(),
+                actual: digest,
+            });
+        }
+        self.check_signature(path, &digest)?;
+        Ok(CheckedFile {
+            path: path.to_path_buf(),
+            bytes,
+            digest,
+        })
+    }
+
+    /// The second half of [`Repository::fetch_pinned`]: the version of a
+    /// checked file, held or compiled now.
+    pub fn version_of(&self, file: CheckedFile) -> Result<Arc<Version>, LoadError> {
+        let CheckedFile {
+            path,
+            bytes,
+            digest,
+        } = file;
+        let path = path.as_path();
+        if let Some(v) = self.lookup(&digest) {
+            return Ok(v);
+        }
+        check_header(path, &bytes)?;
+        let started = Instant::now();
+        let component =
+            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        let instance_pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::WrongWorld {
+                    path: path.to_path_buf(),
+                    reason: format!("{e:#}"),
+                })?;
+        let pre = ModuleImpPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+            path: path.to_path_buf(),
+            reason: format!("{e:#}"),
+        })?;
+        let version = Arc::new(Version {
+            digest: digest.clone(),
+            path: path.to_path_buf(),
+            size: bytes.len(),
+            compile_us: started.elapsed().as_micros() as u64,
+            pre,
+            info: OnceLock::new(),
+        });
+        tracing::debug!(path = %path.display(), %digest, us = version.compile_us, "compiled");
+        let mut versions = self.versions.lock().expect("repository poisoned");
+        // Another command may have compiled the same bytes meanwhile: keep one.
+        Ok(versions.entry(digest).or_insert(version).clone())
+    }
+
+    /// With trusted keys, refuse `path` unless its `.sig` verifies over
+    /// `digest` with one of them.
+    fn check_signature(&self, path: &Path, digest: &str) -> Result<(), LoadError> {
+        if self.trusted.is_empty() {
+            return Ok(());
+        }
+        match signing::check_file(path, digest, &self.trusted) {
+            SignatureCheck::Valid => Ok(()),
+            SignatureCheck::Missing => Err(LoadError::Unsigned {
+                path: path.to_path_buf(),
+                sig_path: signing::sig_path(path),
+            }),
+            SignatureCheck::Bad(reason) => Err(LoadError::BadSignature {
+                path: path.to_path_buf(),
+                reason,
+            }),
+        }
+    }
+
+    /// The version with this digest, if held.
+    pub fn lookup(&self, digest: &str) -> Option<Arc<Version>> {
+        self.versions
+            .lock()
+            .expect("repository poisoned")
+            .get(digest)
+            .cloned()
+    }
+
+    /// Every version held, oldest path first.
+    pub fn all(&self) -> Vec<Arc<Version>> {
+        let mut v: Vec<_> = self
+            .versions
+            .lock()
+            .expect("repository poisoned")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path).then(a.digest.cmp(&b.digest)));
+        v
+    }
+
+    /// The cleaning phase: forget every version whose digest is not in
+    /// `running` (the versions modules run now). An instance still being
+    /// dropped keeps its version alive until it is gone; the repository
+    /// just stops offering it. Returns the digests released.
+    pub fn release_unused(&self, running: &std::collections::HashSet<String>) -> Vec<String> {
+        let mut versions = self.versions.lock().expect("repository poisoned");
+        let unused: Vec<String> = versions
+            .keys()
+            .filter(|d| !running.contains(*d))
+            .cloned()
+            .collect();
+        for d in &unused {
+            versions.remove(d);
+        }
+        unused
+    }
+}
+
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(LoadError::NotWasm {
+            path: path.to_path_buf(),
+        });
+    }
+    if bytes[6..8] != COMPONENT_LAYER {
+        return Err(LoadError::CoreModule {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! The runtime: owns the engine, the repository, the bus and the module
+//! table, runs commands one at a time (the command serializer), and shuts
+//! everything down gracefully. Folders below: `lifecycle.rs` (Load,
+//! Unload, Enable, Disable), `inspect.rs` (Status, Versions, History,
+//! Poison as data), `state_check.rs`.
+
+mod inspect;
+mod lifecycle;
+mod state_check;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, unbounded};
+
+use crate::bus::{Bus, SendError};
+use crate::command::{Command, Mode};
+use crate::error::CommandError;
+use crate::events::{Event, EventBus};
+use crate::history::{CommandRecord, History};
+use crate::instance::InstanceLimits;
+use crate::proxy::{Env, ModuleProxy, Modules, ProxyStatus, Reaper, Settings};
+use crate::repo::Repository;
+use crate::repo::signing::PublicKey;
+use crate::report::TransactionReport;
+use crate::txn::RollbackRequest;
+
+pub(crate) use crate::upgrade::{AdminState, Core, Recorded};
+pub use inspect::{PoisonList, StatusReport, VersionRow, VersionsReport};
+
+/// How often the engine's epoch advances; call deadlines are counted in it.
+pub const EPOCH_PERIOD: Duration = Duration::from_millis(10);
+
+/// Settings of a new runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeBuilder {
+    mailbox_capacity: usize,
+    memory_limit: usize,
+    call_deadline: Duration,
+    quiescence_bound: Duration,
+    mode: Mode,
+    epoch_deadlines: bool,
+    pooled: Option<u32>,
+    max_state_bytes: usize,
+    trusted_keys: Vec<PublicKey>,
+}
+
+impl Default for RuntimeBuilder {
+    fn default() -> Self {
+        RuntimeBuilder {
+            mailbox_capacity: 100_000,
+            memory_limit: 64 << 20,
+            call_deadline: Duration::from_secs(5),
+            quiescence_bound: Duration::from_secs(10),
+            mode: Mode::Concurrent,
+            epoch_deadlines: true,
+            pooled: None,
+            max_state_bytes: 64 << 20,
+            trusted_keys: Vec::new(),
+        }
+    }
+}
+
+impl RuntimeBuilder {
+    /// Default mailbox capacity of new modules (default 100 000).
+    pub fn mailbox_capacity(mut self, n: usize) -> Self {
+        self.mailbox_capacity = n.max(1);
+        self
+    }
+    /// Linear-memory limit of each instance (default 64 MiB).
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.memory_limit = bytes;
+        self
+    }
+    /// Longest a single guest call may run before it is interrupted
+    /// (default 5 s).
+    pub fn call_deadline(mut self, d: Duration) -> Self {
+        self.call_deadline = d;
+        self
+    }
+    /// Initial quiescence bound of upgrades, as `SetTimer` (default 10 s).
+    pub fn quiescence_bound(mut self, d: Duration) -> Self {
+        self.quiescence_bound = d;
+        self
+    }
+    /// Whether every guest call runs under an epoch deadline (default yes).
+    /// Off only to measure what the deadline costs: a guest that loops
+    /// forever then holds its module forever.
+    pub fn epoch_deadlines(mut self, on: bool) -> Self {
+        self.epoch_deadlines = on;
+        self
+    }
+    /// Allocate instances from a pool of `slots` pre-reserved instances
+    /// whose linear memory stays resident when reused (default: off, each
+    /// instance maps fresh memory). Pooled memory spares a swap the page
+    /// faults of a large state hand-over, but caps the host at `slots`
+    /// instances (every module, plus one per module being upgraded).
+    pub fn pooled(mut self, slots: Option<u32>) -> Self {
+        self.pooled = slots;
+        self
+    }
+    /// Largest state an old version may hand over (default 64 MiB); a
+    /// larger `put-state` result votes NO and the upgrade aborts.
+    pub fn max_state_bytes(mut self, bytes: usize) -> Self {
+        self.max_state_bytes = bytes;
+        self
+    }
+    /// Load only `.wasm` files with a valid signature (`<file>.sig`, see
+    /// [`crate::repo::signing`]) by one of these keys — for `Load`, `Replace`
+    /// and the `Syn_*` commands alike. Default: none, and `.sig` files are
+    /// ignored.
+    pub fn trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
+        self.trusted_keys = keys;
+        self
+    }
+    /// Initial vote mode, as `SetMode` (default concurrent).
+    pub fn mode(mut self, m: Mode) -> Self {
+        self.mode = m;
+        self
+    }
+
+    /// Start the runtime.
+    pub fn build(self) -> anyhow::Result<Runtime> {
+        let engine = wasmtime::Engine::new(&self.engine_config())?;
+        let repo = Repository::new(engine.clone())?.with_trusted_keys(self.trusted_keys.clone());
+        let bus = Bus::new(Arc::new(EventBus::default()));
+        let env = Env {
+            bus: bus.clone(),
+            settings: Arc::new(Settings::new(self.max_state_bytes)),
+            reaper: Reaper::start(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let stop = stop.clone();
+            let engine = engine.clone();
+            std::thread::Builder::new()
+                .name("liveswap-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_PERIOD);
+                        engine.increment_epoch();
+                    }
+                })?
+        };
+        let ticks = (self.call_deadline.as_nanos() / EPOCH_PERIOD.as_nanos()).max(1) as u64;
+        let (rollbacks, requests) = unbounded::<RollbackRequest>();
+        let core = Arc::new(Core {
+            modules: Modules::new(bus.names.clone()),
+            bus,
+            env,
+            repo,
+            limits: InstanceLimits {
+                memory: self.memory_limit,
+                deadline_ticks: ticks,
+            },
+            call_deadline: self.call_deadline,
+            mailbox_capacity: self.mailbox_capacity,
+            current: Mutex::new(None),
+            admin: Mutex::new(AdminState {
+                bound: self.quiescence_bound,
+                mode: self.mode,
+            }),
+            history: Mutex::new(History::default()),
+            next_txn: AtomicU64::new(1),
+            rollbacks,
+        });
+        let weak = Arc::downgrade(&core);
+        // Ends by itself when every sender is gone: the runtime's and those
+        // of the probation records its workers hold.
+        std::thread::Builder::new()
+            .name("liveswap-rollbacks".into())
+            .spawn(move || crate::upgrade::rollback::serve(weak, requests))?;
+        Ok(Runtime {
+            core,
+            epoch_stop: stop,
+            epoch: Mutex::new(Some(ticker)),
+        })
+    }
+
+    fn engine_config(&self) -> wasmtime::Config {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(self.epoch_deadlines);
+        if let Some(slots) = self.pooled {
+            let mut pool = wasmtime::PoolingAllocationConfig::new();
+            pool.total_component_instances(slots)
+                .total_core_instances(slots * 8)
+                .total_memories(slots * 2)
+                .total_tables(slots * 8)
+                .max_core_instances_per_component(32)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_memory_size(self.memory_limit)
+                // Reused memory is zeroed in place, not unmapped: the next
+                // instance finds its pages resident.
+                .linear_memory_keep_resident(self.memory_limit)
+                .table_keep_resident(1 << 20);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        config
+    }
+}
+
+/// What a command produced. Inspections are data; `liveswap-ops` renders
+/// them as text or JSON.
+#[derive(Debug)]
+pub enum Reply {
+    /// Done; a line saying what happened.
+    Done(String),
+    /// `Status`.
+    Status(StatusReport),
+    /// `Versions`.
+    Versions(VersionsReport),
+    /// `History`.
+    History(History),
+    /// `Poison NAME`.
+    Poison(PoisonList),
+    /// `Help`: the command language's help, which the operator layer has.
+    Help,
+    /// An upgrade ended (committed, aborted, refused or rolled back).
+    Transaction(Box<TransactionReport>),
+    /// `Quit` was asked for.
+    Quit,
+}
+
+impl Core {
+    fn run_locked(
+        &self,
+        admin: &mut AdminState,
+        cmd: Command,
+        text: &str,
+        origin: &str,
+    ) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::Load {
+                name,
+                path,
+                options,
+            } => self.load(&name, &path, &options).map(Reply::Done),
+            Command::Unload(name) => self.unload(&name).map(Reply::Done),
+            Command::Enable(name) => self.enable(&name, true).map(Reply::Done),
+            Command::Disable(name) => self.enable(&name, false).map(Reply::Done),
+            Command::Upgrade { kind, targets } => Ok(Reply::Transaction(Box::new(
+                self.transact(admin, kind, &targets, text, origin),
+            ))),
+            Command::SetTimer(d) => {
+                admin.bound = d;
+                Ok(Reply::Done(format!("quiescence bound is {d:?}")))
+            }
+            Command::SetMode(m) => {
+                admin.mode = m;
+                Ok(Reply::Done(format!("votes are collected {}ly", m.as_str())))
+            }
+            Command::Send { to, kind, body } => {
+                self.send(&to, &kind, body.as_bytes())
+                    .map_err(|e| match e {
+                        SendError::UnknownModule(n) => CommandError::UnknownModule(n),
+                        other => CommandError::Parse(format!("Send: {other}")),
+                    })?;
+                Ok(Reply::Done(format!("sent `{kind}` to {to}")))
+            }
+            Command::SetProbation {
+                window,
+                max_error_pct,
+            } => Ok(Reply::Done(self.set_probation(window, max_error_pct))),
+            Command::SetCheckpoint(d) => Ok(Reply::Done(self.set_checkpoint(d))),
+            Command::Poison(name) => self.poison(&name).map(Reply::Poison),
+            Command::Status => Ok(Reply::Status(self.status_report(admin))),
+            Command::Versions => Ok(Reply::Versions(self.versions_report())),
+            Command::History => Ok(Reply::History(self.history())),
+            Command::Wait(_) | Command::Help | Command::Quit => unreachable!("handled before"),
+        }
+    }
+}
+
+impl Recorded for Result<Reply, CommandError> {
+    fn outcome(&self) -> String {
+        match self {
+            Ok(Reply::Transaction(r)) => r.outcome.as_str().to_string(),
+            Ok(_) => "done".to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+    fn transaction(&self) -> Option<u64> {
+        match self {
+            Ok(Reply::Transaction(r)) => Some(r.id),
+            _ => None,
+        }
+    }
+}
+
+/// A liveswap host.
+pub struct Runtime {
+    core: Arc<Core>,
+    epoch_stop: Arc<AtomicBool>,
+    epoch: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// A runtime with default settings.
+    pub fn new() -> anyhow::Result<Self> {
+        RuntimeBuilder::default().build()
+    }
+
+    /// Receive every event from now on.
+    pub fn watch(&self) -> Receiver<Event> {
+        self.core.bus.events.watch()
+    }
+
+    /// The repository of versions.
+    pub fn repository(&self) -> &Repository {
+        &self.core.repo
+    }
+
+    /// Inject a message from `$admin`.
+    pub fn send(&self, to: &str, kind: &str, body: &[u8]) -> Result<(), SendError> {
+        self.core.send(to, kind, body)
+    }
+
+    /// A snapshot of every module.
+    pub fn status(&self) -> Vec<ProxyStatus> {
+        self.core.modules.all().iter().map(|p| p.status()).collect()
+    }
+
+    /// The proxy of `name`.
+    pub fn module(&self, name: &str) -> Option<ModuleProxy> {
+        self.core.modules.get(name)
+    }
+
+    /// Every command so far (not inspections), oldest first.
+    pub fn commands(&self) -> Vec<CommandRecord> {
+        self.core.history().commands
+    }
+
+    /// Every transaction so far, automatic rollbacks included.
+    pub fn history(&self) -> Vec<TransactionReport> {
+        self.core.history().transactions
+    }
+
+    /// Run one command. `text` is how it was written (for reports),
+    /// `origin` who asked (for `History`).
+    pub fn execute(&self, cmd: Command, text: &str, origin: &str) -> Result<Reply, CommandError> {
+        match cmd {
+            Command::Wait(d) => {
+                std::thread::sleep(d);
+                return Ok(Reply::Done(format!("waited {d:?}")));
+            }
+            Command::Help => return Ok(Reply::Help),
+            Command::Quit => return Ok(Reply::Quit),
+            _ => {}
+        }
+        let inspection = matches!(
+            cmd,
+            Command::Status | Command::Versions | Command::History | Command::Poison(_)
+        );
+        let core = &self.core;
+        core.serialized(text, origin, inspection, |admin| {
+            core.run_locked(admin, cmd, text, origin)
+        })
+    }
+
+    /// What command is running now, and for whom: (line, origin).
+    pub fn current_command(&self) -> Option<(String, String)> {
+        self.core.current_command()
+    }
+
+    /// Hand `state` to the `get-state` of a fresh instance of the component
+    /// at `path` (see [`state_check`]).
+    pub fn try_get_state(&self, path: &std::path::Path, state: &[u8]) -> Result<(), String> {
+        self.core.try_get_state(path, state)
+    }
+
+    /// Stop gracefully: every module drains its mailbox and stops.
+    pub fn shutdown(&self) {
+        let core = &self.core;
+        let _ = core.serialized("Quit", "shutdown", true, |_| {
+            for p in core.modules.all() {
+                let _ = core.unload(p.name());
+            }
+            Ok(Reply::Quit)
+        });
+        core.bus.shutdown();
+        self.epoch_stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.epoch.lock().expect("poisoned").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if self.epoch.lock().map(|e| e.is_some()).unwrap_or(false) {
+            self.shutdown();
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! A module's life outside transactions (thesis 3.6): the
+//! addition protocol (`Load`), the removal protocol (`Unload`), `Enable`
+//! and `Disable`, and what `Load` and the upgrade protocol share:
+//! instantiating a version for a name, and its `init`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::bounded;
+
+use super::Core;
+use crate::command::LoadOptions;
+use crate::error::{CommandError, LoadError};
+use crate::guest::Grant;
+use crate::instance::{Implementation, InstanceLimits, Seat};
+use crate::proxy::{CHECKPOINT_EVERY, Control, ModuleProxy, Start};
+use crate::repo::Version;
+
+impl Core {
+    /// The limits of a module loaded with `options`.
+    pub(crate) fn limits_for(&self, options: &LoadOptions) -> InstanceLimits {
+        InstanceLimits {
+            memory: options.memory.unwrap_or(self.limits.memory),
+            ..self.limits.clone()
+        }
+    }
+
+    /// Instantiate `version` for `name`, as a `Load` or an upgrade does.
+    pub(crate) fn instantiate(
+        &self,
+        version: &Arc<Version>,
+        name: &str,
+        grants: &Arc<[Grant]>,
+        limits: &InstanceLimits,
+    ) -> Result<Implementation, LoadError> {
+        crate::guest::sandbox::check(grants)?;
+        let seat = Seat {
+            name: Arc::from(name),
+            host: self.bus.clone(),
+            events: self.bus.events.clone(),
+            grants: grants.clone(),
+            limits: limits.clone(),
+        };
+        Implementation::instantiate(version, &seat).map_err(|reason| LoadError::Instantiate {
+            path: version.path.clone(),
+            reason,
+        })
+    }
+
+    /// Run `init` on a fresh instance; on failure undo what it registered.
+    pub(crate) fn init(
+        &self,
+        imp: &mut Implementation,
+        name: &str,
+        config: &[u8],
+    ) -> Result<(), CommandError> {
+        let failed = match imp.init(config) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => format!("returned an error: {e}"),
+            Err(f) => f.to_string(),
+        };
+        self.bus.forget(name);
+        Err(CommandError::InitFailed {
+            name: name.to_string(),
+            reason: failed,
+        })
+    }
+
+    /// The thesis' addition protocol: upload, instantiate, init, register,
+    /// enable.
+    pub(super) fn load(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        options: &LoadOptions,
+    ) -> Result<String, CommandError> {
+        if self.modules.contains(name) {
+            return Err(CommandError::AlreadyLoaded(name.to_string()));
+        }
+        let version = self.repo.fetch_pinned(path, options.pin.as_deref())?;
+        let grants: Arc<[Grant]> = Arc::from(options.grants.as_slice());
+        let limits = self.limits_for(options);
+        let mut imp = self.instantiate(&version, name, &grants, &limits)?;
+        self.init(&mut imp, name, &options.config)?;
+        let label = imp.label().to_string();
+        let capacity = options.capacity.unwrap_or(self.mailbox_capacity);
+        let (proxy, ends) =
+            ModuleProxy::new(name, version.clone(), capacity, grants, limits, &self.env);
+        if !self.modules.register(proxy.clone()) {
+            return Err(CommandError::AlreadyLoaded(name.to_string()));
+        }
+        let (started_tx, started) = bounded(1);
+        let start = Start::Now(started_tx);
+        proxy.spawn(
+            Box::new(imp),
+            &options.config,
+            self.env.clone(),
+            ends,
+            start,
+        );
+        // `enable` has run (or faulted) when the command returns.
+        let _ = started.recv_timeout(self.call_deadline + Duration::from_secs(1));
+        Ok(format!(
+            "loaded {name} v{label} from {} ({})",
+            path.display(),
+            version.short_digest()
+        ))
+    }
+
+    /// The removal protocol: unregister (later sends fail), disable, drain
+    /// everything already accepted, stop.
+    pub(super) fn unload(&self, name: &str) -> Result<String, CommandError> {
+        let proxy = self
+            .modules
+            .unregister(name)
+            .ok_or_else(|| CommandError::UnknownModule(name.to_string()))?;
+        let label = proxy.version().label().to_string();
+        let queued = proxy.depth();
+        proxy.close();
+        self.bus.timers.cancel_all(name);
+        let (tx, rx) = bounded(1);
+        if proxy.control(Control::Stop(tx)) {
+            let _ = rx.recv();
+        }
+        proxy.join();
+        // After the drain: a drained message may have subscribed again.
+        self.bus.forget(name);
+        self.release_unused();
+        Ok(format!(
+            "unloaded {name} v{label} after draining {queued} message(s)"
+        ))
+    }
+
+    pub(super) fn enable(&self, name: &str, on: bool) -> Result<String, CommandError> {
+        let proxy = self
+            .modules
+            .get(name)
+            .ok_or_else(|| CommandError::UnknownModule(name.to_string()))?;
+        let (tx, rx) = bounded(1);
+        let sent = proxy.control(if on {
+            Control::Enable(tx)
+        } else {
+            Control::Disable(tx)
+        });
+        let verb = if on { "enable" } else { "disable" };
+        let reply = if sent {
+            rx.recv_timeout(self.call_deadline + Duration::from_secs(1))
+                .unwrap_or_else(|_| Err("the module did not answer".into()))
+        } else {
+            Err("the module has stopped".into())
+        };
+        reply.map_err(|e| CommandError::BadState {
+            name: name.to_string(),
+            state: proxy.state().to_string(),
+            hint: format!("cannot {verb}: {e}"),
+        })?;
+        Ok(if on {
+            format!(
+                "enabled {name}: {} queued message(s) now served",
+                proxy.depth()
+            )
+        } else {
+            format!("disabled {name}: its mailbox is held")
+        })
+    }
+
+    /// `SetProbation`.
+    pub(super) fn set_probation(&self, window: Duration, max_error_pct: u32) -> String {
+        self.env.settings.set_probation(window, max_error_pct);
+        if window.is_zero() {
+            "probation is off: a fault after a commit is recovered in place".to_string()
+        } else {
+            format!(
+                "for {window:?} after each commit, a trap or more than {max_error_pct}% failing messages in a new version rolls its group back"
+            )
+        }
+    }
+
+    /// `SetCheckpoint`.
+    pub(super) fn set_checkpoint(&self, d: Duration) -> String {
+        self.env.settings.set_checkpoint(d);
+        if d.is_zero() {
+            format!("recovery points are renewed at commits and every {CHECKPOINT_EVERY} messages")
+        } else {
+            format!(
+                "recovery points are renewed every {d:?} (and every {CHECKPOINT_EVERY} messages)"
+            )
+        }
+    }
+
+    /// Forget versions no module runs (the thesis' cleaning phase).
+    pub(crate) fn release_unused(&self) {
+        let running = self
+            .modules
+            .all()
+            .iter()
+            .map(|p| p.version().digest.clone())
+            .collect();
+        for d in self.repo.release_unused(&running) {
+            tracing::debug!(digest = %d, "released");
+        }
+    }
+}

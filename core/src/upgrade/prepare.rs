@@ -1,0 +1,189 @@
+//! Validate and prepare (architecture.md §4): every check that can
+//! refuse a transaction, and every slow step — reading, verifying,
+//! compiling, instantiating, `init` of new modules — before any module is
+//! disturbed. A refusal here touches nothing (I6).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use super::Core;
+use super::scope::{self, Side};
+use crate::command::{GroupKind, LoadOptions, Target};
+use crate::error::CommandError;
+use crate::events::ModuleState;
+use crate::guest::Grant;
+use crate::instance::Implementation;
+use crate::proxy::ModuleProxy;
+use crate::repo::Version;
+
+/// A target after preparation.
+pub(super) struct Prepared {
+    pub name: String,
+    /// Options of a module being loaded.
+    pub options: LoadOptions,
+    /// The running proxy, for a replacement; none for a load.
+    pub old: Option<ModuleProxy>,
+    pub version: Arc<Version>,
+    pub imp: Box<Implementation>,
+}
+
+/// A version's protocol declarations, for the scope check.
+fn side(info: &crate::bindings::ModuleInfo) -> Side {
+    Side {
+        version: info.version.clone(),
+        speaks: info.speaks.clone(),
+        accepts: info.accepts.clone(),
+    }
+}
+
+impl Core {
+    /// Validate and prepare: every check that can refuse, and every slow
+    /// step (reading, compiling, instantiating, `init` of new modules),
+    /// before any module is disturbed.
+    pub(super) fn prepare(
+        &self,
+        kind: GroupKind,
+        targets: &[Target],
+    ) -> Result<Vec<Prepared>, CommandError> {
+        let olds = self.validate(kind, targets)?;
+
+        // Read every file and check its pin and signature before compiling
+        // any, so that one bad file refuses the group with nothing compiled.
+        let mut files = Vec::new();
+        for t in targets {
+            files.push(self.repo.read_checked(&t.path, t.options.pin.as_deref())?);
+        }
+        // Compile (or find) every version first: the slow part.
+        let mut versions = Vec::new();
+        for f in files {
+            versions.push(self.repo.version_of(f)?);
+        }
+
+        // Instantiate and make the first call (`info`) now, so the pause
+        // never pays for it.
+        let mut prepared = Vec::new();
+        for ((t, old), version) in targets.iter().zip(olds).zip(versions) {
+            let (grants, limits): (Arc<[Grant]>, _) = match &old {
+                Some(p) => (p.grants(), p.limits().clone()),
+                None => (
+                    Arc::from(t.options.grants.as_slice()),
+                    self.limits_for(&t.options),
+                ),
+            };
+            let imp = self.instantiate(&version, &t.name, &grants, &limits)?;
+            prepared.push(Prepared {
+                name: t.name.clone(),
+                options: t.options.clone(),
+                old,
+                version,
+                imp: Box::new(imp),
+            });
+        }
+
+        self.check_scope(&prepared)?;
+
+        self.init_new(&mut prepared)?;
+        Ok(prepared)
+    }
+
+    /// The checks on the command itself: no name twice, `Replace` targets
+    /// loaded and serving, `Syn_Load` targets not loaded, no options for a
+    /// module that is loaded. The running proxies, by target.
+    fn validate(
+        &self,
+        kind: GroupKind,
+        targets: &[Target],
+    ) -> Result<Vec<Option<ModuleProxy>>, CommandError> {
+        let keyword = kind.keyword(targets.len());
+        let mut seen = BTreeSet::new();
+        let mut olds = Vec::new();
+        for t in targets {
+            if !seen.insert(t.name.clone()) {
+                return Err(CommandError::DuplicateTarget(t.name.clone()));
+            }
+            let old = self.modules.get(&t.name);
+            match (kind, &old) {
+                (GroupKind::Replace, None) => {
+                    return Err(CommandError::Parse(format!(
+                        "{keyword}: no module named `{}` is loaded (use Load, or Syn_Upgrade to load and replace together)",
+                        t.name
+                    )));
+                }
+                (GroupKind::Load, Some(_)) => {
+                    return Err(CommandError::AlreadyLoaded(t.name.clone()));
+                }
+                _ => {}
+            }
+            let kept = LoadOptions {
+                pin: None,
+                ..t.options.clone()
+            };
+            if old.is_some() && !kept.is_empty() {
+                return Err(CommandError::Parse(format!(
+                    "{keyword}: `{}` is loaded: its config, capacity and grants are kept by an upgrade (only `pin` applies; Unload and Load to change them)",
+                    t.name
+                )));
+            }
+            if let Some(p) = &old {
+                let state = p.state();
+                if state != ModuleState::Serving {
+                    return Err(CommandError::BadState {
+                        name: t.name.clone(),
+                        state: state.to_string(),
+                        hint: match state {
+                            ModuleState::Disabled => "Enable it before upgrading it".into(),
+                            _ => "only a serving module can be upgraded".into(),
+                        },
+                    });
+                }
+            }
+            olds.push(old);
+        }
+        Ok(olds)
+    }
+
+    /// New modules: `init` now; a failure refuses the whole group and
+    /// undoes what the others' `init` set up.
+    fn init_new(&self, prepared: &mut [Prepared]) -> Result<(), CommandError> {
+        for i in 0..prepared.len() {
+            if prepared[i].old.is_none() {
+                let name = prepared[i].name.clone();
+                let config = prepared[i].options.config.clone();
+                if let Err(e) = self.init(&mut prepared[i].imp, &name, &config) {
+                    for p in &prepared[..i] {
+                        if p.old.is_none() {
+                            self.bus.forget(&p.name);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The protocol-edge check of thesis 3.5 over the system as it would be.
+    fn check_scope(&self, prepared: &[Prepared]) -> Result<(), CommandError> {
+        let mut after: BTreeMap<String, Side> = BTreeMap::new();
+        let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+        for p in self.modules.all() {
+            if let Some(info) = p.version().info() {
+                after.insert(p.name().to_string(), side(info));
+            }
+            for s in p.senders() {
+                edges.insert((s, p.name().to_string()));
+            }
+        }
+        for e in self.bus.pubsub.edges() {
+            edges.insert(e);
+        }
+        let mut targets = BTreeSet::new();
+        for p in prepared {
+            if let Some(info) = p.version.info() {
+                after.insert(p.name.clone(), side(info));
+            }
+            targets.insert(p.name.clone());
+        }
+        scope::check(&after, &edges, &targets).map_err(CommandError::Scope)
+    }
+}

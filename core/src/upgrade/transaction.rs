@@ -1,0 +1,209 @@
+//! An operator's upgrade (`Replace`, `Syn_Replace`, `Syn_Load`,
+//! `Syn_Upgrade`) as a short driver over its phases (architecture.md §4): prepare,
+//! start the new modules waiting on the decision, vote, decide, complete.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, unbounded};
+
+use super::coordinator::{Ask, Ballot, Tally};
+use super::prepare::Prepared;
+use super::{AdminState, Core};
+use crate::command::{GroupKind, Mode, Target};
+use crate::proxy::{Control, ModuleProxy, Start};
+use crate::report::{Cause, Outcome, Phase, Refusal, TransactionReport};
+use crate::txn::{Decision, Probation, Report, Txn};
+
+/// A prepared transaction about to vote.
+struct Voting {
+    txn: Arc<Txn>,
+    rx: Receiver<Report>,
+    /// The running modules being replaced, with their candidates.
+    asks: Vec<Ask>,
+    /// New modules, started unregistered and waiting on the decision.
+    fresh: Vec<ModuleProxy>,
+}
+
+impl Core {
+    /// Run one upgrade command to its end.
+    pub(crate) fn transact(
+        &self,
+        admin: &AdminState,
+        kind: GroupKind,
+        targets: &[Target],
+        text: &str,
+        origin: &str,
+    ) -> TransactionReport {
+        let started = Instant::now();
+        let id = self.next_txn();
+        let names = targets.iter().map(|t| t.name.clone());
+        let mut report = self.new_report(id, text.to_string(), origin, names, admin.mode.as_str());
+        let files: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        self.progress(
+            origin,
+            format!(
+                "preparing: reading, compiling and instantiating {}",
+                files.join(", ")
+            ),
+        );
+        match self.prepare(kind, targets) {
+            Err(e) => report.reason = Some(e.to_string()),
+            Ok(prepared) => {
+                for (m, p) in report.modules.iter_mut().zip(&prepared) {
+                    m.to = Some(p.imp.label().to_string());
+                }
+                report.prepare_us = started.elapsed().as_micros() as u64;
+                let voting = self.start_voting(admin, id, &report.command, prepared);
+                self.vote_and_complete(admin, voting, &mut report, origin);
+            }
+        }
+        report.total_us = started.elapsed().as_micros() as u64;
+        self.release_unused();
+        self.record_transaction(&report);
+        report
+    }
+
+    /// The transaction record, its probation if one is set, and every
+    /// participant: replaced modules get a CanCommit, new modules a worker
+    /// that waits for the decision.
+    fn start_voting(
+        &self,
+        admin: &AdminState,
+        id: u64,
+        command: &str,
+        prepared: Vec<Prepared>,
+    ) -> Voting {
+        let (tx, rx) = unbounded();
+        let replacing: Vec<String> = prepared
+            .iter()
+            .filter(|p| p.old.is_some())
+            .map(|p| p.name.clone())
+            .collect();
+        let auto_commit = replacing.len() == prepared.len();
+        let deadline = Instant::now() + admin.bound;
+        let mut txn = Txn::new(id, deadline, auto_commit, replacing.len(), tx);
+        let probation = self.env.settings.probation();
+        if !probation.0.is_zero() && !replacing.is_empty() {
+            let group = Probation::new(
+                id,
+                command.to_string(),
+                probation,
+                admin.bound,
+                replacing,
+                self.rollbacks.clone(),
+            );
+            txn.probation = Some(Arc::new(group));
+        }
+        let txn = Arc::new(txn);
+        let mut asks = Vec::new();
+        let mut fresh = Vec::new();
+        for p in prepared {
+            match p.old {
+                Some(proxy) => {
+                    let control = Control::Vote {
+                        txn: txn.clone(),
+                        new: p.imp,
+                    };
+                    asks.push(Ask { proxy, control });
+                }
+                None => fresh.push(self.spawn_waiting(p, &txn)),
+            }
+        }
+        Voting {
+            txn,
+            rx,
+            asks,
+            fresh,
+        }
+    }
+
+    /// A new module's worker, started unregistered: it starts serving on
+    /// commit and ends on abort.
+    fn spawn_waiting(&self, p: Prepared, txn: &Arc<Txn>) -> ModuleProxy {
+        let capacity = p.options.capacity.unwrap_or(self.mailbox_capacity);
+        let (proxy, ends) = ModuleProxy::new(
+            &p.name,
+            p.version.clone(),
+            capacity,
+            Arc::from(p.options.grants.as_slice()),
+            self.limits_for(&p.options),
+            &self.env,
+        );
+        let start = Start::OnDecision(txn.clone());
+        proxy.spawn(p.imp, &p.options.config, self.env.clone(), ends, start);
+        proxy
+    }
+
+    /// Vote, decide, and collect what every participant did.
+    fn vote_and_complete(
+        &self,
+        admin: &AdminState,
+        v: Voting,
+        report: &mut TransactionReport,
+        origin: &str,
+    ) {
+        let total = v.asks.len();
+        let mut tally = self.collect_votes(Ballot {
+            txn: &v.txn,
+            rx: &v.rx,
+            asks: v.asks,
+            sequential: admin.mode == Mode::Sequential,
+            late_phase: Phase::Bound,
+            bound: admin.bound,
+            progress: Some(origin),
+        });
+        let decision = self.decide(&v.txn, &v.fresh, &mut tally);
+        // Completion reports: every participant that heard the decision.
+        let expected = total.min(tally.asked) + v.fresh.len();
+        let until = Instant::now() + self.call_deadline + Duration::from_secs(1);
+        tally.collect_dones(&v.rx, expected, until);
+        if decision == Decision::Abort {
+            for p in &v.fresh {
+                p.join();
+            }
+        }
+        tally.fill(report);
+        if decision == Decision::Commit {
+            report.outcome = Outcome::Committed;
+        } else {
+            report.outcome = Outcome::Aborted;
+            report.reason = tally.no.as_ref().map(Refusal::to_string);
+            report.refusal = tally.no;
+        }
+    }
+
+    /// The decision. New names are registered first so that, once
+    /// started, the group can reach them; on abort they are never
+    /// registered, and what their `init` set up is undone.
+    fn decide(&self, txn: &Txn, fresh: &[ModuleProxy], tally: &mut Tally) -> Decision {
+        let decision = if tally.no.is_none() {
+            for p in fresh {
+                self.modules.register(p.clone());
+            }
+            txn.decide(Decision::Commit)
+        } else {
+            txn.decide(Decision::Abort)
+        };
+        if decision == Decision::Commit {
+            return decision;
+        }
+        for p in fresh {
+            self.modules.unregister(p.name());
+            self.bus.forget(p.name());
+        }
+        for p in &tally.voters {
+            if !tally.votes.contains_key(p.name()) {
+                p.control(Control::Abort { txn: txn.id });
+            }
+        }
+        if tally.no.is_none() {
+            let module = tally.voters.first().map(|p| p.name()).unwrap_or("");
+            tally.no = Some(Refusal::new(module, Phase::Bound, Cause::BoundPassed));
+        }
+        decision
+    }
+}

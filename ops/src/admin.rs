@@ -1,0 +1,639 @@
+//! The admin endpoint: the command language over a Unix socket (mode 0600)
+//! and, when asked, over TCP with a token. One command per line, so `nc`
+//! and `socat` work.
+//!
+//! Protocol. Each command gets zero or more output lines starting with
+//! `| `, then exactly one final line: `OK <outcome>` (`done`, `committed`,
+//! `aborted`, `refused`) or `ERR <message>`. After `Json on`, each reply is
+//! instead one JSON object per line (`{"progress":..}` lines, then one with
+//! `"ok"`). Special commands: `Auth <token>` (TCP: must come first),
+//! `Json on|off`, `Watch` (stream every event until the client sends a
+//! line), `Quit` (end this session; the host serves on).
+//!
+//! Commands from all clients run one at a time (the runtime serializes
+//! them); a client that has to wait is told for what.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use liveswap::{Event, Runtime};
+
+use crate::{Reply, ToJson, ToText, execute_line_data};
+
+/// Longest command line accepted; a longer one closes the connection.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Clients served at once; more are turned away.
+pub const MAX_CLIENTS: usize = 32;
+/// Time a TCP client has to authenticate.
+const AUTH_WINDOW: Duration = Duration::from_secs(10);
+
+/// Where and how to listen.
+#[derive(Clone, Debug, Default)]
+pub struct AdminOptions {
+    /// Unix socket path (see [`default_socket_path`]).
+    pub unix: Option<PathBuf>,
+    /// TCP address (loopback), which needs `token`.
+    pub tcp: Option<SocketAddr>,
+    /// The token TCP clients must give.
+    pub token: Option<String>,
+}
+
+/// `$XDG_RUNTIME_DIR/liveswap/admin.sock`, or `/tmp/liveswap-<uid>/admin.sock`.
+pub fn default_socket_path() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d).join("liveswap").join("admin.sock"),
+        _ => {
+            use std::os::unix::fs::MetadataExt;
+            let uid = std::fs::metadata("/proc/self")
+                .map(|m| m.uid())
+                .unwrap_or(0);
+            PathBuf::from(format!("/tmp/liveswap-{uid}")).join("admin.sock")
+        }
+    }
+}
+
+/// Compare two tokens in time independent of where they differ (both are
+/// hashed first, so of their lengths too).
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(expected.as_bytes());
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// A running admin endpoint.
+pub struct AdminServer {
+    unix: Option<PathBuf>,
+    tcp: Option<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct Shared {
+    rt: Arc<Runtime>,
+    token: Option<String>,
+    clients: AtomicUsize,
+    next_client: AtomicU64,
+    stop: Arc<AtomicBool>,
+}
+
+impl AdminServer {
+    /// Start listening. Fails if the socket path is served by a live host.
+    pub fn start(rt: Arc<Runtime>, opts: AdminOptions) -> io::Result<AdminServer> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            rt,
+            token: opts.token.clone(),
+            clients: AtomicUsize::new(0),
+            next_client: AtomicU64::new(1),
+            stop: stop.clone(),
+        });
+        let mut threads = Vec::new();
+        let mut unix = None;
+        if let Some(path) = &opts.unix {
+            let listener = bind_unix(path)?;
+            unix = Some(path.clone());
+            let shared = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("admin-unix".into())
+                    .spawn(move || {
+                        for conn in listener.incoming() {
+                            if shared.stop.load(Ordering::Relaxed) {
+                                return;
+                            }
+                            let Ok(conn) = conn else { continue };
+                            let n = shared.next_client.fetch_add(1, Ordering::Relaxed);
+                            serve(shared.clone(), conn, format!("unix:{n}"), false);
+                        }
+                    })?,
+            );
+        }
+        let mut tcp = None;
+        if let Some(addr) = opts.tcp {
+            if opts.token.as_deref().unwrap_or("").is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the TCP admin endpoint needs a token (--token-file)",
+                ));
+            }
+            if !addr.ip().is_loopback() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("the TCP admin endpoint listens on loopback only, not {addr}"),
+                ));
+            }
+            let listener = TcpListener::bind(addr)?;
+            tcp = Some(listener.local_addr()?);
+            let shared = shared.clone();
+            threads.push(std::thread::Builder::new().name("admin-tcp".into()).spawn(
+                move || {
+                    for conn in listener.incoming() {
+                        if shared.stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let Ok(conn) = conn else { continue };
+                        let peer = conn
+                            .peer_addr()
+                            .map(|a| a.to_string())
+                            .unwrap_or_else(|_| "?".into());
+                        serve(shared.clone(), conn, format!("tcp:{peer}"), true);
+                    }
+                },
+            )?);
+        }
+        Ok(AdminServer {
+            unix,
+            tcp,
+            stop,
+            threads,
+        })
+    }
+
+    /// The Unix socket path, if serving one.
+    pub fn unix_path(&self) -> Option<&Path> {
+        self.unix.as_deref()
+    }
+
+    /// The TCP address, if serving one.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp
+    }
+
+    /// Stop accepting clients and remove the socket file.
+    pub fn stop(&mut self) {
+        if self.stop.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        // Wake the accept loops.
+        if let Some(p) = &self.unix {
+            let _ = UnixStream::connect(p);
+        }
+        if let Some(a) = self.tcp {
+            let _ = TcpStream::connect(a);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(p) = &self.unix {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another liveswap host is serving {}", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?; // stale, from a host that died
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// A stream the session can read from and write to from two threads.
+trait Conn: Read + Write + Send + 'static {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>>;
+    fn set_timeout(&self, d: Option<Duration>) -> io::Result<()>;
+}
+
+impl Conn for UnixStream {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn set_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(d)
+    }
+}
+
+impl Conn for TcpStream {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn set_timeout(&self, d: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(d)
+    }
+}
+
+fn serve<C: Conn>(shared: Arc<Shared>, conn: C, origin: String, needs_auth: bool) {
+    if shared.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+        shared.clients.fetch_sub(1, Ordering::AcqRel);
+        let mut conn = conn;
+        let _ = conn.write_all(b"ERR too many admin clients; try again later\n");
+        tracing::warn!(%origin, "admin: turned away, {MAX_CLIENTS} clients already");
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name(format!("admin-{origin}"))
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                if let Err(e) = session(&shared, conn, &origin, needs_auth) {
+                    tracing::debug!(%origin, "admin session ended: {e}");
+                }
+                shared.clients.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    if spawned.is_err() {
+        shared.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum Line {
+    Text(String),
+    NotUtf8,
+    TooLong,
+    Eof,
+}
+
+fn read_line(r: &mut impl BufRead, buf: &mut Vec<u8>) -> io::Result<Line> {
+    buf.clear();
+    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(Line::Eof);
+    }
+    if buf.last() != Some(&b'\n') {
+        // Either longer than allowed, or a half line and then end of input.
+        return Ok(if buf.len() > MAX_LINE {
+            Line::TooLong
+        } else {
+            Line::Eof
+        });
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(match String::from_utf8(std::mem::take(buf)) {
+        Ok(s) => Line::Text(s),
+        Err(_) => Line::NotUtf8,
+    })
+}
+
+/// The writing half, shared with the progress forwarder.
+type Out = Arc<Mutex<Box<dyn Conn>>>;
+
+fn send_line(out: &Out, line: &str) -> io::Result<()> {
+    let mut w = out.lock().expect("admin writer poisoned");
+    w.write_all(line.as_bytes())?;
+    w.write_all(b"\n")?;
+    w.flush()
+}
+
+fn session<C: Conn>(shared: &Shared, conn: C, origin: &str, needs_auth: bool) -> io::Result<()> {
+    let out: Out = Arc::new(Mutex::new(conn.try_clone_conn()?));
+    let mut reader = BufReader::new(conn);
+    let mut buf = Vec::new();
+    let mut json = false;
+
+    if needs_auth {
+        reader.get_ref().set_timeout(Some(AUTH_WINDOW))?;
+        let expected = shared.token.clone().unwrap_or_default();
+        let ok = match read_line(&mut reader, &mut buf) {
+            Ok(Line::Text(l)) => match l.split_once(' ') {
+                Some((word, token)) if word.eq_ignore_ascii_case("auth") => {
+                    token_matches(token.trim(), &expected)
+                }
+                _ => false,
+            },
+            _ => false,
+        };
+        if !ok {
+            tracing::warn!(%origin, "admin: refused a client with no or a wrong token");
+            let _ = send_line(
+                &out,
+                "ERR unauthorized: the first line must be `Auth <token>`",
+            );
+            return Ok(());
+        }
+        reader.get_ref().set_timeout(None)?;
+        send_line(&out, "OK authenticated")?;
+    }
+
+    loop {
+        let line = match read_line(&mut reader, &mut buf)? {
+            Line::Eof => return Ok(()),
+            Line::TooLong => {
+                send_line(
+                    &out,
+                    &format!("ERR line longer than {MAX_LINE} bytes; closing"),
+                )?;
+                return Ok(());
+            }
+            Line::NotUtf8 => {
+                reply_err(&out, json, "the line is not UTF-8")?;
+                continue;
+            }
+            Line::Text(l) => l,
+        };
+        let trimmed = line.trim();
+        let mut words = trimmed.split_whitespace();
+        let head = words.next().unwrap_or("").to_ascii_lowercase();
+        match head.as_str() {
+            "" => continue,
+            "auth" => {
+                reply_err(&out, json, "already authenticated")?;
+            }
+            "json" => {
+                json = !matches!(
+                    words.next().map(str::to_ascii_lowercase).as_deref(),
+                    Some("off")
+                );
+                reply_ok(&out, json, "done", "", None)?;
+            }
+            "quit" | "exit" => {
+                reply_ok(&out, json, "done", "bye", None)?;
+                return Ok(());
+            }
+            "watch" => watch(shared, &out, &mut reader, json)?,
+            _ => {
+                if shared.stop.load(Ordering::Relaxed) {
+                    reply_err(&out, json, "the host is shutting down")?;
+                    return Ok(());
+                }
+                run_command(shared, &out, trimmed, origin, json)?;
+            }
+        }
+    }
+}
+
+fn run_command(shared: &Shared, out: &Out, line: &str, origin: &str, json: bool) -> io::Result<()> {
+    if let Some((busy, by)) = shared.rt.current_command() {
+        progress(
+            out,
+            json,
+            &format!("waiting: the host is running `{busy}` for {by}"),
+        )?;
+    }
+    // Forward this command's progress while it runs; dropping `done_tx`
+    // ends the forwarder at once.
+    let events = shared.rt.watch();
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+    let forwarder = {
+        let out = out.clone();
+        let origin = origin.to_string();
+        std::thread::spawn(move || {
+            loop {
+                crossbeam_channel::select! {
+                    recv(events) -> e => match e {
+                        Ok(Event::Progress { origin: o, text }) if o == origin => {
+                            let _ = progress(&out, json, &text);
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    },
+                    recv(done_rx) -> _ => {
+                        // Progress emitted before the command ended is
+                        // already queued: forward it before the reply.
+                        while let Ok(e) = events.try_recv() {
+                            if let Event::Progress { origin: o, text } = e
+                                && o == origin
+                            {
+                                let _ = progress(&out, json, &text);
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let result = execute_line_data(&shared.rt, line, origin);
+    drop(done_tx);
+    let _ = forwarder.join();
+    match result {
+        Ok(None) => reply_ok(out, json, "done", "", None),
+        Ok(Some((Reply::Done(m), data))) | Ok(Some((Reply::Text(m), data))) => {
+            reply_ok(out, json, "done", &m, data.map(|d| ("data", d)))
+        }
+        Ok(Some((Reply::Quit, _))) => reply_ok(
+            out,
+            json,
+            "done",
+            "Quit ends the session of a local host only",
+            None,
+        ),
+        Ok(Some((Reply::Transaction(r), _))) => {
+            let text = r.to_text();
+            let t = r.to_json();
+            reply_ok(
+                out,
+                json,
+                r.outcome.as_str(),
+                &text,
+                Some(("transaction", t)),
+            )
+        }
+        Err(e) => reply_err(out, json, &e.to_string()),
+    }
+}
+
+fn progress(out: &Out, json: bool, text: &str) -> io::Result<()> {
+    if json {
+        send_line(out, &json!({ "progress": text }).to_string())
+    } else {
+        send_line(out, &format!("| .. {text}"))
+    }
+}
+
+fn reply_ok(
+    out: &Out,
+    json: bool,
+    outcome: &str,
+    text: &str,
+    extra: Option<(&str, serde_json::Value)>,
+) -> io::Result<()> {
+    if json {
+        let mut v = json!({ "ok": true, "outcome": outcome, "output": text });
+        if let Some((key, value)) = extra {
+            v[key] = value;
+        }
+        return send_line(out, &v.to_string());
+    }
+    for l in text.lines() {
+        send_line(out, &format!("| {l}"))?;
+    }
+    send_line(out, &format!("OK {outcome}"))
+}
+
+fn reply_err(out: &Out, json: bool, message: &str) -> io::Result<()> {
+    if json {
+        return send_line(out, &json!({ "ok": false, "error": message }).to_string());
+    }
+    // One line: the final line is what clients read for the outcome.
+    send_line(out, &format!("ERR {}", message.replace('\n', " ")))
+}
+
+/// Stream every event until the client sends a line or goes away.
+fn watch(
+    shared: &Shared,
+    out: &Out,
+    reader: &mut BufReader<impl Conn>,
+    json: bool,
+) -> io::Result<()> {
+    let events = shared.rt.watch();
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let pump = {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            loop {
+                crossbeam_channel::select! {
+                    recv(events) -> e => {
+                        let Ok(e) = e else { return };
+                        let line = if json {
+                            e.to_json().to_string()
+                        } else {
+                            format!("| {}", e.to_text().replace('\n', "\n| "))
+                        };
+                        if send_line(&out, &line).is_err() {
+                            return;
+                        }
+                    }
+                    recv(stop_rx) -> _ => return,
+                }
+            }
+        })
+    };
+    send_line(
+        out,
+        if json {
+            r#"{"watching":true}"#
+        } else {
+            "| watching: send any line to stop"
+        },
+    )?;
+    let mut buf = Vec::new();
+    let ended = read_line(reader, &mut buf);
+    drop(stop_tx);
+    let _ = pump.join();
+    match ended? {
+        Line::Eof => Ok(()),
+        _ => reply_ok(out, json, "done", "", None),
+    }
+}
+
+/// How a command ended, as a client reads it from the final line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Final {
+    /// `OK <outcome>`.
+    Ok(String),
+    /// `ERR <message>`.
+    Err(String),
+}
+
+impl Final {
+    /// The exit status `liveswap ctl` gives it: 0 done or committed,
+    /// 1 error, 2 refused, 3 aborted.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Final::Ok(o) if o == "refused" => 2,
+            Final::Ok(o) if o == "aborted" => 3,
+            Final::Ok(_) => 0,
+            Final::Err(_) => 1,
+        }
+    }
+}
+
+/// Exit status of `liveswap ctl` when no host answers.
+pub const EXIT_UNREACHABLE: u8 = 4;
+
+/// A client of the admin endpoint (what `liveswap ctl` and `shell` use).
+pub struct Client {
+    reader: BufReader<Box<dyn Conn>>,
+    writer: Box<dyn Conn>,
+}
+
+impl Client {
+    /// Connect to a Unix socket.
+    pub fn unix(path: &Path) -> io::Result<Client> {
+        let s = UnixStream::connect(path)?;
+        Ok(Client {
+            writer: Box::new(s.try_clone()?),
+            reader: BufReader::new(Box::new(s)),
+        })
+    }
+
+    /// Connect over TCP and authenticate with `token`.
+    pub fn tcp(addr: SocketAddr, token: &str) -> io::Result<Client> {
+        let s = TcpStream::connect(addr)?;
+        let mut c = Client {
+            writer: Box::new(s.try_clone()?),
+            reader: BufReader::new(Box::new(s)),
+        };
+        match c.command(&format!("Auth {token}"), |_| {})? {
+            Final::Ok(_) => Ok(c),
+            Final::Err(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
+        }
+    }
+
+    /// Send one line; `line_out` gets each output line (without `| `).
+    pub fn command(&mut self, line: &str, mut line_out: impl FnMut(&str)) -> io::Result<Final> {
+        self.writer.write_all(line.as_bytes())?;
+        self.writer.write_all(b"\n")?;
+        self.writer.flush()?;
+        let mut buf = String::new();
+        loop {
+            buf.clear();
+            if self.reader.read_line(&mut buf)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the host closed the connection",
+                ));
+            }
+            let l = buf.trim_end_matches(['\n', '\r']);
+            if l.starts_with('{') {
+                // JSON mode: the object with "ok" is the final one.
+                line_out(l);
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(l)
+                    && let Some(ok) = v.get("ok").and_then(|o| o.as_bool())
+                {
+                    return Ok(if ok {
+                        Final::Ok(v["outcome"].as_str().unwrap_or("done").to_string())
+                    } else {
+                        Final::Err(v["error"].as_str().unwrap_or("").to_string())
+                    });
+                }
+            } else if let Some(rest) = l.strip_prefix("| ") {
+                line_out(rest);
+            } else if l == "|" {
+                line_out("");
+            } else if let Some(rest) = l.strip_prefix("OK") {
+                return Ok(Final::Ok(rest.trim().to_string()));
+            } else if let Some(rest) = l.strip_prefix("ERR") {
+                return Ok(Final::Err(rest.trim().to_string()));
+            } else {
+                line_out(l);
+            }
+        }
+    }
+}

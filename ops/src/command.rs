@@ -1,0 +1,636 @@
+//! The command language (thesis table 4.1, figure 4.11): one command a
+//! line, keywords case-insensitive, `#` starts a comment, double quotes
+//! group words (with `\n`, `\"` and `\\` escapes). The same parser serves
+//! scripts, the shell and the admin endpoint.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use liveswap::command::{Command, GroupKind, LoadOptions, Mode, Target};
+pub use liveswap::guest::Grant;
+pub use liveswap::words::quote;
+
+const OPTION_WORDS: [&str; 5] = ["config", "capacity", "grant", "pin", "memory"];
+
+/// Parse options from `words` until one that is not an option keyword.
+fn options(
+    cmd: &str,
+    words: &mut std::iter::Peekable<std::slice::Iter<'_, String>>,
+) -> Result<LoadOptions, String> {
+    let mut options = LoadOptions::default();
+    while let Some(opt) = words.next_if(|w| OPTION_WORDS.contains(&w.to_ascii_lowercase().as_str()))
+    {
+        let opt = opt.to_ascii_lowercase();
+        let mut value = || {
+            words
+                .next()
+                .ok_or_else(|| format!("{cmd}: option `{opt}` needs a value"))
+        };
+        match opt.as_str() {
+            "config" => options.config = value()?.clone().into_bytes(),
+            "pin" => {
+                let v = value()?;
+                let hex = v.strip_prefix("sha256:").unwrap_or("");
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "{cmd}: pin `{v}` is not sha256: followed by 64 hex digits"
+                    ));
+                }
+                options.pin = Some(v.to_ascii_lowercase());
+            }
+            "memory" => {
+                let v = value()?;
+                let n = parse_size(v).ok_or_else(|| {
+                    format!("{cmd}: memory `{v}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)")
+                })?;
+                if n < 64 * 1024 {
+                    return Err(format!(
+                        "{cmd}: memory `{v}` is less than one WebAssembly page (64KiB)"
+                    ));
+                }
+                options.memory = Some(n);
+            }
+            "capacity" => {
+                let v = value()?;
+                let n: usize = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("{cmd}: capacity `{v}` is not a positive number"))?;
+                options.capacity = Some(n);
+            }
+            _ => options.grants.push(grant(cmd, words)?),
+        }
+    }
+    Ok(options)
+}
+
+/// Parse what follows `grant`: `udp|tcp <ip:port>`,
+/// `dir <host-dir> <guest-path> ro|rw` or `env NAME=VALUE`.
+fn grant(
+    cmd: &str,
+    words: &mut std::iter::Peekable<std::slice::Iter<'_, String>>,
+) -> Result<Grant, String> {
+    let mut next = |what: &str| {
+        words
+            .next()
+            .ok_or_else(|| format!("{cmd}: option `grant` needs {what}"))
+    };
+    let kind = next("a kind (udp, tcp, dir or env)")?.to_ascii_lowercase();
+    match kind.as_str() {
+        "udp" | "tcp" => {
+            let addr = next("an <ip:port>")?;
+            let addr: SocketAddr = addr.parse().map_err(|_| {
+                format!("{cmd}: grant {kind}: `{addr}` is not an IP address with a port")
+            })?;
+            Ok(if kind == "udp" {
+                Grant::Udp(addr)
+            } else {
+                Grant::Tcp(addr)
+            })
+        }
+        "dir" => {
+            let usage = "dir <host-dir> <guest-path> ro|rw";
+            let host = next(usage)?.clone();
+            let guest = next(usage)?.clone();
+            let mode = next(usage)?.to_ascii_lowercase();
+            if host.is_empty() || guest.is_empty() {
+                return Err(format!("{cmd}: grant dir: a path is empty"));
+            }
+            if host.contains('\0') || guest.contains('\0') {
+                return Err(format!("{cmd}: grant dir: a path contains a NUL"));
+            }
+            let writable = match mode.as_str() {
+                "ro" => false,
+                "rw" => true,
+                other => {
+                    return Err(format!(
+                        "{cmd}: grant dir: `{other}` is not ro or rw (usage `{usage}`)"
+                    ));
+                }
+            };
+            Ok(Grant::Dir {
+                host: PathBuf::from(host),
+                guest,
+                writable,
+            })
+        }
+        "env" => {
+            let pair = next("NAME=VALUE")?;
+            let (name, value) = pair
+                .split_once('=')
+                .filter(|(n, _)| !n.is_empty())
+                .ok_or_else(|| format!("{cmd}: grant env: `{pair}` is not NAME=VALUE"))?;
+            if pair.contains('\0') {
+                return Err(format!("{cmd}: grant env: `{name}` contains a NUL"));
+            }
+            Ok(Grant::Env {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+        }
+        other => Err(format!(
+            "{cmd}: cannot grant `{other}` (udp, tcp, dir or env)"
+        )),
+    }
+}
+
+/// Every command keyword [`parse`] takes, as the documentation writes it
+/// (completion in the shell offers these).
+pub const KEYWORDS: &[&str] = &[
+    "Load",
+    "Unload",
+    "Enable",
+    "Disable",
+    "Replace",
+    "Syn_Replace",
+    "Syn_Load",
+    "Syn_Upgrade",
+    "SetTimer",
+    "SetMode",
+    "SetProbation",
+    "SetCheckpoint",
+    "Poison",
+    "Send",
+    "Wait",
+    "Status",
+    "Versions",
+    "History",
+    "Help",
+    "Quit",
+];
+
+/// The grammar, as `Help` prints it.
+pub const HELP: &str = "\
+Commands (one per line, keywords case-insensitive, # starts a comment):
+  Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant <what>]...
+                                   [pin sha256:<hex>] [memory <size>]
+                                   add a module: init, register, enable
+                                   (a module may reach nothing it was not granted)
+    grant udp|tcp <ip:port>        send datagrams to / connect to one address
+    grant dir <host-dir> <guest-path> ro|rw
+                                   the host directory, seen by the guest at
+                                   <guest-path>, read-only or read-write
+    grant env NAME=VALUE           one environment variable
+                                   (a Replace keeps a module's grants)
+  Unload <name>                    disable, drain its mailbox, remove it
+  Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)
+  Replace <name> <file.wasm> [pin sha256:<hex>]
+                                   upgrade one module, state and messages kept
+  Syn_Replace <name> <file> [<name> <file> ...]
+                                   upgrade several, all or nothing
+  Syn_Load <name> <file> [options] [...]
+                                   load several, started together
+  Syn_Upgrade <name> <file> [...]  replace the loaded names, load the others,
+                                   start them together
+  SetTimer <duration>              quiescence bound of upgrades (default 10s)
+  SetMode concurrent|sequential    how group votes are collected
+  SetProbation <duration> [errors <n>%]
+                                   after a commit, a trap (or more than n% of
+                                   messages failing, default 50) in a new
+                                   version within the window rolls the group
+                                   back by itself (default 0: off)
+  SetCheckpoint <duration>         how often each module's recovery point is
+                                   renewed (default 1s; 0: at commits and
+                                   every 10000 messages only)
+  Poison <name>                    messages set aside because they trapped
+                                   the module twice
+  Send <name> <kind> [\"<text>\"]    inject a message from $admin
+  Wait <duration>                  pause the script (500ms, 2s, 1.5)
+  Status | Versions | History      inspect modules, versions, transactions
+  Help | Quit
+Durations: a bare number is seconds; or 250ms, 2s, 1m.";
+
+/// Split a line into words: whitespace-separated, double quotes group,
+/// `#` outside quotes ends the line.
+pub fn tokenize(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '#' => break,
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        None => return Err("unterminated quoted string".into()),
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some('n') => cur.push('\n'),
+                            Some('t') => cur.push('\t'),
+                            Some('"') => cur.push('"'),
+                            Some('\\') => cur.push('\\'),
+                            Some(o) => {
+                                return Err(format!("unknown escape `\\{o}` in a quoted string"));
+                            }
+                            None => return Err("unterminated quoted string".into()),
+                        },
+                        Some(o) => cur.push(o),
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// Parse a duration: `1.5` (seconds), `250ms`, `2s`, `1m`, `100us`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 500ms, 2s, 1.5)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` is not a duration (try 500ms, 2s, 1.5)"));
+    }
+    let secs = match unit.to_ascii_lowercase().as_str() {
+        "us" | "µs" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        "m" | "min" => v * 60.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s or m)")),
+    };
+    if secs > 86_400.0 * 365.0 {
+        return Err(format!("`{s}` is too long"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A size in bytes: a number, optionally with KiB, MiB or GiB.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let lower = s.to_ascii_lowercase();
+    let (num, mult) = [("kib", 1usize << 10), ("mib", 1 << 20), ("gib", 1 << 30)]
+        .iter()
+        .find_map(|(unit, m)| lower.strip_suffix(unit).map(|n| (n, *m)))
+        .unwrap_or((lower.as_str(), 1));
+    num.trim().parse::<usize>().ok()?.checked_mul(mult)
+}
+
+fn name_arg(cmd: &str, word: &str) -> Result<String, String> {
+    if liveswap::guest::valid_name(word) {
+        Ok(word.to_string())
+    } else {
+        Err(format!(
+            "{cmd}: `{word}` is not a valid module name (a letter, then letters, digits, _ - .)"
+        ))
+    }
+}
+
+fn pairs(cmd: &str, args: &[String]) -> Result<Vec<Target>, String> {
+    let mut out: Vec<Target> = Vec::new();
+    let mut words = args.iter().peekable();
+    while let Some(name) = words.next() {
+        let name = name_arg(cmd, name)?;
+        let path = words.next().ok_or_else(|| {
+            format!("{cmd}: `{name}` has no file: it takes <name> <file.wasm> pairs")
+        })?;
+        if out.iter().any(|t| t.name == name) {
+            return Err(format!("{cmd}: `{name}` is named twice"));
+        }
+        let options = options(cmd, &mut words)?;
+        out.push(Target {
+            name,
+            path: PathBuf::from(path),
+            options,
+        });
+    }
+    if out.is_empty() {
+        return Err(format!("{cmd} takes pairs of <name> <file.wasm>, got none"));
+    }
+    Ok(out)
+}
+
+fn arity(cmd: &str, args: &[String], n: usize, usage: &str) -> Result<(), String> {
+    if args.len() != n {
+        Err(format!(
+            "{cmd} takes {n} argument(s), got {}: usage `{usage}`",
+            args.len()
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// Parse one line. `Ok(None)` for a blank or comment line. An error is
+/// one line of text, whatever the input held.
+pub fn parse(line: &str) -> Result<Option<Command>, String> {
+    parse_line(line).map_err(|e| printable(&e))
+}
+
+/// `text` with control characters and line separators escaped, so that it
+/// stays one line wherever it is printed.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn parse_line(line: &str) -> Result<Option<Command>, String> {
+    let words = tokenize(line)?;
+    let Some((head, args)) = words.split_first() else {
+        return Ok(None);
+    };
+    let cmd = head.to_ascii_lowercase();
+    let c = match cmd.as_str() {
+        "load" => {
+            if args.len() < 2 {
+                return Err(format!(
+                    "Load takes <name> <file.wasm> [options], got {} argument(s)",
+                    args.len()
+                ));
+            }
+            let name = name_arg("Load", &args[0])?;
+            let mut rest = args[2..].iter().peekable();
+            let options = options("Load", &mut rest)?;
+            if let Some(w) = rest.next() {
+                return Err(format!(
+                    "Load: unknown option `{w}` (known: config, capacity, grant, pin, memory)"
+                ));
+            }
+            Command::Load {
+                name,
+                path: PathBuf::from(&args[1]),
+                options,
+            }
+        }
+        "unload" => {
+            arity("Unload", args, 1, "Unload <name>")?;
+            Command::Unload(name_arg("Unload", &args[0])?)
+        }
+        "enable" => {
+            arity("Enable", args, 1, "Enable <name>")?;
+            Command::Enable(name_arg("Enable", &args[0])?)
+        }
+        "disable" => {
+            arity("Disable", args, 1, "Disable <name>")?;
+            Command::Disable(name_arg("Disable", &args[0])?)
+        }
+        "replace" => {
+            let targets = pairs("Replace", args)?;
+            if targets.len() != 1 {
+                return Err(format!(
+                    "Replace takes one <name> <file.wasm> [pin sha256:...], got {} pairs (use Syn_Replace for a group)",
+                    targets.len()
+                ));
+            }
+            Command::Upgrade {
+                kind: GroupKind::Replace,
+                targets,
+            }
+        }
+        "syn_replace" => Command::Upgrade {
+            kind: GroupKind::Replace,
+            targets: pairs("Syn_Replace", args)?,
+        },
+        "syn_load" => Command::Upgrade {
+            kind: GroupKind::Load,
+            targets: pairs("Syn_Load", args)?,
+        },
+        "syn_upgrade" => Command::Upgrade {
+            kind: GroupKind::Upgrade,
+            targets: pairs("Syn_Upgrade", args)?,
+        },
+        "settimer" => {
+            arity("SetTimer", args, 1, "SetTimer <duration>")?;
+            let d = parse_duration(&args[0]).map_err(|e| format!("SetTimer: {e}"))?;
+            if d.is_zero() {
+                return Err("SetTimer: the bound must be more than zero".into());
+            }
+            Command::SetTimer(d)
+        }
+        "setmode" => {
+            arity("SetMode", args, 1, "SetMode concurrent|sequential")?;
+            match args[0].to_ascii_lowercase().as_str() {
+                "concurrent" => Command::SetMode(Mode::Concurrent),
+                "sequential" => Command::SetMode(Mode::Sequential),
+                other => {
+                    return Err(format!(
+                        "SetMode: `{other}` is not a mode (concurrent or sequential)"
+                    ));
+                }
+            }
+        }
+        "setprobation" => {
+            let usage = "SetProbation <duration> [errors <percent>%]";
+            if args.len() != 1 && args.len() != 3 {
+                return Err(format!(
+                    "SetProbation takes 1 or 3 argument(s), got {}: usage `{usage}`",
+                    args.len()
+                ));
+            }
+            let window = parse_duration(&args[0]).map_err(|e| format!("SetProbation: {e}"))?;
+            let max_error_pct = match args.get(1..) {
+                Some([word, pct]) if word.eq_ignore_ascii_case("errors") => pct
+                    .strip_suffix('%')
+                    .unwrap_or(pct)
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| {
+                        format!("SetProbation: `{pct}` is not a percentage from 0% to 100%")
+                    })?,
+                Some([word, _]) => {
+                    return Err(format!(
+                        "SetProbation: unknown option `{word}`: usage `{usage}`"
+                    ));
+                }
+                _ => 50,
+            };
+            Command::SetProbation {
+                window,
+                max_error_pct,
+            }
+        }
+        "setcheckpoint" => {
+            arity("SetCheckpoint", args, 1, "SetCheckpoint <duration>")?;
+            Command::SetCheckpoint(
+                parse_duration(&args[0]).map_err(|e| format!("SetCheckpoint: {e}"))?,
+            )
+        }
+        "poison" => {
+            arity("Poison", args, 1, "Poison <name>")?;
+            Command::Poison(name_arg("Poison", &args[0])?)
+        }
+        "send" => {
+            if !(2..=3).contains(&args.len()) {
+                return Err(format!(
+                    "Send takes <name> <kind> [\"text\"], got {} argument(s)",
+                    args.len()
+                ));
+            }
+            Command::Send {
+                to: name_arg("Send", &args[0])?,
+                kind: args[1].clone(),
+                body: args.get(2).cloned().unwrap_or_default(),
+            }
+        }
+        "wait" => {
+            arity("Wait", args, 1, "Wait <duration>")?;
+            Command::Wait(parse_duration(&args[0]).map_err(|e| format!("Wait: {e}"))?)
+        }
+        "status" | "versions" | "history" | "help" | "quit" | "exit" => {
+            if !args.is_empty() {
+                return Err(format!("{head} takes no arguments"));
+            }
+            match cmd.as_str() {
+                "status" => Command::Status,
+                "versions" => Command::Versions,
+                "history" => Command::History,
+                "help" => Command::Help,
+                _ => Command::Quit,
+            }
+        }
+        _ => return Err(format!("unknown command `{head}` (try Help)")),
+    };
+    Ok(Some(c))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_listed_keyword_is_a_command_the_parser_knows() {
+        for k in super::KEYWORDS {
+            if let Err(e) = super::parse(k) {
+                assert!(!e.contains("unknown command"), "{k}: {e}");
+            }
+        }
+    }
+
+    use super::*;
+
+    #[test]
+    fn keywords_are_case_insensitive_and_comments_ignored() {
+        assert_eq!(parse("  # nothing").unwrap(), None);
+        assert_eq!(
+            parse("uNLOAD IP # bye").unwrap(),
+            Some(Command::Unload("IP".into()))
+        );
+    }
+
+    #[test]
+    fn quoted_config_keeps_spaces_and_escapes() {
+        let c = parse(r#"Load A a.wasm config "sub B x\ntimer t 5" capacity 10"#).unwrap();
+        let Some(Command::Load { options, .. }) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(options.config, b"sub B x\ntimer t 5");
+        assert_eq!(options.capacity, Some(10));
+    }
+
+    #[test]
+    fn group_targets_take_options() {
+        let c = parse("Syn_Load A a.wasm grant udp 127.0.0.1:9 config x B b.wasm").unwrap();
+        let Some(Command::Upgrade { targets, .. }) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(targets.len(), 2);
+        assert_eq!(
+            targets[0].options.grants,
+            vec![Grant::Udp("127.0.0.1:9".parse().unwrap())]
+        );
+        assert_eq!(targets[0].options.config, b"x");
+        assert!(targets[1].options.is_empty());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(parse("Replace A").unwrap_err().contains("`A` has no file"));
+        assert!(
+            parse("Replace A a.wasm B b.wasm")
+                .unwrap_err()
+                .contains("Syn_Replace")
+        );
+        assert!(
+            parse("Replace A a.wasm pin sha256:12")
+                .unwrap_err()
+                .contains("64 hex digits")
+        );
+        assert!(
+            parse("Syn_Replace A a.wasm B")
+                .unwrap_err()
+                .contains("pairs")
+        );
+        assert!(
+            parse("Syn_Replace A a.wasm A b.wasm")
+                .unwrap_err()
+                .contains("twice")
+        );
+        assert!(parse("Frobnicate").unwrap_err().contains("unknown command"));
+        assert!(
+            parse("Load 9x a.wasm")
+                .unwrap_err()
+                .contains("not a valid module name")
+        );
+        assert!(
+            parse("Load A a.wasm config")
+                .unwrap_err()
+                .contains("needs a value")
+        );
+        assert!(
+            parse("Send A do \"open")
+                .unwrap_err()
+                .contains("unterminated")
+        );
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::parse;
+
+    #[test]
+    fn a_rendered_command_parses_back_to_itself() {
+        for line in [
+            "load A \"my dir/a.wasm\" config \"x y\" capacity 3 grant udp 127.0.0.1:9 \
+             grant dir \"/tmp/a b\" /data RO grant env \"MODE=fast lane\" grant tcp [::1]:80",
+            "syn_upgrade A a.wasm B b.wasm grant env X= C c.wasm",
+            "send A \"#kind\" \"a \\\"quoted\\\" body\"",
+            "settimer 1.5",
+            "load A a.wasm memory 2MiB",
+            "setprobation 5s errors 20%",
+            "setprobation 250ms",
+            "setcheckpoint 0",
+            "poison A",
+            "wait 250us",
+            "exit",
+        ] {
+            let c = parse(line).unwrap().unwrap();
+            let text = c.to_string();
+            assert_eq!(parse(&text).unwrap().unwrap(), c, "{line} -> {text}");
+        }
+    }
+}

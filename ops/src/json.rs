@@ -1,0 +1,153 @@
+//! Reports, events and inspections as JSON objects: the `--json` event
+//! stream and the JSON admin protocol.
+
+use serde_json::{Value, json};
+
+use liveswap::{Event, History, PoisonList, StatusReport, TransactionReport, VersionsReport};
+
+use crate::text::level_str;
+
+/// Something with a JSON form.
+pub trait ToJson {
+    /// One JSON value.
+    fn to_json(&self) -> Value;
+}
+
+impl ToJson for Event {
+    /// The event as one JSON object (the `--json` stream).
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            Event::Log {
+                module,
+                version,
+                level,
+                line,
+            } => json!({"event": "log", "module": module, "version": version,
+                        "level": level_str(*level), "line": line}),
+            Event::Module {
+                module,
+                version,
+                state,
+                detail,
+            } => {
+                let mut v = json!({"event": "module", "module": module, "version": version,
+                                   "state": state.as_str()});
+                if let Some(d) = detail {
+                    v["detail"] = json!(d);
+                }
+                v
+            }
+            Event::Transaction(r) => r.to_json(),
+            Event::Progress { origin, text } => {
+                json!({"event": "progress", "origin": origin, "text": text})
+            }
+        }
+    }
+}
+
+impl ToJson for TransactionReport {
+    /// The JSON form (`{"event":"transaction",...}`).
+    fn to_json(&self) -> serde_json::Value {
+        let modules: Vec<_> = self
+            .modules
+            .iter()
+            .map(|m| {
+                json!({"name": m.name, "from": m.from, "to": m.to,
+                       "quiesce_us": m.quiesce_us, "pause_us": m.pause_us,
+                       "buffered": m.buffered, "state_bytes": m.state_bytes})
+            })
+            .collect();
+        json!({
+            "event": "transaction", "id": self.id, "command": self.command,
+            "origin": self.origin, "outcome": self.outcome.as_str(),
+            "reason": self.reason, "modules": modules, "prepare_us": self.prepare_us,
+            "total_us": self.total_us, "mode": self.mode,
+            "waited_for": self.waited_for,
+            "refusal": self.refusal.as_ref().map(|r| json!({
+                "module": r.module, "phase": format!("{:?}", r.phase),
+                "cause": format!("{:?}", r.cause), "text": r.to_string(),
+            })),
+        })
+    }
+}
+
+impl ToJson for StatusReport {
+    fn to_json(&self) -> Value {
+        let modules: Vec<Value> = self
+            .modules
+            .iter()
+            .map(|s| {
+                json!({
+                    "name": s.name, "state": s.state.as_str(),
+                    "version": s.version.label(), "digest": s.version.digest,
+                    "queued": s.depth, "capacity": s.capacity, "served": s.served,
+                    "errors": s.errors, "faults": s.faults, "last_fault": s.last_fault,
+                    "rates": s.rates.iter().map(|(k, r)| json!({"sender": k, "per_s": r})).collect::<Vec<_>>(),
+                    "grants": s.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                    "memory_limit": s.memory_limit, "recoveries": s.recoveries,
+                    "poisoned": s.poisoned, "recovery_point": s.recovery_point,
+                    "logged": s.logged,
+                })
+            })
+            .collect();
+        json!({
+            "modules": modules,
+            "bound_ms": self.bound.as_millis() as u64,
+            "mode": self.mode.as_str(),
+            "probation_ms": self.probation.0.as_millis() as u64,
+            "probation_max_error_pct": self.probation.1,
+            "checkpoint_ms": self.checkpoint.as_millis() as u64,
+        })
+    }
+}
+
+impl ToJson for VersionsReport {
+    fn to_json(&self) -> Value {
+        let versions: Vec<Value> = self
+            .versions
+            .iter()
+            .map(|r| {
+                json!({
+                    "digest": r.version.digest, "version": r.version.label(),
+                    "bytes": r.version.size, "path": r.version.path.display().to_string(),
+                    "run_by": r.run_by,
+                })
+            })
+            .collect();
+        json!({"versions": versions, "trusted_keys": self.trusted_keys})
+    }
+}
+
+impl ToJson for History {
+    fn to_json(&self) -> Value {
+        let commands: Vec<Value> = self
+            .commands
+            .iter()
+            .map(|c| {
+                let at =
+                    c.at.duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0);
+                json!({"at": at, "origin": c.origin, "line": c.line,
+                       "outcome": c.outcome, "transaction": c.transaction})
+            })
+            .collect();
+        let transactions: Vec<Value> = self.transactions.iter().map(|t| t.to_json()).collect();
+        json!({"commands": commands, "transactions": transactions})
+    }
+}
+
+impl ToJson for PoisonList {
+    fn to_json(&self) -> Value {
+        let messages: Vec<Value> = self
+            .messages
+            .iter()
+            .map(|p| {
+                json!({"version": p.version, "kind": p.message.kind, "from": p.message.from,
+                       "proto": p.message.proto, "bytes": p.message.body.len(),
+                       "reason": p.reason, "text": p.to_string()})
+            })
+            .collect();
+        json!({"module": self.module, "messages": messages})
+    }
+}

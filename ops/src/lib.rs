@@ -1,0 +1,71 @@
+//! The operator surface of liveswap: the command language (text ↔
+//! [`Command`]), scripts, the admin endpoint and its protocol, and every
+//! report, event and inspection as text ([`ToText`]) and as JSON
+//! ([`ToJson`]). The core (`liveswap`) runs commands; this crate reads and
+//! writes them.
+//!
+//! - [`command`]: the parser, the keywords and `Help`;
+//! - [`script`]: batch files, with `$VAR` expansion;
+//! - [`admin`]: the Unix-socket/TCP admin endpoint and its client;
+//! - [`text`], [`json`]: rendering;
+//! - [`execute_line`]: parse, run, render — what the shell, scripts and the
+//!   admin endpoint all do with one line.
+
+pub mod admin;
+pub mod command;
+pub mod json;
+pub mod script;
+pub mod text;
+
+use liveswap::{Command, CommandError, Runtime, TransactionReport};
+
+pub use json::ToJson;
+pub use text::ToText;
+
+/// What a command produced, ready for people.
+#[derive(Debug)]
+pub enum Reply {
+    /// Done; a line saying what happened.
+    Done(String),
+    /// Inspection output (`Status`, `Versions`, `History`, `Poison`,
+    /// `Help`) as text.
+    Text(String),
+    /// An upgrade ended (committed, aborted, refused or rolled back).
+    Transaction(Box<TransactionReport>),
+    /// `Quit` was asked for.
+    Quit,
+}
+
+/// A core reply, and the JSON form of an inspection's data, if any.
+pub fn render(reply: liveswap::Reply) -> (Reply, Option<serde_json::Value>) {
+    use liveswap::Reply as R;
+    match reply {
+        R::Done(m) => (Reply::Done(m), None),
+        R::Status(s) => (Reply::Text(s.to_text()), Some(s.to_json())),
+        R::Versions(v) => (Reply::Text(v.to_text()), Some(v.to_json())),
+        R::History(h) => (Reply::Text(h.to_text()), Some(h.to_json())),
+        R::Poison(p) => (Reply::Text(p.to_text()), Some(p.to_json())),
+        R::Help => (Reply::Text(command::HELP.to_string()), None),
+        R::Transaction(r) => (Reply::Transaction(r), None),
+        R::Quit => (Reply::Quit, None),
+    }
+}
+
+/// Parse and run one line, for `origin` (for `History`). `Ok(None)` for a
+/// blank line or a comment.
+pub fn execute_line(rt: &Runtime, line: &str, origin: &str) -> Result<Option<Reply>, CommandError> {
+    execute_line_data(rt, line, origin).map(|r| r.map(|(reply, _)| reply))
+}
+
+/// [`execute_line`], with the JSON form of an inspection's data.
+pub fn execute_line_data(
+    rt: &Runtime,
+    line: &str,
+    origin: &str,
+) -> Result<Option<(Reply, Option<serde_json::Value>)>, CommandError> {
+    let parsed: Option<Command> = command::parse(line).map_err(CommandError::Parse)?;
+    match parsed {
+        None => Ok(None),
+        Some(c) => rt.execute(c, line.trim(), origin).map(|r| Some(render(r))),
+    }
+}

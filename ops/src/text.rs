@@ -1,0 +1,268 @@
+//! Reports, events and inspections for people: the text the shell, the
+//! CLI and the admin endpoint print.
+
+use std::fmt::Write as _;
+
+use liveswap::bindings::Level;
+use liveswap::bus::WINDOW_SECS;
+use liveswap::guest::Grant;
+use liveswap::{Event, History, PoisonList, StatusReport, TransactionReport, VersionsReport};
+
+/// Something with a form for people.
+pub trait ToText {
+    /// A line, or a few, for people.
+    fn to_text(&self) -> String;
+}
+
+pub(crate) fn level_str(level: Level) -> &'static str {
+    match level {
+        Level::Trace => "trace",
+        Level::Debug => "debug",
+        Level::Info => "info",
+        Level::Warn => "warn",
+        Level::Error => "error",
+    }
+}
+
+fn us(v: Option<u64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(v) if v >= 10_000 => format!("{:.1} ms", v as f64 / 1000.0),
+        Some(v) => format!("{v} µs"),
+    }
+}
+
+impl ToText for Event {
+    /// The event as a line for people.
+    fn to_text(&self) -> String {
+        match self {
+            Event::Log {
+                module,
+                version,
+                level,
+                line,
+            } => {
+                // The host's own lines carry no version.
+                let who = if version.is_empty() {
+                    module.to_string()
+                } else {
+                    format!("{module} v{version}")
+                };
+                match level {
+                    Level::Warn | Level::Error => {
+                        format!("{who} | {}: {line}", level_str(*level))
+                    }
+                    _ => format!("{who} | {line}"),
+                }
+            }
+            Event::Module {
+                module,
+                version,
+                state,
+                detail,
+            } => match detail {
+                Some(d) => format!("-- {module} v{version} {state}: {d}"),
+                None => format!("-- {module} v{version} {state}"),
+            },
+            Event::Transaction(r) => r.to_text(),
+            Event::Progress { text, .. } => format!(".. {text}"),
+        }
+    }
+}
+
+impl ToText for TransactionReport {
+    /// A few lines for people.
+    fn to_text(&self) -> String {
+        let mut out = format!(
+            "== transaction {} {}: {} (prepare {}, total {}, {})",
+            self.id,
+            self.outcome.as_str().to_uppercase(),
+            self.command,
+            us(Some(self.prepare_us)),
+            us(Some(self.total_us)),
+            self.mode
+        );
+        if let Some(r) = &self.reason {
+            out.push_str(&format!("\n   reason: {r}"));
+        }
+        if let Some(w) = &self.waited_for {
+            out.push_str(&format!("\n   waited for {w} to end"));
+        }
+        for m in &self.modules {
+            out.push_str(&format!(
+                "\n   {:<10} {:>6} -> {:<6} quiesce {:>9}  pause {:>9}  buffered {}",
+                m.name,
+                m.from
+                    .as_deref()
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or("-".into()),
+                m.to.as_deref()
+                    .map(|v| format!("v{v}"))
+                    .unwrap_or("-".into()),
+                us(m.quiesce_us),
+                us(m.pause_us),
+                m.buffered
+            ));
+        }
+        out
+    }
+}
+
+impl ToText for History {
+    fn to_text(&self) -> String {
+        let records = self;
+        let mut out = String::new();
+        for c in &records.commands {
+            let secs =
+                c.at.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
+            let _ = writeln!(
+                out,
+                "[{secs:.3}] {} `{}` -> {}",
+                c.origin, c.line, c.outcome
+            );
+            if let Some(id) = c.transaction
+                && let Some(r) = records.transactions.iter().find(|r| r.id == id)
+            {
+                for l in r.to_text().lines().skip(1) {
+                    let _ = writeln!(out, "    {l}");
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push_str("no command has run yet");
+        }
+        out.trim_end().to_string()
+    }
+}
+
+impl ToText for StatusReport {
+    fn to_text(&self) -> String {
+        let admin = self;
+        let mut out = String::new();
+        let t = admin.bound.as_secs_f64();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  arrivals/s (last {WINDOW_SECS}s) -> buffer for T={t}s",
+            "MODULE", "VERSION", "DIGEST", "STATE", "QUEUED", "SERVED", "ERRORS", "FAULTS"
+        );
+        for s in &self.modules {
+            let total: f64 = s.rates.iter().map(|(_, r)| r).sum();
+            let need = (total * t).ceil() as u64;
+            let rates: Vec<String> = s
+                .rates
+                .iter()
+                .filter(|(_, r)| *r > 0.0)
+                .map(|(k, r)| format!("{k}:{r:.1}"))
+                .collect();
+            let verdict = if need as usize > s.capacity {
+                "OVER CAPACITY"
+            } else {
+                "ok"
+            };
+            let _ = writeln!(
+                out,
+                "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  [{}] -> {need}/{} {verdict}",
+                s.name,
+                format!("v{}", s.version.label()),
+                s.version.short_digest(),
+                s.state.as_str(),
+                s.depth,
+                s.served,
+                s.errors,
+                s.faults,
+                rates.join(" "),
+                s.capacity,
+            );
+            if let Some(f) = &s.last_fault {
+                let _ = writeln!(out, "{:<10} last fault: {f}", "");
+            }
+            let _ = writeln!(out, "{:<10} {}", "", grants_line(&s.grants));
+            if s.recoveries > 0 || s.poisoned > 0 {
+                let _ = writeln!(
+                    out,
+                    "{:<10} recovered {} time(s); {} poison message(s) (Poison {})",
+                    "", s.recoveries, s.poisoned, s.name
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{:<10} recovery point: {} + {} logged message(s); memory limit {} MiB",
+                "",
+                s.recovery_point,
+                s.logged,
+                s.memory_limit >> 20
+            );
+        }
+        let (window, pct) = self.probation;
+        let probation = if window.is_zero() {
+            "probation off".to_string()
+        } else {
+            format!("probation {window:?} (errors over {pct}%)")
+        };
+        let _ = write!(
+            out,
+            "quiescence bound {:?}, mode {}, {probation}, checkpoint every {:?}",
+            admin.bound,
+            admin.mode.as_str(),
+            self.checkpoint
+        );
+        out
+    }
+}
+
+impl ToText for VersionsReport {
+    fn to_text(&self) -> String {
+        let mut out = format!(
+            "{:<14} {:<8} {:>9} {:<40} RUN BY\n",
+            "DIGEST", "VERSION", "BYTES", "PATH"
+        );
+        for row in &self.versions {
+            let v = &row.version;
+            let users = &row.run_by;
+            let _ = writeln!(
+                out,
+                "{:<14} {:<8} {:>9} {:<40} {}",
+                v.short_digest(),
+                format!("v{}", v.label()),
+                v.size,
+                v.path.display(),
+                if users.is_empty() {
+                    "-".to_string()
+                } else {
+                    users.join(", ")
+                }
+            );
+        }
+        let _ = match self.trusted_keys {
+            0 => write!(out, "signatures: not checked"),
+            1 => write!(out, "signatures: required (1 trusted key)"),
+            n => write!(out, "signatures: required ({n} trusted keys)"),
+        };
+        out
+    }
+}
+
+impl ToText for PoisonList {
+    fn to_text(&self) -> String {
+        let mut out = format!(
+            "{} poison message(s) set aside by {}",
+            self.messages.len(),
+            self.module
+        );
+        for (i, p) in self.messages.iter().enumerate() {
+            let _ = write!(out, "\n#{} {p}", i + 1);
+        }
+        out
+    }
+}
+
+/// The `grants:` line of `Status`.
+fn grants_line(grants: &[Grant]) -> String {
+    if grants.is_empty() {
+        return "grants: none".to_string();
+    }
+    let all: Vec<String> = grants.iter().map(Grant::describe).collect();
+    format!("grants: {}", all.join(", "))
+}
