@@ -38,9 +38,14 @@ struct Serve {
     /// clients must send the token of --token-file first.
     #[arg(long, value_name = "ADDR", requires = "token_file")]
     admin_tcp: Option<std::net::SocketAddr>,
-    /// File holding the admin token (its first line).
+    /// File holding the admin token (its first line, at least 16
+    /// characters).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Close an admin session that sends nothing for this long (a Watch
+    /// lasts while its client reads).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    admin_idle: Duration,
 }
 
 /// How to reach a running host.
@@ -97,6 +102,90 @@ struct RunArgs {
     trust: Trust,
     #[command(flatten)]
     serve: Serve,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What guests and clients can make the host hold: each going over is
+/// refused with an error to whoever asked and counted in `Status`.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Limits")]
+struct LimitArgs {
+    /// Largest message body a send, publish or admin Send may carry.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    max_message: usize,
+    /// Longest message kind, event name or timer name, in bytes.
+    #[arg(long, default_value_t = 256)]
+    max_kind: usize,
+    /// Bytes one mailbox may hold queued (besides its message capacity).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    mailbox_bytes: usize,
+    /// Bytes all mailboxes together may hold queued.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    queued_bytes: usize,
+    /// Bytes a recovery log may hold before a checkpoint is forced.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    log_bytes: usize,
+    /// Poison messages kept per module (the oldest are forgotten).
+    #[arg(long, default_value_t = 100)]
+    poison_kept: usize,
+    /// Bytes of poison-message bodies kept per module.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    poison_bytes: usize,
+    /// Timers per module.
+    #[arg(long, default_value_t = 64)]
+    max_timers: usize,
+    /// Subscriptions per module.
+    #[arg(long, default_value_t = 1024)]
+    max_subscriptions: usize,
+    /// Longest version label a module's info() may declare, in bytes.
+    #[arg(long, default_value_t = 128)]
+    max_label: usize,
+    /// Most protocol versions in info()'s speaks and accepts lists.
+    #[arg(long, default_value_t = 64)]
+    max_protocols: usize,
+    /// Longest guest log line; longer ones are cut.
+    #[arg(long, default_value = "4KiB", value_parser = parse_size)]
+    log_line: usize,
+    /// Log lines per second per module; past it lines are dropped and
+    /// counted.
+    #[arg(long, default_value_t = 10_000)]
+    log_rate: u32,
+    /// Events queued for a reader (this printer, a Watch client) that
+    /// does not keep up; past it events are skipped and counted.
+    #[arg(long, default_value_t = 65_536)]
+    watch_queue: usize,
+    /// WASI resources (streams, files, sockets, ...) one instance may
+    /// hold at once: its share of the host's file descriptors.
+    #[arg(long, default_value_t = 256)]
+    max_resources: usize,
+    /// Largest .wasm file Load or Replace reads.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    max_wasm: usize,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> liveswap::Limits {
+        liveswap::Limits {
+            max_body: self.max_message,
+            max_kind: self.max_kind,
+            mailbox_bytes: self.mailbox_bytes,
+            queued_bytes: self.queued_bytes,
+            log_bytes: self.log_bytes,
+            poison_kept: self.poison_kept,
+            poison_body_bytes: self.poison_bytes,
+            timers: self.max_timers,
+            subscriptions: self.max_subscriptions,
+            label_bytes: self.max_label,
+            protocols: self.max_protocols,
+            log_line: self.log_line,
+            log_rate: self.log_rate,
+            watch_queue: self.watch_queue,
+            resources: self.max_resources,
+            wasm_bytes: self.max_wasm as u64,
+            ..liveswap::Limits::default()
+        }
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
@@ -314,6 +403,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 no_admin: false,
                 admin_tcp: None,
                 token_file: None,
+                admin_idle: admin::DEFAULT_IDLE,
             };
             let trusted = Trust { keys: trust }.read()?;
             shell::run(&connect_or_local(&connect, local), &serve, trusted)
@@ -512,6 +602,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         max_state,
         trust,
         serve,
+        limits,
     } = args;
     let (json, once, verbose) = (*json, *once, *verbose);
     let rt = Arc::new(
@@ -522,6 +613,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .memory_limit(*memory_limit)
             .max_state_bytes(*max_state)
             .trusted_keys(trust.read()?)
+            .limits(limits.limits())
             .build()
             .context("starting the host")?,
     );
@@ -623,6 +715,7 @@ fn admin_options(serve: &Serve) -> anyhow::Result<Option<AdminOptions>> {
         ),
         tcp: serve.admin_tcp,
         token,
+        idle: Some(serve.admin_idle),
     }))
 }
 
@@ -759,6 +852,16 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_limit_flags_default_to_the_core_defaults() {
+        use clap::Parser;
+        let cli = super::Cli::try_parse_from(["liveswap", "run", "x.ls"]).expect("parses");
+        let super::Cmd::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(args.limits.limits(), liveswap::Limits::default());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crossbeam_channel::{Receiver, Sender, unbounded};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use crate::bindings::Level;
 use crate::report::TransactionReport;
@@ -27,6 +27,11 @@ pub enum ModuleState {
     /// A guest call trapped or overran its deadline: the instance is dead
     /// and the mailbox is kept, unserved.
     Faulted,
+    /// Held after a crash loop (more recoveries than the restart
+    /// intensity allows): it serves nothing, its mailbox is kept, until a
+    /// fixed version is `Replace`d in (which takes its state and mailbox
+    /// over) or it is unloaded.
+    Held,
     /// `Unload` drained it and removed the name.
     Stopped,
     /// Rebuilt from its recovery point after a fault; serving again.
@@ -46,6 +51,7 @@ impl ModuleState {
             ModuleState::Swapped => "swapped",
             ModuleState::Resumed => "resumed",
             ModuleState::Faulted => "faulted",
+            ModuleState::Held => "held",
             ModuleState::Stopped => "stopped",
             ModuleState::Recovered => "recovered",
             ModuleState::RolledBack => "rolled-back",
@@ -93,6 +99,12 @@ pub enum Event {
         /// What is happening.
         text: String,
     },
+    /// This watcher did not keep up: so many events were skipped for it
+    /// (its queue was full) before the next one.
+    Skipped {
+        /// How many.
+        count: u64,
+    },
 }
 
 impl Event {
@@ -113,19 +125,45 @@ impl Event {
 pub type EventSink = Arc<EventBus>;
 
 /// Fans every event out to every watcher. A watcher that went away is
-/// dropped at the next event.
-#[derive(Default)]
+/// dropped at the next event; one that does not keep up has events skipped
+/// (and is told how many), so that no reader can make the host hold more
+/// than its queue.
 pub struct EventBus {
     // A Mutex, not a RwLock: emitting also prunes dead watchers, and the
-    // critical section is a few channel sends.
-    watchers: Mutex<Vec<Sender<Event>>>,
+    // critical section is a few non-blocking channel sends.
+    watchers: Mutex<Vec<Watcher>>,
+    /// Events one watcher's queue holds.
+    queue: usize,
+}
+
+struct Watcher {
+    tx: Sender<Event>,
+    /// Skipped since its last delivered event.
+    skipped: u64,
+}
+
+impl Default for EventBus {
+    fn default() -> Self {
+        EventBus::new(crate::limits::Limits::default().watch_queue)
+    }
 }
 
 impl EventBus {
-    /// A new receiver of every event from now on.
+    /// No watchers yet; each will hold at most `queue` unread events.
+    pub fn new(queue: usize) -> Self {
+        EventBus {
+            watchers: Mutex::new(Vec::new()),
+            queue: queue.max(2),
+        }
+    }
+
+    /// A new receiver of every event from now on (while it keeps up).
     pub fn watch(&self) -> Receiver<Event> {
-        let (tx, rx) = unbounded();
-        self.watchers.lock().expect("event bus poisoned").push(tx);
+        let (tx, rx) = bounded(self.queue);
+        self.watchers
+            .lock()
+            .expect("event bus poisoned")
+            .push(Watcher { tx, skipped: 0 });
         rx
     }
 
@@ -135,6 +173,29 @@ impl EventBus {
         if watchers.is_empty() {
             return;
         }
-        watchers.retain(|w| w.send(event.clone()).is_ok());
+        watchers.retain_mut(|w| {
+            if w.skipped > 0 {
+                // First the note of what was skipped; the event follows it
+                // only if there is room for both, or it is skipped too.
+                let room_for_both = w.tx.len() + 2 <= self.queue;
+                match w.tx.try_send(Event::Skipped { count: w.skipped }) {
+                    Ok(()) => w.skipped = 0,
+                    Err(TrySendError::Full(_)) => {}
+                    Err(TrySendError::Disconnected(_)) => return false,
+                }
+                if !room_for_both {
+                    w.skipped += 1;
+                    return true;
+                }
+            }
+            match w.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    w.skipped += 1;
+                    true
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        })
     }
 }

@@ -9,7 +9,7 @@
 //! `layers` checks it):
 //!
 //! 1. the contract and plain data: [`bindings`] (the WIT), [`events`],
-//!    [`report`], [`history`], [`error`], [`words`];
+//!    [`report`], [`history`], [`error`], [`words`], [`limits`];
 //! 2. [`guest`]: what a guest sees — its store data, the `host` glue, its
 //!    sandbox and stdio, and the narrow [`guest::HostView`] it reaches;
 //! 3. [`command`]: the requests a runtime runs, as data; [`repo`]: the
@@ -28,6 +28,7 @@ pub mod bindings;
 pub mod error;
 pub mod events;
 pub mod history;
+pub mod limits;
 pub mod report;
 pub mod words;
 
@@ -54,6 +55,7 @@ pub use error::{CommandError, LoadError};
 pub use events::{Event, ModuleState};
 pub use guest::Grant;
 pub use history::{CommandRecord, History};
+pub use limits::Limits;
 pub use proxy::{ModuleProxy, Poisoned, ProxyStatus};
 pub use repo::signing;
 pub use report::{Cause, ModuleReport, Outcome, Phase, Refusal, TransactionReport};

@@ -130,6 +130,14 @@ pub enum Cause {
         /// The limit (`--max-state`).
         limit: usize,
     },
+    /// `put-state` or `get-state` was still running when the vote's bound
+    /// passed, and was interrupted.
+    OutOfTime {
+        /// Label of the version.
+        version: String,
+        /// The bound.
+        bound: std::time::Duration,
+    },
     /// A rebuild failed: why.
     Rebuild(String),
     /// These modules (each described with what it still had queued) did
@@ -207,6 +215,17 @@ impl std::fmt::Display for Refusal {
                 f,
                 "{m} v{version}: put-state returned {bytes} bytes, over the limit of {limit}"
             ),
+            (Cause::OutOfTime { version, bound }, phase) => {
+                let call = if phase == Phase::GetState {
+                    "get-state"
+                } else {
+                    "put-state"
+                };
+                write!(
+                    f,
+                    "{m} v{version}: {call} did not return within the vote's bound of {bound:?}; it was interrupted"
+                )
+            }
             (Cause::Rebuild(why), _) => write!(f, "{m}: {why}"),
             (Cause::Late { late, bound }, Phase::Rebuild) => write!(
                 f,

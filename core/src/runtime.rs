@@ -21,6 +21,7 @@ use crate::error::CommandError;
 use crate::events::{Event, EventBus};
 use crate::history::{CommandRecord, History};
 use crate::instance::InstanceLimits;
+use crate::limits::Limits;
 use crate::proxy::{Env, ModuleProxy, Modules, ProxyStatus, Reaper, Settings};
 use crate::repo::Repository;
 use crate::repo::signing::PublicKey;
@@ -30,8 +31,7 @@ use crate::txn::RollbackRequest;
 pub(crate) use crate::upgrade::{AdminState, Core, Recorded};
 pub use inspect::{PoisonList, StatusReport, VersionRow, VersionsReport};
 
-/// How often the engine's epoch advances; call deadlines are counted in it.
-pub const EPOCH_PERIOD: Duration = Duration::from_millis(10);
+pub use crate::instance::EPOCH_PERIOD;
 
 /// Settings of a new runtime.
 #[derive(Clone, Debug)]
@@ -45,6 +45,7 @@ pub struct RuntimeBuilder {
     pooled: Option<u32>,
     max_state_bytes: usize,
     trusted_keys: Vec<PublicKey>,
+    limits: Limits,
 }
 
 impl Default for RuntimeBuilder {
@@ -59,6 +60,7 @@ impl Default for RuntimeBuilder {
             pooled: None,
             max_state_bytes: 64 << 20,
             trusted_keys: Vec::new(),
+            limits: Limits::default(),
         }
     }
 }
@@ -115,6 +117,12 @@ impl RuntimeBuilder {
         self.trusted_keys = keys;
         self
     }
+    /// What guests and clients can make the host hold (see [`Limits`] for
+    /// each default).
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -124,8 +132,11 @@ impl RuntimeBuilder {
     /// Start the runtime.
     pub fn build(self) -> anyhow::Result<Runtime> {
         let engine = wasmtime::Engine::new(&self.engine_config())?;
-        let repo = Repository::new(engine.clone())?.with_trusted_keys(self.trusted_keys.clone());
-        let bus = Bus::new(Arc::new(EventBus::default()));
+        let repo = Repository::new(engine.clone())?
+            .with_trusted_keys(self.trusted_keys.clone())
+            .with_max_file(self.limits.wasm_bytes);
+        let events = Arc::new(EventBus::new(self.limits.watch_queue));
+        let bus = Bus::new(events, self.limits.clone());
         let env = Env {
             bus: bus.clone(),
             settings: Arc::new(Settings::new(self.max_state_bytes)),
@@ -154,6 +165,9 @@ impl RuntimeBuilder {
             limits: InstanceLimits {
                 memory: self.memory_limit,
                 deadline_ticks: ticks,
+                label_bytes: self.limits.label_bytes,
+                protocols: self.limits.protocols,
+                resources: self.limits.resources,
             },
             call_deadline: self.call_deadline,
             mailbox_capacity: self.mailbox_capacity,

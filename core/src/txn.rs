@@ -64,6 +64,8 @@ pub(crate) struct Txn {
     pub id: u64,
     /// End of the quiescence bound (`SetTimer`).
     pub deadline: Instant,
+    /// The bound itself, for the words of a refusal.
+    pub bound: Duration,
     /// When every participant is a replacement (nothing to register at
     /// commit), the last YES in time decides commit itself: that saves the
     /// round trip through the coordinator inside every target's pause.
@@ -82,9 +84,11 @@ pub(crate) struct Txn {
 }
 
 impl Txn {
+    /// Transaction `id`, whose votes are due by `deadline`, at the end of
+    /// a bound of `bound`.
     pub(crate) fn new(
         id: u64,
-        deadline: Instant,
+        (deadline, bound): (Instant, Duration),
         auto_commit: bool,
         voters: usize,
         reports: Sender<Report>,
@@ -92,6 +96,7 @@ impl Txn {
         Txn {
             id,
             deadline,
+            bound,
             auto_commit,
             voters,
             probation: None,

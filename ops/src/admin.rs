@@ -32,10 +32,23 @@ use crate::{Reply, ToJson, ToText, execute_line_data};
 
 /// Longest command line accepted; a longer one closes the connection.
 pub const MAX_LINE: usize = 64 * 1024;
-/// Clients served at once; more are turned away.
+/// Unix-socket clients served at once; more are turned away.
 pub const MAX_CLIENTS: usize = 32;
+/// TCP clients served at once, authenticated or not: a pool of their own,
+/// so that connections from the network never lock out a local operator.
+pub const MAX_TCP_CLIENTS: usize = 8;
 /// Time a TCP client has to authenticate.
 const AUTH_WINDOW: Duration = Duration::from_secs(10);
+/// A session that sends nothing for this long is closed (unless it is
+/// watching events).
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(600);
+/// Shortest admin token accepted.
+pub const MIN_TOKEN: usize = 16;
+/// A reply that cannot be written within this long ends the session (a
+/// client that does not read).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the accept loops look at the stop flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(20);
 
 /// Where and how to listen.
 #[derive(Clone, Debug, Default)]
@@ -44,8 +57,10 @@ pub struct AdminOptions {
     pub unix: Option<PathBuf>,
     /// TCP address (loopback), which needs `token`.
     pub tcp: Option<SocketAddr>,
-    /// The token TCP clients must give.
+    /// The token TCP clients must give (at least [`MIN_TOKEN`] characters).
     pub token: Option<String>,
+    /// Close a session idle this long (default [`DEFAULT_IDLE`]).
+    pub idle: Option<Duration>,
 }
 
 /// `$XDG_RUNTIME_DIR/liveswap/admin.sock`, or `/tmp/liveswap-<uid>/admin.sock`.
@@ -84,21 +99,42 @@ pub struct AdminServer {
 struct Shared {
     rt: Arc<Runtime>,
     token: Option<String>,
+    /// Sessions under way, per pool: Unix socket, TCP.
     clients: AtomicUsize,
+    tcp_clients: AtomicUsize,
     next_client: AtomicU64,
     stop: Arc<AtomicBool>,
+    idle: Duration,
+    /// Wrong tokens in a row, host-wide: each makes the next refusal wait
+    /// longer (up to 2 s), so guessing is slow however many connections
+    /// an attacker opens.
+    auth_failures: AtomicU64,
 }
 
 impl AdminServer {
     /// Start listening. Fails if the socket path is served by a live host.
     pub fn start(rt: Arc<Runtime>, opts: AdminOptions) -> io::Result<AdminServer> {
+        if let Some(t) = &opts.token
+            && t.chars().count() < MIN_TOKEN
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the admin token is {} characters; it must have at least {MIN_TOKEN}",
+                    t.chars().count()
+                ),
+            ));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             rt,
             token: opts.token.clone(),
             clients: AtomicUsize::new(0),
+            tcp_clients: AtomicUsize::new(0),
             next_client: AtomicU64::new(1),
             stop: stop.clone(),
+            idle: opts.idle.unwrap_or(DEFAULT_IDLE),
+            auth_failures: AtomicU64::new(0),
         });
         let mut threads = Vec::new();
         let mut unix = None;
@@ -110,13 +146,9 @@ impl AdminServer {
                 std::thread::Builder::new()
                     .name("admin-unix".into())
                     .spawn(move || {
-                        for conn in listener.incoming() {
-                            if shared.stop.load(Ordering::Relaxed) {
-                                return;
-                            }
-                            let Ok(conn) = conn else { continue };
+                        while let Some(conn) = accept(&shared.stop, || listener.accept()) {
                             let n = shared.next_client.fetch_add(1, Ordering::Relaxed);
-                            serve(shared.clone(), conn, format!("unix:{n}"), false);
+                            serve(shared.clone(), conn.0, format!("unix:{n}"), false);
                         }
                     })?,
             );
@@ -136,19 +168,12 @@ impl AdminServer {
                 ));
             }
             let listener = TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
             tcp = Some(listener.local_addr()?);
             let shared = shared.clone();
             threads.push(std::thread::Builder::new().name("admin-tcp".into()).spawn(
                 move || {
-                    for conn in listener.incoming() {
-                        if shared.stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                        let Ok(conn) = conn else { continue };
-                        let peer = conn
-                            .peer_addr()
-                            .map(|a| a.to_string())
-                            .unwrap_or_else(|_| "?".into());
+                    while let Some((conn, peer)) = accept(&shared.stop, || listener.accept()) {
                         serve(shared.clone(), conn, format!("tcp:{peer}"), true);
                     }
                 },
@@ -177,13 +202,8 @@ impl AdminServer {
         if self.stop.swap(true, Ordering::Relaxed) {
             return;
         }
-        // Wake the accept loops.
-        if let Some(p) = &self.unix {
-            let _ = UnixStream::connect(p);
-        }
-        if let Some(a) = self.tcp {
-            let _ = TcpStream::connect(a);
-        }
+        // The accept loops poll the flag: nothing needs the socket path
+        // (which may have been removed) to wake them.
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -199,25 +219,114 @@ impl Drop for AdminServer {
     }
 }
 
+/// Accept the next connection, non-blocking, looking at `stop` every
+/// [`ACCEPT_POLL`]; `None` once it is set.
+fn accept<C, A>(stop: &AtomicBool, mut f: impl FnMut() -> io::Result<(C, A)>) -> Option<(C, A)> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        match f() {
+            Ok(c) => return Some(c),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(ACCEPT_POLL),
+            Err(e) => {
+                // Out of descriptors, or a connection reset before it was
+                // taken: wait a little rather than spin.
+                tracing::warn!("admin: accept failed: {e}");
+                std::thread::sleep(ACCEPT_POLL);
+            }
+        }
+    }
+}
+
+/// This process's user id.
+fn my_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// Refuse a socket directory another user could have planted or can
+/// write in: it must be a real directory (not a symlink), owned by this
+/// user, and writable by no one else.
+fn check_socket_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: {why}; refusing to serve the admin socket there (choose another with --admin)",
+                dir.display()
+            ),
+        )
+    };
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.file_type().is_symlink() {
+        return Err(refuse("a symbolic link, not a directory".into()));
+    }
+    if !meta.is_dir() {
+        return Err(refuse("not a directory".into()));
+    }
+    let me = my_uid();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse(format!(
+            "mode {:o}: others may write in it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, FileTypeExt};
     if let Some(dir) = path.parent()
         && !dir.as_os_str().is_empty()
-        && !dir.exists()
     {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        if std::fs::symlink_metadata(dir).is_err() {
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // Created 0700 in one step: never open to others.
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Whether made now or found: someone may have been first.
+        check_socket_dir(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
-                format!("another liveswap host is serving {}", path.display()),
+                format!(
+                    "another liveswap host is serving {} (give this one another path with --admin, or --no-admin)",
+                    path.display()
+                ),
             ));
         }
         std::fs::remove_file(path)?; // stale, from a host that died
     }
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -225,6 +334,9 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
 trait Conn: Read + Write + Send + 'static {
     fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>>;
     fn set_timeout(&self, d: Option<Duration>) -> io::Result<()>;
+    /// Blocking, with a write timeout (accepted sockets inherit the
+    /// listener's non-blocking mode on some systems).
+    fn prepare(&self) -> io::Result<()>;
 }
 
 impl Conn for UnixStream {
@@ -233,6 +345,10 @@ impl Conn for UnixStream {
     }
     fn set_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(d)
+    }
+    fn prepare(&self) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
     }
 }
 
@@ -243,14 +359,26 @@ impl Conn for TcpStream {
     fn set_timeout(&self, d: Option<Duration>) -> io::Result<()> {
         self.set_read_timeout(d)
     }
+    fn prepare(&self) -> io::Result<()> {
+        self.set_nonblocking(false)?;
+        self.set_write_timeout(Some(WRITE_TIMEOUT))
+    }
 }
 
 fn serve<C: Conn>(shared: Arc<Shared>, conn: C, origin: String, needs_auth: bool) {
-    if shared.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-        shared.clients.fetch_sub(1, Ordering::AcqRel);
+    let (pool, max) = if needs_auth {
+        (&shared.tcp_clients, MAX_TCP_CLIENTS)
+    } else {
+        (&shared.clients, MAX_CLIENTS)
+    };
+    if conn.prepare().is_err() {
+        return;
+    }
+    if pool.fetch_add(1, Ordering::AcqRel) >= max {
+        pool.fetch_sub(1, Ordering::AcqRel);
         let mut conn = conn;
         let _ = conn.write_all(b"ERR too many admin clients; try again later\n");
-        tracing::warn!(%origin, "admin: turned away, {MAX_CLIENTS} clients already");
+        tracing::warn!(%origin, "admin: turned away, {max} clients already");
         return;
     }
     let spawned = std::thread::Builder::new()
@@ -261,11 +389,21 @@ fn serve<C: Conn>(shared: Arc<Shared>, conn: C, origin: String, needs_auth: bool
                 if let Err(e) = session(&shared, conn, &origin, needs_auth) {
                     tracing::debug!(%origin, "admin session ended: {e}");
                 }
-                shared.clients.fetch_sub(1, Ordering::AcqRel);
+                let pool = if needs_auth {
+                    &shared.tcp_clients
+                } else {
+                    &shared.clients
+                };
+                pool.fetch_sub(1, Ordering::AcqRel);
             }
         });
     if spawned.is_err() {
-        shared.clients.fetch_sub(1, Ordering::AcqRel);
+        let pool = if needs_auth {
+            &shared.tcp_clients
+        } else {
+            &shared.clients
+        };
+        pool.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -330,18 +468,34 @@ fn session<C: Conn>(shared: &Shared, conn: C, origin: &str, needs_auth: bool) ->
         };
         if !ok {
             tracing::warn!(%origin, "admin: refused a client with no or a wrong token");
+            // Each wrong token in a row makes the next refusal slower.
+            let n = shared.auth_failures.fetch_add(1, Ordering::AcqRel) + 1;
+            std::thread::sleep(Duration::from_millis((50 * n).min(2000)));
             let _ = send_line(
                 &out,
                 "ERR unauthorized: the first line must be `Auth <token>`",
             );
             return Ok(());
         }
-        reader.get_ref().set_timeout(None)?;
+        shared.auth_failures.store(0, Ordering::Release);
         send_line(&out, "OK authenticated")?;
     }
+    reader.get_ref().set_timeout(Some(shared.idle))?;
 
     loop {
-        let line = match read_line(&mut reader, &mut buf)? {
+        let line = match read_line(&mut reader, &mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                let _ = reply_err(&out, json, &format!("idle for {:?}; closing", shared.idle));
+                return Ok(());
+            }
+            r => r?,
+        };
+        let line = match line {
             Line::Eof => return Ok(()),
             Line::TooLong => {
                 send_line(
@@ -533,7 +687,19 @@ fn watch(
         },
     )?;
     let mut buf = Vec::new();
-    let ended = read_line(reader, &mut buf);
+    // A watcher may read for hours without a word: an idle read only ends
+    // the watch if the events could not be written either (the client
+    // stopped reading: the write timeout ended the pump).
+    let ended = loop {
+        match read_line(reader, &mut buf) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) && !pump.is_finished() => {}
+            other => break other,
+        }
+    };
     drop(stop_tx);
     let _ = pump.join();
     match ended? {

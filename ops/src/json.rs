@@ -41,6 +41,7 @@ impl ToJson for Event {
             Event::Progress { origin, text } => {
                 json!({"event": "progress", "origin": origin, "text": text})
             }
+            Event::Skipped { count } => json!({"event": "skipped", "count": count}),
         }
     }
 }
@@ -87,6 +88,9 @@ impl ToJson for StatusReport {
                     "memory_limit": s.memory_limit, "recoveries": s.recoveries,
                     "poisoned": s.poisoned, "recovery_point": s.recovery_point,
                     "logged": s.logged,
+                    "queued_bytes": s.queued_bytes.0, "max_queued_bytes": s.queued_bytes.1,
+                    "timers": s.timers, "subscriptions": s.subscriptions,
+                    "log_dropped": s.log_dropped,
                 })
             })
             .collect();
@@ -97,6 +101,9 @@ impl ToJson for StatusReport {
             "probation_ms": self.probation.0.as_millis() as u64,
             "probation_max_error_pct": self.probation.1,
             "checkpoint_ms": self.checkpoint.as_millis() as u64,
+            "queued_bytes": self.queued_bytes.0,
+            "queued_budget": self.queued_bytes.1,
+            "refused": self.refused,
         })
     }
 }

@@ -66,6 +66,9 @@ impl ToText for Event {
             },
             Event::Transaction(r) => r.to_text(),
             Event::Progress { text, .. } => format!(".. {text}"),
+            Event::Skipped { count } => {
+                format!("!! {count} event(s) skipped: this reader did not keep up (--watch-queue)")
+            }
         }
     }
 }
@@ -137,6 +140,25 @@ impl ToText for History {
     }
 }
 
+/// A byte count for people: `512 B`, `1.5 KiB`, `64 MiB`.
+pub fn bytes(n: usize) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v.fract() == 0.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 impl ToText for StatusReport {
     fn to_text(&self) -> String {
         let admin = self;
@@ -194,7 +216,26 @@ impl ToText for StatusReport {
                 s.logged,
                 s.memory_limit >> 20
             );
+            let _ = writeln!(
+                out,
+                "{:<10} holds: queued {} of {}, {} timer(s) of {}, {} subscription(s) of {}, {} log line(s) dropped",
+                "",
+                bytes(s.queued_bytes.0),
+                bytes(s.queued_bytes.1),
+                s.timers,
+                self.limits.timers,
+                s.subscriptions,
+                self.limits.subscriptions,
+                s.log_dropped
+            );
         }
+        let _ = writeln!(
+            out,
+            "host holds: queued {} of a budget of {}; {} message(s) refused for a limit",
+            bytes(self.queued_bytes.0),
+            bytes(self.queued_bytes.1),
+            self.refused
+        );
         let (window, pct) = self.probation;
         let probation = if window.is_zero() {
             "probation off".to_string()

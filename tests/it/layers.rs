@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 /// other.
 const LAYERS: &[&[&str]] = &[
     &["bindings", "words"],
-    &["report", "error"],
+    &["report", "error", "limits"],
     &["events", "history"],
     &["guest"],
     &["command", "repo", "bus"],

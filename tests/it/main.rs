@@ -6,6 +6,7 @@ mod basics;
 mod bench;
 mod faults;
 mod fuzz;
+mod hostile;
 mod invariants;
 mod layers;
 mod router;

@@ -16,6 +16,45 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 use super::SendError;
 use super::rates::RateWindow;
 use crate::bindings::Message;
+use crate::limits::message_cost;
+
+/// The host-wide budget of queued bytes, shared by every mailbox.
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Self {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Bytes queued in every mailbox together.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// The budget.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Take `n` bytes, or say the budget is spent.
+    fn take(&self, n: usize) -> Result<(), SendError> {
+        if self.used.fetch_add(n, Ordering::AcqRel) + n > self.max {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return Err(SendError::HostFull { limit: self.max });
+        }
+        Ok(())
+    }
+
+    fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
 
 /// Sender name stamped on timer ticks.
 pub const TIMER_SENDER: &str = "$timer";
@@ -39,8 +78,17 @@ struct Inner {
     gate: RwLock<bool>,
     depth: AtomicUsize,
     capacity: AtomicUsize,
+    /// Bytes queued (see `limits::message_cost`), and the most it may.
+    bytes: AtomicUsize,
+    max_bytes: usize,
+    /// The host-wide budget the bytes also count against.
+    budget: Arc<Budget>,
     /// Timer ticks are only queued while the module is enabled.
     ticking: AtomicBool,
+    /// Set while the module is faulted with no instance that could serve
+    /// (it could not be rebuilt): sends are refused rather than kept for
+    /// nobody.
+    dead: AtomicBool,
     // Per-sender arrival counts. A Mutex per receiver: senders to the same
     // module contend briefly; senders to different modules never do.
     arrivals: Mutex<HashMap<Arc<str>, RateWindow>>,
@@ -49,14 +97,28 @@ struct Inner {
     origin: Instant,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Messages never taken out (a worker that ended with some queued)
+        // give their bytes back to the host's budget with the mailbox.
+        self.budget.give(*self.bytes.get_mut());
+    }
+}
+
 /// Handle on the sending side of one module's mailbox.
 #[derive(Clone)]
 pub struct Mailbox(Arc<Inner>);
 
 impl Mailbox {
-    /// A mailbox for `name` holding at most `capacity` messages, and the
-    /// receiver its worker reads.
-    pub(crate) fn new(name: Arc<str>, capacity: usize) -> (Self, Receiver<Item>) {
+    /// A mailbox for `name` holding at most `capacity` messages and
+    /// `max_bytes` bytes (within the host's `budget`), and the receiver its
+    /// worker reads.
+    pub(crate) fn new(
+        name: Arc<str>,
+        capacity: usize,
+        max_bytes: usize,
+        budget: Arc<Budget>,
+    ) -> (Self, Receiver<Item>) {
         let (tx, rx) = unbounded();
         let inner = Inner {
             name,
@@ -64,7 +126,11 @@ impl Mailbox {
             gate: RwLock::new(true),
             depth: AtomicUsize::new(0),
             capacity: AtomicUsize::new(capacity),
+            bytes: AtomicUsize::new(0),
+            max_bytes,
+            budget,
             ticking: AtomicBool::new(false),
+            dead: AtomicBool::new(false),
             arrivals: Mutex::new(HashMap::new()),
             pending_ticks: Mutex::new(HashSet::new()),
             origin: Instant::now(),
@@ -80,6 +146,16 @@ impl Mailbox {
     /// Messages queued, not yet served.
     pub fn depth(&self) -> usize {
         self.0.depth.load(Ordering::Relaxed)
+    }
+
+    /// Bytes queued, not yet served.
+    pub fn bytes(&self) -> usize {
+        self.0.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Most bytes it holds.
+    pub fn max_bytes(&self) -> usize {
+        self.0.max_bytes
     }
 
     /// Most messages it holds.
@@ -99,6 +175,9 @@ impl Mailbox {
         if !*open {
             return Err(SendError::Closing(s.name.to_string()));
         }
+        if s.dead.load(Ordering::Relaxed) {
+            return Err(SendError::Faulted(s.name.to_string()));
+        }
         let capacity = s.capacity.load(Ordering::Relaxed);
         if s.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
             s.depth.fetch_sub(1, Ordering::AcqRel);
@@ -106,6 +185,10 @@ impl Mailbox {
                 name: s.name.to_string(),
                 capacity,
             });
+        }
+        if let Err(e) = self.take_bytes(message_cost(&msg.kind, from, &msg.body)) {
+            s.depth.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
         }
         {
             let mut arrivals = s.arrivals.lock().expect("mailbox poisoned");
@@ -138,6 +221,18 @@ impl Mailbox {
                 return;
             }
         }
+        if self
+            .take_bytes(message_cost(timer, TIMER_SENDER, &[]))
+            .is_err()
+        {
+            // Over a byte bound: this tick is skipped, like one that is
+            // already waiting.
+            s.pending_ticks
+                .lock()
+                .expect("mailbox poisoned")
+                .remove(timer);
+            return;
+        }
         s.depth.fetch_add(1, Ordering::AcqRel);
         let _ = s.tx.send(Item::Msg(Message {
             from: TIMER_SENDER.to_string(),
@@ -152,8 +247,28 @@ impl Mailbox {
         let _ = self.0.tx.send(Item::Term(txn));
     }
 
-    /// The worker took `m` out of the queue to serve it.
+    /// Count `n` more bytes queued against this mailbox and the host.
+    fn take_bytes(&self, n: usize) -> Result<(), SendError> {
+        let s = &*self.0;
+        if s.bytes.fetch_add(n, Ordering::AcqRel) + n > s.max_bytes {
+            s.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(SendError::FullBytes {
+                name: s.name.to_string(),
+                limit: s.max_bytes,
+            });
+        }
+        if let Err(e) = s.budget.take(n) {
+            s.bytes.fetch_sub(n, Ordering::AcqRel);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The worker took `m` out of the queue to serve it (or to drop it).
     pub(crate) fn took(&self, m: &Message) {
+        let n = message_cost(&m.kind, &m.from, &m.body);
+        self.0.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.0.budget.give(n);
         self.0.depth.fetch_sub(1, Ordering::AcqRel);
         if m.from == TIMER_SENDER {
             self.0
@@ -162,6 +277,11 @@ impl Mailbox {
                 .expect("mailbox poisoned")
                 .remove(&m.kind);
         }
+    }
+
+    /// Whether sends are refused because no instance can serve them.
+    pub(crate) fn set_dead(&self, dead: bool) {
+        self.0.dead.store(dead, Ordering::Relaxed);
     }
 
     /// Whether timer ticks are queued (only while the module is enabled).

@@ -10,14 +10,16 @@ mod rates;
 mod timers;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::bindings::Message;
 use crate::events::EventSink;
-use crate::guest::HostView;
+use crate::guest::{HostView, valid_name};
+use crate::limits::{Limits, clip};
 
 pub(crate) use mailbox::Item;
-pub use mailbox::{Mailbox, TIMER_SENDER};
+pub use mailbox::{Budget, Mailbox, TIMER_SENDER};
 pub use names::NameService;
 pub use pubsub::PubSub;
 pub use rates::WINDOW_SECS;
@@ -43,14 +45,47 @@ pub enum SendError {
     /// The receiver is being unloaded.
     #[error("`{0}` is being unloaded")]
     Closing(String),
+    /// The receiver's mailbox holds as many bytes as it may.
+    #[error("mailbox of `{name}` is full ({limit} bytes queued; --mailbox-bytes)")]
+    FullBytes {
+        /// Receiver.
+        name: String,
+        /// Its byte limit.
+        limit: usize,
+    },
+    /// Every mailbox of the host together holds as many bytes as they may.
+    #[error("the host's queued messages are at their budget ({limit} bytes; --queued-bytes)")]
+    HostFull {
+        /// The host-wide budget.
+        limit: usize,
+    },
+    /// A part of the message is over its limit.
+    #[error("message {what} of {bytes} bytes is over the limit of {limit} ({flag})")]
+    TooLarge {
+        /// `body` or `kind`.
+        what: &'static str,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+        /// The flag that sets it.
+        flag: &'static str,
+    },
     /// The sender does not speak the protocol it claims.
-    #[error("protocol {proto} is not one this module speaks ({speaks:?})")]
+    #[error(
+        "protocol {proto} is not one this module speaks ({speaks:?}){}",
+        if .speaks.is_empty() { ": a version that speaks none may send nothing" } else { "" }
+    )]
     Protocol {
         /// The `proto` of the message.
         proto: u32,
         /// What the sender's version declared.
         speaks: Vec<u32>,
     },
+    /// The receiver is faulted and could not be rebuilt: nothing sent to
+    /// it could be served.
+    #[error("`{0}` is faulted and cannot serve (Replace it with a fixed version, or Unload it)")]
+    Faulted(String),
 }
 
 /// The bus of one runtime.
@@ -63,22 +98,82 @@ pub struct Bus {
     pub timers: TimerService,
     /// Where events go.
     pub events: EventSink,
+    /// The limits of what guests and clients can make the host hold.
+    pub limits: Arc<Limits>,
+    /// Bytes queued in every mailbox together.
+    pub budget: Arc<Budget>,
+    /// Messages refused for a limit (size, bytes, quotas), host-wide.
+    pub refused: AtomicUsize,
 }
 
 impl Bus {
-    pub(crate) fn new(events: EventSink) -> Arc<Self> {
+    pub(crate) fn new(events: EventSink, limits: Limits) -> Arc<Self> {
         let names = Arc::new(NameService::default());
         let sink: Arc<dyn timers::TickSink> = names.clone();
-        let timers = TimerService::start(Arc::downgrade(&sink));
+        let timers = TimerService::start(Arc::downgrade(&sink), &limits);
         Arc::new(Bus {
             names,
-            pubsub: PubSub::default(),
+            pubsub: PubSub::new(limits.subscriptions),
             timers,
             events,
+            budget: Arc::new(Budget::new(limits.queued_bytes)),
+            limits: Arc::new(limits),
+            refused: AtomicUsize::new(0),
         })
     }
 
-    /// Queue `msg` for `to`, stamped as coming from `from`.
+    /// A new mailbox for `name` under this bus's limits, and the receiver
+    /// its worker reads.
+    pub(crate) fn mailbox(
+        &self,
+        name: Arc<str>,
+        capacity: usize,
+    ) -> (Mailbox, crossbeam_channel::Receiver<Item>) {
+        Mailbox::new(
+            name,
+            capacity,
+            self.limits.mailbox_bytes,
+            self.budget.clone(),
+        )
+    }
+
+    /// Refuse a message whose kind or body is over its limit.
+    fn check_size(&self, kind: &str, body: &[u8]) -> Result<(), SendError> {
+        let l = &self.limits;
+        let over = if body.len() > l.max_body {
+            Some(("body", body.len(), l.max_body, "--max-message"))
+        } else if kind.len() > l.max_kind {
+            Some(("kind", kind.len(), l.max_kind, "--max-kind"))
+        } else {
+            None
+        };
+        match over {
+            None => Ok(()),
+            Some((what, bytes, limit, flag)) => Err(SendError::TooLarge {
+                what,
+                bytes,
+                limit,
+                flag,
+            }),
+        }
+    }
+
+    /// Count a refusal for a limit, and pass it on.
+    fn counted<T>(&self, r: Result<T, SendError>) -> Result<T, SendError> {
+        if let Err(
+            SendError::Full { .. }
+            | SendError::FullBytes { .. }
+            | SendError::HostFull { .. }
+            | SendError::TooLarge { .. },
+        ) = &r
+        {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Queue `msg` for `to`, stamped as coming from `from`, whose version
+    /// speaks the protocols `speaks` (none: it may send nothing).
     pub fn send(
         &self,
         from: &Arc<str>,
@@ -86,30 +181,42 @@ impl Bus {
         to: &str,
         mut msg: Message,
     ) -> Result<(), SendError> {
-        if !speaks.is_empty() && !speaks.contains(&msg.proto) {
+        self.counted(self.check_size(&msg.kind, &msg.body))?;
+        if !speaks.contains(&msg.proto) {
             return Err(SendError::Protocol {
                 proto: msg.proto,
                 speaks: speaks.to_vec(),
             });
+        }
+        if !valid_name(to) {
+            // Never echo a name of any length back whole.
+            return Err(SendError::UnknownModule(clip(to, 64).into_owned()));
         }
         let mailbox = self
             .names
             .resolve(to)
             .ok_or_else(|| SendError::UnknownModule(to.to_string()))?;
         msg.from = from.to_string();
-        mailbox.deliver(from, msg)
+        self.counted(mailbox.deliver(from, msg))
     }
 
     /// Fan `body` out as event `event` of `publisher` to its subscribers.
-    /// Returns the names whose mailbox refused it.
+    /// Returns the names whose mailbox refused it, or why none was tried:
+    /// the event is over a size limit, or the publisher speaks nothing.
     pub fn publish(
         &self,
         publisher: &Arc<str>,
         speaks: &[u32],
         event: &str,
         body: &[u8],
-    ) -> Vec<(String, SendError)> {
-        let proto = speaks.iter().copied().max().unwrap_or(0);
+    ) -> Result<Vec<(String, SendError)>, SendError> {
+        self.counted(self.check_size(event, body))?;
+        let Some(proto) = speaks.iter().copied().max() else {
+            return Err(SendError::Protocol {
+                proto: 0,
+                speaks: Vec::new(),
+            });
+        };
         let mut refused = Vec::new();
         for sub in self.pubsub.subscribers(publisher, event) {
             let msg = Message {
@@ -123,13 +230,13 @@ impl Bus {
                 // simply not there to receive: no error for the publisher.
                 None => {}
                 Some(mailbox) => {
-                    if let Err(e) = mailbox.deliver(publisher, msg) {
+                    if let Err(e) = self.counted(mailbox.deliver(publisher, msg)) {
                         refused.push((sub, e));
                     }
                 }
             }
         }
-        refused
+        Ok(refused)
     }
 
     /// Stop the timer thread.
@@ -157,7 +264,8 @@ impl HostView for Bus {
         event: &str,
         body: &[u8],
     ) -> Result<(), String> {
-        let refused = Bus::publish(self, publisher, speaks, event, body);
+        let refused =
+            Bus::publish(self, publisher, speaks, event, body).map_err(|e| e.to_string())?;
         if refused.is_empty() {
             return Ok(());
         }
@@ -169,16 +277,32 @@ impl HostView for Bus {
         ))
     }
 
-    fn subscribe(&self, who: &str, publisher: &str, event: &str) {
-        self.pubsub.subscribe(who, publisher, event);
+    fn subscribe(&self, who: &str, publisher: &str, event: &str) -> Result<(), String> {
+        if event.len() > self.limits.max_kind {
+            return Err(SendError::TooLarge {
+                what: "event name",
+                bytes: event.len(),
+                limit: self.limits.max_kind,
+                flag: "--max-kind",
+            }
+            .to_string());
+        }
+        self.pubsub.subscribe(who, publisher, event)
     }
 
     fn unsubscribe(&self, who: &str, publisher: &str, event: &str) {
         self.pubsub.unsubscribe(who, publisher, event);
     }
 
-    fn set_timer(&self, who: &str, timer: &str, every: Duration) {
-        self.timers.set(who, timer, every);
+    fn set_timer(&self, who: &str, timer: &str, every: Duration) -> Result<(), String> {
+        if timer.len() > self.limits.max_kind {
+            return Err(format!(
+                "timer name of {} bytes is over the limit of {} (--max-kind)",
+                timer.len(),
+                self.limits.max_kind
+            ));
+        }
+        self.timers.set(who, timer, every)
     }
 
     fn cancel_timer(&self, who: &str, timer: &str) {

@@ -16,6 +16,8 @@ pub(crate) trait TickSink: Send + Sync {
 
 #[derive(Default)]
 struct State {
+    /// Timers per module, for the quota.
+    per_module: HashMap<String, usize>,
     /// (module, timer) → (interval, generation). A new `set` bumps the
     /// generation so stale heap entries are recognised and skipped.
     timers: HashMap<(String, String), (Duration, u64)>,
@@ -30,12 +32,16 @@ pub struct TimerService {
     // a change; set/cancel notify it so a shorter new timer is honoured.
     state: Arc<(Mutex<State>, Condvar)>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Timers one module may hold.
+    max_per_module: usize,
+    /// Shortest interval.
+    min_interval: Duration,
 }
 
 impl TimerService {
     /// Start the timer thread; ticks are delivered through `sink`, held
     /// weakly so that the thread ends when its owner goes.
-    pub(crate) fn start(sink: Weak<dyn TickSink>) -> Self {
+    pub(crate) fn start(sink: Weak<dyn TickSink>, limits: &crate::limits::Limits) -> Self {
         let state: Arc<(Mutex<State>, Condvar)> = Arc::default();
         let st = state.clone();
         let thread = std::thread::Builder::new()
@@ -45,20 +51,32 @@ impl TimerService {
         TimerService {
             state,
             thread: Mutex::new(Some(thread)),
+            max_per_module: limits.timers,
+            min_interval: Duration::from_millis(u64::from(limits.timer_min_ms.max(1))),
         }
     }
 
-    /// Start or restart timer `timer` of `module`.
-    pub fn set(&self, module: &str, timer: &str, interval: Duration) {
-        let interval = interval.max(Duration::from_millis(1));
+    /// Start or restart timer `timer` of `module`, unless that would give
+    /// the module more timers than it may hold. An interval shorter than
+    /// the shortest allowed is raised to it.
+    pub fn set(&self, module: &str, timer: &str, interval: Duration) -> Result<(), String> {
+        let interval = interval.max(self.min_interval);
         let (lock, cv) = &*self.state;
         let mut st = lock.lock().expect("timers poisoned");
+        let key = (module.to_string(), timer.to_string());
+        let held = st.per_module.get(module).copied().unwrap_or(0);
+        if !st.timers.contains_key(&key) {
+            if held >= self.max_per_module {
+                return Err(format!(
+                    "timer `{}` not set: {module} already holds {held} timers, the most it may (--max-timers)",
+                    crate::limits::clip(timer, 64)
+                ));
+            }
+            st.per_module.insert(module.to_string(), held + 1);
+        }
         st.next_gen += 1;
         let generation = st.next_gen;
-        st.timers.insert(
-            (module.to_string(), timer.to_string()),
-            (interval, generation),
-        );
+        st.timers.insert(key, (interval, generation));
         st.heap.push(Reverse((
             Instant::now() + interval,
             module.to_string(),
@@ -66,24 +84,41 @@ impl TimerService {
             generation,
         )));
         cv.notify_one();
+        Ok(())
     }
 
     /// Stop timer `timer` of `module`.
     pub fn cancel(&self, module: &str, timer: &str) {
         let (lock, _) = &*self.state;
-        lock.lock()
-            .expect("timers poisoned")
+        let mut st = lock.lock().expect("timers poisoned");
+        if st
             .timers
-            .remove(&(module.to_string(), timer.to_string()));
+            .remove(&(module.to_string(), timer.to_string()))
+            .is_some()
+            && let Some(n) = st.per_module.get_mut(module)
+        {
+            *n -= 1;
+            if *n == 0 {
+                st.per_module.remove(module);
+            }
+        }
     }
 
-    /// Stop every timer of `module` (on Unload).
+    /// Stop every timer of `module` (on Unload). Their heap entries are
+    /// dropped as they come due (and at once if there are many stale ones).
     pub fn cancel_all(&self, module: &str) {
         let (lock, _) = &*self.state;
-        lock.lock()
-            .expect("timers poisoned")
-            .timers
-            .retain(|(m, _), _| m != module);
+        let mut st = lock.lock().expect("timers poisoned");
+        st.timers.retain(|(m, _), _| m != module);
+        st.per_module.remove(module);
+        if st.heap.len() > 2 * st.timers.len() + 64 {
+            let State { heap, timers, .. } = &mut *st;
+            heap.retain(|Reverse((_, m, t, g))| {
+                timers
+                    .get(&(m.clone(), t.clone()))
+                    .is_some_and(|(_, current)| current == g)
+            });
+        }
     }
 
     /// Names of `module`'s timers with their intervals.

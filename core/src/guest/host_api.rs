@@ -1,19 +1,27 @@
 //! The `host` interface of the WIT contract, implemented over a module's
 //! store data. Thin glue: each function delegates to a service. Every
 //! outbound effect is counted, and dropped while it is being replayed (see
-//! `ModuleCtx::effect`).
+//! `ModuleCtx::effect`). Inside `info` the guest may not act on the host:
+//! `send`, `publish` and `subscribe` fail, the others are ignored (a
+//! version's declaration has no effects, and `info` runs again at every
+//! recovery, where nothing would suppress them).
 
 use std::time::Duration;
 
 use super::store::ModuleCtx;
 use crate::bindings::liveswap::module::{host, types};
 use crate::bindings::{Level, Message};
-use crate::events::Event;
+
+/// What a guest is told when it acts on the host inside `info`.
+const IN_INFO: &str = "host calls are not allowed inside `info`";
 
 impl types::Host for ModuleCtx {}
 
 impl host::Host for ModuleCtx {
     fn send(&mut self, to: String, msg: Message) -> Result<(), String> {
+        if self.declaring {
+            return Err(IN_INFO.into());
+        }
         if let Some(first_time) = self.fallible() {
             return first_time;
         }
@@ -22,6 +30,9 @@ impl host::Host for ModuleCtx {
     }
 
     fn publish(&mut self, event: String, body: Vec<u8>) -> Result<(), String> {
+        if self.declaring {
+            return Err(IN_INFO.into());
+        }
         if let Some(first_time) = self.fallible() {
             return first_time;
         }
@@ -30,8 +41,14 @@ impl host::Host for ModuleCtx {
     }
 
     fn subscribe(&mut self, publisher: String, event: String) -> Result<(), String> {
+        if self.declaring {
+            return Err(IN_INFO.into());
+        }
         if !super::valid_name(&publisher) {
-            return Err(format!("`{publisher}` is not a valid module name"));
+            return Err(format!(
+                "`{}` is not a valid module name",
+                crate::limits::clip(&publisher, 64)
+            ));
         }
         if event.is_empty() {
             return Err("the event name is empty".into());
@@ -39,45 +56,39 @@ impl host::Host for ModuleCtx {
         if !self.effect() {
             return Ok(());
         }
-        self.host.subscribe(&self.name, &publisher, &event);
-        Ok(())
+        self.host.subscribe(&self.name, &publisher, &event)
     }
 
     fn unsubscribe(&mut self, publisher: String, event: String) {
-        if !self.effect() {
+        if self.declaring || !self.effect() {
             return;
         }
         self.host.unsubscribe(&self.name, &publisher, &event);
     }
 
     fn set_timer(&mut self, name: String, interval_ms: u32) {
-        if !self.effect() {
+        if self.declaring || !self.effect() {
             return;
         }
-        self.host.set_timer(
-            &self.name,
-            &name,
-            Duration::from_millis(u64::from(interval_ms.max(1))),
-        );
+        let every = Duration::from_millis(u64::from(interval_ms.max(1)));
+        if let Err(e) = self.host.set_timer(&self.name, &name, every) {
+            // The WIT call has no result: the refusal is the module's log.
+            self.gate.log(self.version(), Level::Warn, &e);
+        }
     }
 
     fn cancel_timer(&mut self, name: String) {
-        if !self.effect() {
+        if self.declaring || !self.effect() {
             return;
         }
         self.host.cancel_timer(&self.name, &name);
     }
 
     fn log(&mut self, level: Level, line: String) {
-        if !self.effect() {
+        if self.declaring || !self.effect() {
             return;
         }
-        self.events.emit(Event::Log {
-            module: self.name.to_string(),
-            version: self.version().to_string(),
-            level,
-            line,
-        });
+        self.gate.log(self.version(), level, &line);
     }
 
     fn self_name(&mut self) -> String {

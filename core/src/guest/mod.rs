@@ -7,6 +7,7 @@
 //! through the runtime. The message bus implements the view.
 
 mod host_api;
+mod logs;
 pub mod sandbox;
 mod stdio;
 mod store;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use crate::bindings::Message;
 
+pub use logs::LogGate;
 pub use sandbox::Grant;
 pub(crate) use store::Failures;
 pub use store::ModuleCtx;
@@ -34,12 +36,14 @@ pub trait HostView: Send + Sync {
         event: &str,
         body: &[u8],
     ) -> Result<(), String>;
-    /// `who` receives event `event` of `publisher` from now on.
-    fn subscribe(&self, who: &str, publisher: &str, event: &str);
+    /// `who` receives event `event` of `publisher` from now on, unless it
+    /// holds as many subscriptions as it may.
+    fn subscribe(&self, who: &str, publisher: &str, event: &str) -> Result<(), String>;
     /// `who` no longer receives event `event` of `publisher`.
     fn unsubscribe(&self, who: &str, publisher: &str, event: &str);
-    /// Tick timer `timer` of `who` every `every`.
-    fn set_timer(&self, who: &str, timer: &str, every: Duration);
+    /// Tick timer `timer` of `who` every `every`, unless it holds as many
+    /// timers as it may.
+    fn set_timer(&self, who: &str, timer: &str, every: Duration) -> Result<(), String>;
     /// Stop timer `timer` of `who`.
     fn cancel_timer(&self, who: &str, timer: &str);
 }

@@ -14,7 +14,6 @@ use std::path::PathBuf;
 
 use crate::bindings::Level;
 use crate::error::LoadError;
-use crate::events::{Event, EventSink};
 
 /// A capability the administrator grants a module at `Load`. A module has
 /// nothing else: no files, no network, no environment.
@@ -106,14 +105,13 @@ pub(crate) fn check(grants: &[Grant]) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// Who a refusal report names: the module, and its version once known.
+/// Who a refusal report names: the module (through its log gate), and
+/// its version once known.
 pub(crate) struct Reporter {
-    /// The module name.
-    pub name: Arc<str>,
     /// `info().version`, set after instantiation.
     pub label: Arc<OnceLock<Arc<str>>>,
-    /// Where the report goes.
-    pub events: EventSink,
+    /// Where the report goes, rate-limited like the module's own lines.
+    pub gate: Arc<super::LogGate>,
 }
 
 /// Give the context exactly `grants`: preopened directories, environment
@@ -148,8 +146,10 @@ pub(crate) fn apply(
     }
     // Sockets themselves are allowed: a socket reaches nobody until an
     // address is checked below, and every use of one (bind, connect, send,
-    // listen, accept, receive) goes through that check. Refusing them at
-    // creation instead would hide which address the guest wanted.
+    // listen, accept, receive) goes through that check, which reports the
+    // address a refused guest wanted. What one costs the host (a file
+    // descriptor) is bounded by the store's resource limit
+    // (`ModuleCtx::new`), as every other WASI resource is.
     b.allow_udp(true)
         .allow_tcp(true)
         .allow_ip_name_lookup(false);
@@ -195,14 +195,11 @@ impl Reporter {
             SocketAddrUse::TcpListen => format!("tcp listen on {addr}"),
             SocketAddrUse::UdpReceive | SocketAddrUse::TcpAccept => return,
         };
-        self.events.emit(Event::Log {
-            module: self.name.to_string(),
-            version: self
-                .label
-                .get()
-                .map_or_else(|| "?".to_string(), |v| v.to_string()),
-            level: Level::Warn,
-            line: format!("sandbox: refused {what} (not granted)"),
-        });
+        let version = self.label.get().map_or("?", |v| &**v);
+        self.gate.log(
+            version,
+            Level::Warn,
+            &format!("sandbox: refused {what} (not granted)"),
+        );
     }
 }

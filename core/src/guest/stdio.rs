@@ -12,10 +12,11 @@ use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+use super::logs::LogGate;
 use crate::bindings::Level;
-use crate::events::{Event, EventSink};
 
-/// A partial line longer than this is logged as it is.
+/// A partial line longer than this is logged as it is (and then cut by
+/// the gate to the log-line limit).
 const MAX_LINE: usize = 4096;
 
 /// Where one output stream of one instance goes.
@@ -23,11 +24,11 @@ const MAX_LINE: usize = 4096;
 pub(crate) struct GuestOutput(Arc<Inner>);
 
 struct Inner {
-    module: Arc<str>,
     /// Set once the instance has answered `info`.
     version: Arc<OnceLock<Arc<str>>>,
     level: Level,
-    events: EventSink,
+    /// The module's log gate.
+    gate: Arc<LogGate>,
     /// Set while the instance replays messages whose output was already
     /// written the first time.
     replaying: Arc<AtomicBool>,
@@ -38,17 +39,15 @@ struct Inner {
 
 impl GuestOutput {
     pub(crate) fn new(
-        module: Arc<str>,
         version: Arc<OnceLock<Arc<str>>>,
         level: Level,
-        events: EventSink,
+        gate: Arc<LogGate>,
         replaying: Arc<AtomicBool>,
     ) -> Self {
         GuestOutput(Arc::new(Inner {
-            module,
             version,
             level,
-            events,
+            gate,
             replaying,
             partial: Mutex::new(Vec::new()),
         }))
@@ -77,18 +76,8 @@ impl GuestOutput {
         if line.trim().is_empty() {
             return;
         }
-        let version = self
-            .0
-            .version
-            .get()
-            .map(|v| v.to_string())
-            .unwrap_or("?".into());
-        self.0.events.emit(Event::Log {
-            module: self.0.module.to_string(),
-            version,
-            level: self.0.level,
-            line,
-        });
+        let version = self.0.version.get().map_or("?", |v| &**v);
+        self.0.gate.log(version, self.0.level, &line);
     }
 }
 

@@ -10,10 +10,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::HostView;
+use super::logs::LogGate;
 use super::sandbox::{self, Grant};
 use super::stdio::GuestOutput;
 use crate::bindings::Level;
-use crate::events::EventSink;
 
 /// Store data of one implementation.
 pub struct ModuleCtx {
@@ -30,8 +30,11 @@ pub struct ModuleCtx {
     pub(crate) speaks: Arc<[u32]>,
     /// The host behind the imports: send, publish, subscriptions, timers.
     pub(crate) host: Arc<dyn HostView>,
-    /// Where `log` lines go.
-    pub(crate) events: EventSink,
+    /// Where `log` lines go, cut and rate-limited.
+    pub(crate) gate: Arc<LogGate>,
+    /// Set while `info` runs: the guest may not act on the host then
+    /// (a version's declaration has no effects).
+    pub(crate) declaring: bool,
     /// Outbound effects (send, publish, subscriptions, timers, log lines)
     /// the current call has made, counted whether or not they were
     /// suppressed.
@@ -62,41 +65,43 @@ impl ModuleCtx {
     pub(crate) fn new(
         name: Arc<str>,
         host: Arc<dyn HostView>,
-        events: EventSink,
-        memory_limit: usize,
+        gate: Arc<LogGate>,
+        (memory_limit, resources): (usize, usize),
         grants: &Arc<[Grant]>,
     ) -> Result<Self, String> {
         let mut b = WasiCtx::builder();
         let label: Arc<OnceLock<Arc<str>>> = Arc::default();
         let replaying = Arc::new(AtomicBool::new(false));
         b.stdout(GuestOutput::new(
-            name.clone(),
             label.clone(),
             Level::Info,
-            events.clone(),
+            gate.clone(),
             replaying.clone(),
         ));
         b.stderr(GuestOutput::new(
-            name.clone(),
             label.clone(),
             Level::Warn,
-            events.clone(),
+            gate.clone(),
             replaying.clone(),
         ));
         sandbox::apply(
             &mut b,
             grants,
             sandbox::Reporter {
-                name: name.clone(),
                 label: label.clone(),
-                events: events.clone(),
+                gate: gate.clone(),
             },
             replaying.clone(),
         )?;
         let wasi = b.build();
+        // Every WASI resource (stream, pollable, file, socket) is an entry:
+        // a guest holding this many gets an error for the next one, so it
+        // cannot exhaust the host's file descriptors.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(resources);
         Ok(ModuleCtx {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory_limit)
                 .instances(16)
@@ -105,7 +110,8 @@ impl ModuleCtx {
             label,
             speaks: Arc::from(Vec::new()),
             host,
-            events,
+            gate,
+            declaring: false,
             effects: 0,
             suppress: 0,
             replaying,

@@ -4,13 +4,16 @@
 //! marked dead (a trapped instance cannot be entered again).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
 use crate::bindings::{Message, ModuleImp, ModuleInfo};
-use crate::events::EventSink;
-use crate::guest::{Failures, Grant, HostView, ModuleCtx};
+use crate::guest::{Failures, Grant, HostView, LogGate, ModuleCtx};
 use crate::repo::Version;
+
+/// How often the engine's epoch advances; call deadlines are counted in it.
+pub const EPOCH_PERIOD: Duration = Duration::from_millis(10);
 
 /// A guest call that trapped or overran its deadline.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -20,6 +23,8 @@ pub struct GuestFault {
     pub call: &'static str,
     /// The trap or deadline, in one line.
     pub reason: String,
+    /// It was interrupted at its deadline (rather than trapping).
+    pub interrupted: bool,
 }
 
 /// A live instance of one version, owned by exactly one thread at a time.
@@ -38,6 +43,12 @@ pub struct InstanceLimits {
     pub memory: usize,
     /// Epoch ticks a single call may run (see `Runtime`'s epoch period).
     pub deadline_ticks: u64,
+    /// Longest `info().version` label, in bytes.
+    pub label_bytes: usize,
+    /// Most entries in `info().speaks` and `info().accepts`.
+    pub protocols: usize,
+    /// Most WASI resources (streams, files, sockets, ...) held at once.
+    pub resources: usize,
 }
 
 /// Where an instance sits: the module it serves, the host view and event
@@ -49,8 +60,8 @@ pub(crate) struct Seat {
     pub name: Arc<str>,
     /// What its imports reach.
     pub host: Arc<dyn HostView>,
-    /// Where its log lines and sandbox reports go.
-    pub events: EventSink,
+    /// Where its log lines and sandbox reports go, cut and rate-limited.
+    pub gate: Arc<LogGate>,
     /// Capabilities, kept across swaps.
     pub grants: Arc<[Grant]>,
     /// Memory limit and call deadline.
@@ -68,8 +79,8 @@ impl Implementation {
             ModuleCtx::new(
                 seat.name.clone(),
                 seat.host.clone(),
-                seat.events.clone(),
-                limits.memory,
+                seat.gate.clone(),
+                (limits.memory, limits.resources),
                 &seat.grants,
             )?,
         );
@@ -86,12 +97,21 @@ impl Implementation {
             deadline_ticks: limits.deadline_ticks,
             dead: false,
         };
-        let info = imp.info().map_err(|f| f.to_string())?;
+        imp.store.data_mut().declaring = true;
+        let info = imp.info().map_err(|f| f.to_string());
+        imp.store.data_mut().declaring = false;
+        let info = info?;
+        check_info(&info, limits)?;
         version.set_info(info.clone());
         let ctx = imp.store.data_mut();
         let _ = ctx.label.set(Arc::from(info.version.as_str()));
         ctx.speaks = Arc::from(info.speaks.as_slice());
         Ok(imp)
+    }
+
+    /// The log gate this instance's lines go through (its module's).
+    pub(crate) fn gate(&self) -> Arc<LogGate> {
+        self.store.data().gate.clone()
     }
 
     /// The version this instance runs.
@@ -152,13 +172,35 @@ impl Implementation {
         call: &'static str,
         f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFault> {
+        self.guard_ticks(call, self.deadline_ticks, f)
+    }
+
+    /// A call that must end by `by` as well as within the call deadline.
+    fn guard_by<R>(
+        &mut self,
+        call: &'static str,
+        by: Instant,
+        f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
+        let left = by.saturating_duration_since(Instant::now());
+        let ticks = (left.as_nanos() / EPOCH_PERIOD.as_nanos()) as u64 + 1;
+        self.guard_ticks(call, ticks.min(self.deadline_ticks), f)
+    }
+
+    fn guard_ticks<R>(
+        &mut self,
+        call: &'static str,
+        ticks: u64,
+        f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
+    ) -> Result<R, GuestFault> {
         if self.dead {
             return Err(GuestFault {
                 call,
                 reason: "the instance trapped earlier and cannot be entered again".into(),
+                interrupted: false,
             });
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        self.store.set_epoch_deadline(ticks);
         let ctx = self.store.data_mut();
         ctx.effects = 0;
         if !ctx.failures.is_empty() {
@@ -171,6 +213,10 @@ impl Implementation {
                 Err(GuestFault {
                     call,
                     reason: one_line(&e),
+                    interrupted: matches!(
+                        e.downcast_ref::<wasmtime::Trap>(),
+                        Some(wasmtime::Trap::Interrupt)
+                    ),
                 })
             }
         }
@@ -210,6 +256,45 @@ impl Implementation {
     pub fn get_state(&mut self, state: &[u8]) -> Result<Result<(), String>, GuestFault> {
         self.guard("get-state", |api, store| api.call_get_state(store, state))
     }
+
+    /// `put-state`, interrupted at `by` if it runs that long (a vote's
+    /// bound).
+    pub fn put_state_by(&mut self, by: Instant) -> Result<Result<Vec<u8>, String>, GuestFault> {
+        self.guard_by("put-state", by, |api, store| api.call_put_state(store))
+    }
+
+    /// `get-state(state)`, interrupted at `by` if it runs that long.
+    pub fn get_state_by(
+        &mut self,
+        state: &[u8],
+        by: Instant,
+    ) -> Result<Result<(), String>, GuestFault> {
+        self.guard_by("get-state", by, |api, store| {
+            api.call_get_state(store, state)
+        })
+    }
+}
+
+/// Refuse a declaration over the limits: a long label or protocol lists
+/// would make every report and every scope check pay for them.
+fn check_info(info: &ModuleInfo, limits: &InstanceLimits) -> Result<(), String> {
+    if info.version.len() > limits.label_bytes {
+        return Err(format!(
+            "info() declares a version label of {} bytes; the most is {} (--max-label)",
+            info.version.len(),
+            limits.label_bytes
+        ));
+    }
+    for (what, list) in [("speaks", &info.speaks), ("accepts", &info.accepts)] {
+        if list.len() > limits.protocols {
+            return Err(format!(
+                "info() declares {} protocol versions in `{what}`; the most is {} (--max-protocols)",
+                list.len(),
+                limits.protocols
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A wasmtime error in one line: the trap or root cause, without the wasm

@@ -4,5 +4,5 @@
 
 mod implementation;
 
-pub use implementation::{GuestFault, InstanceLimits};
+pub use implementation::{EPOCH_PERIOD, GuestFault, InstanceLimits};
 pub(crate) use implementation::{Implementation, Seat};

@@ -38,7 +38,7 @@ use crossbeam_channel::{Receiver, Sender, unbounded};
 
 use crate::bus::{Bus, Item, Mailbox};
 use crate::events::ModuleState;
-use crate::guest::{Grant, HostView};
+use crate::guest::{Grant, HostView, LogGate};
 use crate::instance::{Implementation, InstanceLimits, Seat};
 use crate::repo::Version;
 use crate::txn::Txn;
@@ -111,6 +111,14 @@ pub struct ProxyStatus {
     pub recovery_point: String,
     /// Messages served since that point (replayed by a recovery).
     pub logged: usize,
+    /// Bytes queued in its mailbox, and the most it may hold.
+    pub queued_bytes: (usize, usize),
+    /// Log lines dropped for going over the log rate.
+    pub log_dropped: u64,
+    /// Timers it holds (filled in by the runtime, which owns them).
+    pub timers: usize,
+    /// Subscriptions it holds (filled in by the runtime).
+    pub subscriptions: usize,
 }
 
 /// Recovery and probation settings (`SetCheckpoint`, `SetProbation`) and
@@ -230,25 +238,27 @@ pub(crate) struct Ends {
 pub struct ModuleProxy(Arc<Shared>);
 
 impl ModuleProxy {
-    /// A proxy for `name` whose worker will run `version`. Nothing runs
+    /// A proxy for `name` whose worker will run `imp`, a first instance
+    /// of `version` (whose log gate becomes the module's). Nothing runs
     /// until [`ModuleProxy::spawn`].
     pub(crate) fn new(
         name: &str,
-        version: Arc<Version>,
+        (version, imp): (Arc<Version>, &Implementation),
         capacity: usize,
         grants: Arc<[Grant]>,
         limits: InstanceLimits,
         env: &Env,
     ) -> (Self, Ends) {
         let name: Arc<str> = Arc::from(name);
-        let (mailbox, data_rx) = Mailbox::new(name.clone(), capacity);
+        let (mailbox, data_rx) = env.bus.mailbox(name.clone(), capacity);
         let (ctl_tx, ctl_rx) = unbounded();
         let host: Arc<dyn HostView> = env.bus.clone();
+        let gate = imp.gate();
         let shared = Shared {
             seat: Seat {
                 name,
                 host,
-                events: env.bus.events.clone(),
+                gate,
                 grants,
                 limits,
             },
@@ -306,6 +316,11 @@ impl ModuleProxy {
     /// Memory limit and call deadline of its instances.
     pub fn limits(&self) -> &InstanceLimits {
         &self.0.seat.limits
+    }
+
+    /// Its log gate (shared by every version it runs).
+    pub(crate) fn gate(&self) -> &Arc<LogGate> {
+        &self.0.seat.gate
     }
 
     /// The messages set aside as poison, oldest first.
@@ -370,6 +385,10 @@ impl ModuleProxy {
             poisoned: self.0.poison.lock().expect("proxy poisoned").len(),
             recovery_point: self.0.point.lock().expect("proxy poisoned").clone(),
             logged: self.0.logged.load(Ordering::Relaxed),
+            queued_bytes: (self.0.mailbox.bytes(), self.0.mailbox.max_bytes()),
+            log_dropped: self.0.seat.gate.dropped(),
+            timers: 0,
+            subscriptions: 0,
         }
     }
 

@@ -15,11 +15,18 @@ pub struct Poisoned {
     pub at: SystemTime,
     /// The version it trapped.
     pub version: String,
-    /// The message as it was delivered.
+    /// The message as it was delivered; its body is emptied if keeping it
+    /// would go over the poison-body limit (`body_bytes` says how long
+    /// it was).
     pub message: Message,
+    /// The body's length as delivered.
+    pub body_bytes: usize,
     /// The trap, in one line.
     pub reason: String,
 }
+
+/// The most of a poison message's body its line shows.
+const SHOWN: usize = 256;
 
 impl std::fmt::Display for Poisoned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -28,7 +35,7 @@ impl std::fmt::Display for Poisoned {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let body = &self.message.body;
+        let body = &self.message.body[..self.message.body.len().min(SHOWN)];
         let shown = match std::str::from_utf8(body) {
             Ok(t) if !t.chars().any(|c| c.is_control() && c != '\n') => format!("{t:?}"),
             _ => format!(
@@ -36,23 +43,32 @@ impl std::fmt::Display for Poisoned {
                 body.iter().map(|b| format!("{b:02x}")).collect::<String>()
             ),
         };
+        let shown = if self.message.body.len() < self.body_bytes {
+            "(not kept: over the poison-body limit)".to_string()
+        } else if self.body_bytes > SHOWN {
+            format!("{shown}…")
+        } else {
+            shown
+        };
         write!(
             f,
             "[{secs:.3}] v{} `{}` from {} proto {} body {} ({} bytes): {}",
             self.version,
-            self.message.kind,
+            crate::limits::clip(&self.message.kind, SHOWN),
             self.message.from,
             self.message.proto,
             shown,
-            body.len(),
+            self.body_bytes,
             self.reason
         )
     }
 }
 
 impl Worker {
-    /// Keep `m` aside as a poison message.
-    pub(super) fn set_aside(&self, m: Message, version: &Version, reason: String) {
+    /// Keep `m` aside as a poison message: at most the poison limit of
+    /// them (the oldest forgotten first), with their bodies while those
+    /// fit the poison-body limit.
+    pub(super) fn set_aside(&self, mut m: Message, version: &Version, reason: String) {
         self.log(
             Level::Error,
             format!(
@@ -63,15 +79,23 @@ impl Worker {
                 self.shared.seat.name
             ),
         );
-        self.shared
-            .poison
-            .lock()
-            .expect("proxy poisoned")
-            .push(Poisoned {
-                at: SystemTime::now(),
-                version: version.label().to_string(),
-                message: m,
-                reason,
-            });
+        let limits = &self.env.bus.limits;
+        let mut list = self.shared.poison.lock().expect("proxy poisoned");
+        if list.len() >= limits.poison_kept.max(1) {
+            let forgotten = list.remove(0);
+            self.env.reaper.bury(forgotten);
+        }
+        let kept: usize = list.iter().map(|p| p.message.body.len()).sum();
+        let body_bytes = m.body.len();
+        if kept + body_bytes > limits.poison_body_bytes {
+            self.env.reaper.bury(std::mem::take(&mut m.body));
+        }
+        list.push(Poisoned {
+            at: SystemTime::now(),
+            version: version.label().to_string(),
+            message: m,
+            body_bytes,
+            reason,
+        });
     }
 }

@@ -29,6 +29,7 @@ use crate::bindings::{Level, Message};
 use crate::events::ModuleState;
 use crate::guest::Failures;
 use crate::instance::Implementation;
+use crate::limits::message_cost;
 use crate::repo::Version;
 
 /// A snapshot is taken at least every this many served messages, so that
@@ -75,6 +76,8 @@ pub(crate) struct Recovery {
     pub base: Option<Base>,
     /// Messages served since the base, in order.
     pub log: Vec<Logged>,
+    /// What the log holds, in bytes (`limits::message_cost`).
+    pub log_bytes: usize,
     /// When the base was taken, in ns since the proxy's origin.
     pub taken_ns: u64,
     /// Off after a checkpoint's `put-state` trapped (each try would fault
@@ -85,6 +88,9 @@ pub(crate) struct Recovery {
     pub failing: bool,
     /// How long the last checkpoint's `put-state` took, in ns.
     pub cost_ns: u64,
+    /// When the recent recoveries happened (ns since the proxy's origin),
+    /// for the restart intensity.
+    pub recent: std::collections::VecDeque<u64>,
 }
 
 impl Recovery {
@@ -92,10 +98,12 @@ impl Recovery {
         Recovery {
             base: Some(base),
             log: Vec::new(),
+            log_bytes: 0,
             taken_ns: 0,
             checkpoints: true,
             failing: false,
             cost_ns: 0,
+            recent: std::collections::VecDeque::new(),
         }
     }
 }
@@ -125,6 +133,7 @@ impl Worker {
             return;
         }
         let effects_failed = self.imp.take_failures();
+        self.recovery.log_bytes += message_cost(&m.kind, &m.from, &m.body);
         self.recovery.log.push(Logged {
             message: m,
             failed: effects_failed,
@@ -138,9 +147,12 @@ impl Worker {
         }
         let interval = self.env.settings.checkpoint_ns();
         let since = now_ns.saturating_sub(self.recovery.taken_ns);
-        let due = (self.recovery.log.len() >= CHECKPOINT_EVERY
+        // Past its byte limit the log forces a checkpoint, whatever it costs.
+        let max_bytes = self.env.bus.limits.log_bytes;
+        let due = ((self.recovery.log.len() >= CHECKPOINT_EVERY
             || (interval > 0 && since >= interval))
-            && since >= self.recovery.cost_ns * CHECKPOINT_SHARE;
+            && since >= self.recovery.cost_ns * CHECKPOINT_SHARE)
+            || self.recovery.log_bytes >= max_bytes;
         if !due {
             return;
         }
@@ -148,16 +160,19 @@ impl Worker {
             self.checkpoint(now_ns);
         }
         let stuck = self.recovery.failing || !self.recovery.checkpoints;
-        if stuck && self.recovery.log.len() > MAX_LOG && self.recovery.base.is_some() {
+        let too_long = self.recovery.log.len() > MAX_LOG || self.recovery.log_bytes > 2 * max_bytes;
+        if stuck && too_long && self.recovery.base.is_some() {
             self.recovery.base = None;
             let log = std::mem::take(&mut self.recovery.log);
+            self.recovery.log_bytes = 0;
             self.env.reaper.bury(log);
             self.shared.logged.store(0, Ordering::Relaxed);
             self.describe_point();
             self.log(
                 Level::Error,
                 format!(
-                    "no recovery point any more: put-state keeps failing and {MAX_LOG} messages were logged; a trap will leave the module faulted"
+                    "no recovery point any more: put-state keeps failing and the log passed {MAX_LOG} messages or {} bytes (--log-bytes); a trap will leave the module faulted",
+                    2 * max_bytes
                 ),
             );
         }
@@ -218,6 +233,7 @@ impl Worker {
             self.recovery.base.replace(base),
             std::mem::take(&mut self.recovery.log),
         );
+        self.recovery.log_bytes = 0;
         self.env.reaper.bury(old);
         self.recovery.taken_ns = now_ns;
         self.shared.logged.store(0, Ordering::Relaxed);
@@ -294,6 +310,7 @@ impl Worker {
                 }
                 Err(f) => {
                     let m = self.recovery.log.remove(i).message;
+                    self.recovery.log_bytes -= message_cost(&m.kind, &m.from, &m.body);
                     self.set_aside(m, version, f.to_string());
                     self.env.reaper.bury(fresh);
                     return Err(Rebuild::SetAside);
@@ -313,10 +330,15 @@ impl Worker {
         let Some(base) = self.recovery.base.clone() else {
             self.log(
                 Level::Error,
-                "no recovery point: the module stays faulted with its mailbox kept".into(),
+                "no recovery point: the module stays faulted and refuses new messages".into(),
             );
+            self.shared.mailbox.set_dead(true);
             return;
         };
+        if self.crash_loop() {
+            self.hold(base, failed);
+            return;
+        }
         let version = self.imp.version().clone();
         let started = Instant::now();
         let mut set_aside = 0;
@@ -331,9 +353,10 @@ impl Worker {
                     self.log(
                         Level::Error,
                         format!(
-                            "recovery failed: {why}; the module stays faulted with its mailbox kept"
+                            "recovery failed: {why}; the module stays faulted, its mailbox kept, and refuses new messages"
                         ),
                     );
+                    self.shared.mailbox.set_dead(true);
                     return;
                 }
             };
@@ -352,6 +375,7 @@ impl Worker {
                         if r.is_err() {
                             self.shared.errors.fetch_add(1, Ordering::Relaxed);
                         }
+                        self.recovery.log_bytes += message_cost(&m.kind, &m.from, &m.body);
                         self.recovery.log.push(Logged {
                             message: m,
                             failed: effects_failed,
@@ -383,9 +407,78 @@ impl Worker {
         self.announce_serving();
     }
 
+    /// Whether this recovery would go over the restart intensity (more
+    /// than `restarts` within the window): a crash loop. Counts it if not.
+    fn crash_loop(&mut self) -> bool {
+        let now = self.now_ns();
+        let limits = &self.env.bus.limits;
+        let window = limits.restart_window_ms.saturating_mul(1_000_000);
+        let recent = &mut self.recovery.recent;
+        while recent
+            .front()
+            .is_some_and(|t| now.saturating_sub(*t) >= window)
+        {
+            recent.pop_front();
+        }
+        if recent.len() >= limits.restarts as usize {
+            return true;
+        }
+        recent.push_back(now);
+        false
+    }
+
+    /// A crash loop: rebuild the instance to the recovery point so that a
+    /// fixed version can take its state over, but serve nothing; the
+    /// message it trapped on and everything queued wait for that version
+    /// (`Replace`) or are dropped, counted, by `Unload`.
+    fn hold(&mut self, base: Base, failed: Option<Retry>) {
+        let limits = &self.env.bus.limits;
+        let why = format!(
+            "crash loop: more than {} recoveries within {:?}; held, mailbox kept, until a fixed version is Replaced in or the module is Unloaded",
+            limits.restarts,
+            std::time::Duration::from_millis(limits.restart_window_ms)
+        );
+        self.retry = failed;
+        self.rebuild_held(&base);
+        self.held = Some(why.clone());
+        self.shared.mailbox.set_ticking(false);
+        self.log(Level::Error, why.clone());
+        self.set_state(ModuleState::Held, Some(why));
+    }
+
+    /// Rebuild a held module's instance after it trapped again (in a vote
+    /// that then aborted): still held, still serving nothing.
+    pub(super) fn recover_held(&mut self) {
+        if let Some(base) = self.recovery.base.clone() {
+            self.rebuild_held(&base);
+        }
+    }
+
+    /// A fresh instance at the recovery point, in place of the dead one,
+    /// not enabled; if none can be made, sends are refused.
+    fn rebuild_held(&mut self, base: &Base) {
+        let version = self.imp.version().clone();
+        let rebuilt = loop {
+            match self.rebuild(&version, base, false) {
+                Ok(fresh) => break Some(fresh),
+                Err(Rebuild::SetAside) => continue,
+                Err(Rebuild::Failed(_)) => break None,
+            }
+        };
+        match rebuilt {
+            Some(fresh) => {
+                let dead = std::mem::replace(&mut self.imp, fresh);
+                self.env.reaper.bury(dead);
+            }
+            // Nothing can take a state over: sends are refused.
+            None => self.shared.mailbox.set_dead(true),
+        }
+    }
+
     /// Put `fresh` in place of the current (dead or replaced) instance,
     /// enabled or held as the module was.
     pub(super) fn install(&mut self, mut fresh: Box<Implementation>) {
+        self.shared.mailbox.set_dead(false);
         if !self.serving {
             fresh.replaying(true);
             let _ = fresh.disable();

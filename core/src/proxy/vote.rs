@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::recovery::Base;
 use super::worker::Worker;
 use crate::events::ModuleState;
-use crate::instance::Implementation;
+use crate::instance::{EPOCH_PERIOD, GuestFault, Implementation};
 use crate::report::{Cause, Phase, Refusal};
 use crate::txn::{Decision, Report, Txn};
 
@@ -39,6 +39,31 @@ struct Quiesced {
     quiesce_us: u64,
 }
 
+/// When `put-state` and `get-state` are interrupted: two epoch periods
+/// before the vote's bound, so that the NO (naming the call) reaches the
+/// coordinator before it gives up on the module as late.
+fn state_calls_end(txn: &Txn) -> Instant {
+    txn.deadline
+        .checked_sub(2 * EPOCH_PERIOD)
+        .unwrap_or(txn.deadline)
+}
+
+/// Why a state call that faulted votes NO: out of time if the vote's
+/// bound interrupted it, else its trap.
+fn fault_cause(version: &str, f: &GuestFault, txn: &Txn) -> Cause {
+    if f.interrupted && Instant::now() >= state_calls_end(txn) {
+        Cause::OutOfTime {
+            version: version.to_string(),
+            bound: txn.bound,
+        }
+    } else {
+        Cause::Trap {
+            version: version.to_string(),
+            fault: f.to_string(),
+        }
+    }
+}
+
 impl Worker {
     /// CanCommit: queue TERM and hold timer ticks; the old version serves
     /// on until it reaches TERM.
@@ -54,6 +79,19 @@ impl Worker {
         if let Some(cause) = refuse {
             let no = Refusal::new(name, Phase::Join, cause);
             self.refuse_vote(&txn, new, no);
+            return;
+        }
+        if self.held.is_some() {
+            // Held after a crash loop, it serves nothing: its quiescent
+            // point is now, and everything queued (the message it trapped
+            // on first) waits for the version that commits.
+            let id = txn.id;
+            self.vote = Some(PendingVote {
+                txn,
+                new,
+                started: Instant::now(),
+            });
+            self.reach_term(id);
             return;
         }
         self.shared.mailbox.set_ticking(false);
@@ -105,7 +143,7 @@ impl Worker {
                 Cause::AlreadyAborted,
             ))
         } else {
-            self.transfer(&mut new)
+            self.transfer(&mut new, &txn)
         };
         let (decision, vote_after) = self.vote(&txn, &q, no);
         if decision == Decision::Commit {
@@ -153,6 +191,7 @@ impl Worker {
     fn commit(&mut self, txn: &Txn, new: Box<Implementation>, q: &Quiesced, vote_after: bool) {
         let old = std::mem::replace(&mut self.imp, new);
         let enabled = self.imp.enable();
+        let was_held = self.held.take().is_some();
         let resumed = Instant::now();
         let buffered = self.data_rx.len();
         let replaced = old.version().clone();
@@ -178,6 +217,7 @@ impl Worker {
         }
         self.recovery.checkpoints = true;
         self.recovery.failing = false;
+        self.recovery.recent.clear();
         if let Some(group) = &txn.probation {
             self.begin_probation(group.clone(), replaced, now_ns);
         }
@@ -190,8 +230,16 @@ impl Worker {
         match enabled {
             Ok(()) => {
                 self.shared.mailbox.set_ticking(true);
+                self.shared.mailbox.set_dead(false);
                 self.emit_state(ModuleState::Swapped, None);
                 self.emit_state(ModuleState::Serving, None);
+                if was_held && let Some(r) = self.retry.take() {
+                    // The message the old version trapped on, first.
+                    self.imp.skip_effects(r.effects, r.failed);
+                    let now = self.now_ns();
+                    self.call(r.message, now);
+                    self.imp.skip_effects(0, Vec::new());
+                }
             }
             Err(f) => {
                 let reason = format!("{} v{}: {f}", self.shared.seat.name, self.imp.label());
@@ -210,13 +258,21 @@ impl Worker {
         let resumed = Instant::now();
         let buffered = self.data_rx.len();
         let state_bytes = self.handed.as_ref().map(Vec::len);
-        self.resume_old();
         let done = Done {
             resumed,
             buffered,
             state_bytes,
         };
-        self.report_done(txn, q, vote_after, done);
+        if self.imp.is_dead() {
+            // The old version died in the vote (a trap, or interrupted at
+            // the bound): the transaction ends now, and the rebuild from
+            // its recovery point follows outside it.
+            self.report_done(txn, q, vote_after, done);
+            self.resume_old();
+        } else {
+            self.resume_old();
+            self.report_done(txn, q, vote_after, done);
+        }
     }
 
     /// Tell the coordinator this participant acted on the decision (and,
@@ -235,10 +291,13 @@ impl Worker {
 
     /// Hand the old version's state to the new one. `Some(refusal)` is NO.
     /// Runs inside the pause: nothing is formatted unless the vote is NO.
-    fn transfer(&mut self, new: &mut Implementation) -> Option<Refusal> {
+    /// Both calls end at the vote's bound: one still running then is
+    /// interrupted and votes NO, naming the call.
+    fn transfer(&mut self, new: &mut Implementation, txn: &Txn) -> Option<Refusal> {
         let name = &self.shared.seat.name;
         let limit = self.env.settings.max_state_bytes;
-        let state = match self.imp.put_state() {
+        let by = state_calls_end(txn);
+        let state = match self.imp.put_state_by(by) {
             Ok(Ok(state)) if state.len() > limit => {
                 let cause = Cause::OverLimit {
                     version: self.imp.label().to_string(),
@@ -256,26 +315,20 @@ impl Worker {
                 return Some(Refusal::new(name, Phase::PutState, cause));
             }
             Err(f) => {
-                let cause = Cause::Trap {
-                    version: self.imp.label().to_string(),
-                    fault: f.to_string(),
-                };
+                let cause = fault_cause(self.imp.label(), &f, txn);
                 let no = Refusal::new(name, Phase::PutState, cause);
                 self.fault(f);
                 return Some(no);
             }
         };
         let state = self.handed.insert(state);
-        let cause = match new.get_state(state) {
+        let cause = match new.get_state_by(state, by) {
             Ok(Ok(())) => return None,
             Ok(Err(error)) => Cause::Error {
                 version: new.label().to_string(),
                 error,
             },
-            Err(f) => Cause::Trap {
-                version: new.label().to_string(),
-                fault: f.to_string(),
-            },
+            Err(f) => fault_cause(new.label(), &f, txn),
         };
         Some(Refusal::new(&self.shared.seat.name, Phase::GetState, cause))
     }
@@ -284,6 +337,14 @@ impl Worker {
     /// recovery point if its instance trapped during the vote.
     pub(super) fn resume_old(&mut self) {
         self.handed = None;
+        if let Some(why) = self.held.clone() {
+            // Still held: the aborted upgrade leaves it as it was.
+            if self.imp.is_dead() {
+                self.recover_held();
+            }
+            self.set_state(ModuleState::Held, Some(why));
+            return;
+        }
         if self.imp.is_dead() {
             self.recover(None);
         }

@@ -39,8 +39,13 @@ pub(super) struct Worker {
     /// After a commit: what a rollback would return to.
     pub(super) probation: Option<Probation>,
     /// A message the instance trapped on during probation, with the count
-    /// of effects it made, to be served again once the group rolled back.
+    /// of effects it made, to be served again once the group rolled back
+    /// (or, after a crash loop, by the version that replaces this one).
     pub(super) retry: Option<Retry>,
+    /// Why the module is held after a crash loop: it serves nothing until
+    /// a new version commits (its instance, rebuilt, can still hand its
+    /// state over).
+    pub(super) held: Option<String>,
 }
 
 enum Step {
@@ -63,6 +68,7 @@ impl Worker {
             recovery: Recovery::new(Base::Init(Arc::from(config), Arc::new(imp.take_failures()))),
             probation: None,
             retry: None,
+            held: None,
             handed: None,
             shared,
             env,
@@ -136,7 +142,7 @@ impl Worker {
     /// Whether the mailbox is being served: enabled, or quiescing for a
     /// vote, and alive.
     fn draining(&self) -> bool {
-        !self.imp.is_dead() && (self.serving || self.vote.is_some())
+        !self.imp.is_dead() && self.held.is_none() && (self.serving || self.vote.is_some())
     }
 
     fn start(&mut self) {
@@ -146,6 +152,9 @@ impl Worker {
     /// Run the guest's `enable` (or `disable`), then serve (or hold) the
     /// mailbox and its timer ticks. A trap faults the module.
     pub(super) fn switch(&mut self, on: bool) -> Result<(), String> {
+        if let Some(why) = &self.held {
+            return Err(format!("the module is held after a {why}"));
+        }
         if self.imp.is_dead() {
             return Err("the module is faulted".to_string());
         }
@@ -201,12 +210,7 @@ impl Worker {
     }
 
     pub(super) fn log(&self, level: Level, line: String) {
-        self.env.bus.events.emit(Event::Log {
-            module: self.shared.seat.name.to_string(),
-            version: self.imp.label().to_string(),
-            level,
-            line,
-        });
+        self.shared.seat.gate.log(self.imp.label(), level, &line);
     }
 
     pub(super) fn fault(&mut self, f: GuestFault) {
@@ -236,7 +240,11 @@ impl Worker {
             }
             Control::Rollback { txn, group } => self.rollback(txn, group),
             Control::Stop(reply) => {
-                if self.imp.is_dead() {
+                if self.held.is_some() {
+                    // A crash loop would only go round again: what is
+                    // queued is dropped, and said so.
+                    self.drop_queue("held after a crash loop");
+                } else if self.imp.is_dead() {
                     // Drain with a rebuilt instance rather than drop.
                     let retry = self.retry.take();
                     self.recover(retry);
@@ -259,7 +267,8 @@ impl Worker {
                 while let Ok(item) = self.data_rx.try_recv() {
                     match item {
                         Item::Msg(m) if !self.imp.is_dead() => self.serve(m),
-                        _ => {}
+                        Item::Msg(m) => self.shared.mailbox.took(&m),
+                        Item::Term(_) => {}
                     }
                 }
                 self.set_state(ModuleState::Stopped, None);
@@ -268,6 +277,21 @@ impl Worker {
             }
         }
         true
+    }
+
+    /// Take every queued message out unserved, and say how many.
+    fn drop_queue(&mut self, why: &str) {
+        let mut dropped = usize::from(self.retry.take().is_some());
+        while let Ok(item) = self.data_rx.try_recv() {
+            if let Item::Msg(m) = item {
+                self.shared.mailbox.took(&m);
+                dropped += 1;
+            }
+        }
+        self.log(
+            Level::Error,
+            format!("unloaded while {why}: {dropped} queued message(s) were dropped, not served"),
+        );
     }
 
     fn item(&mut self, item: Item) {

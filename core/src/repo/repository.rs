@@ -91,6 +91,8 @@ pub struct Repository {
     // Empty: signatures are not checked. Fixed at construction, so it needs
     // no lock.
     trusted: Vec<PublicKey>,
+    /// Largest file read.
+    max_file: u64,
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -111,7 +113,14 @@ impl Repository {
             linker,
             versions: Mutex::new(HashMap::new()),
             trusted: Vec::new(),
+            max_file: crate::limits::Limits::default().wasm_bytes,
         })
+    }
+
+    /// Read no `.wasm` file larger than `bytes`.
+    pub fn with_max_file(mut self, bytes: u64) -> Self {
+        self.max_file = bytes;
+        self
     }
 
     /// Take only files with a valid signature by one of `keys` (none: take
@@ -153,7 +162,7 @@ impl Repository {
     /// check its pin and signature, compiling nothing. A group command
     /// checks every file this way before it compiles any.
     pub fn read_checked(&self, path: &Path, pin: Option<&str>) -> Result<CheckedFile, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = read_file(path, self.max_file).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -276,6 +285,46 @@ impl Repository {
         }
         unused
     }
+}
+
+/// Read a `.wasm` file: a regular file (not a device, a FIFO or a
+/// directory, which could block the command serializer or never end) of at
+/// most `max` bytes.
+fn read_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, Read};
+    let not_regular = |meta: &std::fs::Metadata| {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a device, a FIFO or a socket)"
+        };
+        Error::other(format!("{kind}; only regular files are read"))
+    };
+    // Checked before opening: opening a FIFO would block until a writer
+    // came.
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    if meta.len() > max {
+        return Err(Error::other(format!(
+            "the file is {} bytes, over the limit of {max} (--max-wasm)",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Error::other(format!(
+            "the file grew past the limit of {max} bytes while it was read (--max-wasm)"
+        )));
+    }
+    Ok(bytes)
 }
 
 fn check_header(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::{AdminState, Core};
 use crate::command::Mode;
 use crate::error::CommandError;
+use crate::limits::Limits;
 use crate::proxy::{Poisoned, ProxyStatus};
 use crate::repo::Version;
 
@@ -23,6 +24,12 @@ pub struct StatusReport {
     pub probation: (Duration, u32),
     /// How often recovery points are renewed.
     pub checkpoint: Duration,
+    /// Bytes queued in every mailbox together, and the host's budget.
+    pub queued_bytes: (usize, usize),
+    /// Messages refused so far for a limit (size, bytes, capacity).
+    pub refused: usize,
+    /// The limits in force.
+    pub limits: Arc<Limits>,
 }
 
 /// One version in the repository, and the modules that run it.
@@ -54,8 +61,22 @@ pub struct PoisonList {
 
 impl Core {
     pub(super) fn status_report(&self, admin: &AdminState) -> StatusReport {
+        let bus = &self.bus;
         StatusReport {
-            modules: self.modules.all().iter().map(|p| p.status()).collect(),
+            modules: self
+                .modules
+                .all()
+                .iter()
+                .map(|p| {
+                    let mut s = p.status();
+                    s.timers = bus.timers.of(&s.name).len();
+                    s.subscriptions = bus.pubsub.held(&s.name);
+                    s
+                })
+                .collect(),
+            queued_bytes: (bus.budget.used(), bus.budget.max()),
+            refused: bus.refused.load(std::sync::atomic::Ordering::Relaxed),
+            limits: bus.limits.clone(),
             bound: admin.bound,
             mode: admin.mode,
             probation: self.env.settings.probation(),

@@ -11,7 +11,7 @@ use crossbeam_channel::bounded;
 use super::Core;
 use crate::command::LoadOptions;
 use crate::error::{CommandError, LoadError};
-use crate::guest::Grant;
+use crate::guest::{Grant, LogGate};
 use crate::instance::{Implementation, InstanceLimits, Seat};
 use crate::proxy::{CHECKPOINT_EVERY, Control, ModuleProxy, Start};
 use crate::repo::Version;
@@ -34,10 +34,19 @@ impl Core {
         limits: &InstanceLimits,
     ) -> Result<Implementation, LoadError> {
         crate::guest::sandbox::check(grants)?;
+        // A new version of a loaded module logs through the module's gate.
+        let gate = match self.modules.get(name) {
+            Some(p) => p.gate().clone(),
+            None => Arc::new(LogGate::new(
+                Arc::from(name),
+                self.bus.events.clone(),
+                &self.bus.limits,
+            )),
+        };
         let seat = Seat {
             name: Arc::from(name),
             host: self.bus.clone(),
-            events: self.bus.events.clone(),
+            gate,
             grants: grants.clone(),
             limits: limits.clone(),
         };
@@ -84,8 +93,14 @@ impl Core {
         self.init(&mut imp, name, &options.config)?;
         let label = imp.label().to_string();
         let capacity = options.capacity.unwrap_or(self.mailbox_capacity);
-        let (proxy, ends) =
-            ModuleProxy::new(name, version.clone(), capacity, grants, limits, &self.env);
+        let (proxy, ends) = ModuleProxy::new(
+            name,
+            (version.clone(), &imp),
+            capacity,
+            grants,
+            limits,
+            &self.env,
+        );
         if !self.modules.register(proxy.clone()) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }

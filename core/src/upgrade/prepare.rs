@@ -126,7 +126,8 @@ impl Core {
             }
             if let Some(p) = &old {
                 let state = p.state();
-                if state != ModuleState::Serving {
+                // A module held after a crash loop is upgraded to be fixed.
+                if !matches!(state, ModuleState::Serving | ModuleState::Held) {
                     return Err(CommandError::BadState {
                         name: t.name.clone(),
                         state: state.to_string(),

@@ -77,7 +77,13 @@ impl Core {
         let mut report = self.new_report(id, command, "probation", names, "concurrent");
         let (tx, rx) = unbounded();
         let n = group.members.len();
-        let txn = Arc::new(Txn::new(id, started + group.bound, false, n, tx));
+        let txn = Arc::new(Txn::new(
+            id,
+            (started + group.bound, group.bound),
+            false,
+            n,
+            tx,
+        ));
         let (asks, missing) = self.rollback_asks(&txn, &request.group);
         let mut tally = self.collect_votes(Ballot {
             txn: &txn,

@@ -129,7 +129,8 @@ impl Core {
             proto: 0,
             body: body.to_vec(),
         };
-        self.bus.send(&from, &[], to, msg)
+        // The administrator speaks protocol 0 (any receiver takes it).
+        self.bus.send(&from, &[0], to, msg)
     }
 
     pub(crate) fn history(&self) -> History {

@@ -85,7 +85,13 @@ impl Core {
             .collect();
         let auto_commit = replacing.len() == prepared.len();
         let deadline = Instant::now() + admin.bound;
-        let mut txn = Txn::new(id, deadline, auto_commit, replacing.len(), tx);
+        let mut txn = Txn::new(
+            id,
+            (deadline, admin.bound),
+            auto_commit,
+            replacing.len(),
+            tx,
+        );
         let probation = self.env.settings.probation();
         if !probation.0.is_zero() && !replacing.is_empty() {
             let group = Probation::new(
@@ -127,7 +133,7 @@ impl Core {
         let capacity = p.options.capacity.unwrap_or(self.mailbox_capacity);
         let (proxy, ends) = ModuleProxy::new(
             &p.name,
-            p.version.clone(),
+            (p.version.clone(), &p.imp),
             capacity,
             Arc::from(p.options.grants.as_slice()),
             self.limits_for(&p.options),

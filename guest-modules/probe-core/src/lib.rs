@@ -27,6 +27,10 @@
 //! tcp-connect ADDR            open a TCP connection to ADDR, write a line
 //! ```
 //!
+//! Commands that push on the host's limits as a hostile guest would
+//! (`blob`, `subs`, `timers`, `log-flood`, `udp-sockets`, `sleep`, ...) are
+//! listed in `hostile.rs`.
+//!
 //! The last five try the sandbox: each logs one line, `read-file /data/a:
 //! ok 5 bytes "hello"` or `read-file /data/a: refused: <error>`.
 //!
@@ -48,6 +52,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+mod hostile;
 mod sandbox;
 
 /// Guest bindings of the `module-imp` world.
@@ -296,15 +301,16 @@ fn busy(us: u64) {
 impl Probe {
     /// The answer to `info`.
     pub fn info(&self) -> ModuleInfo {
-        ModuleInfo {
+        hostile::declared(ModuleInfo {
             version: self.version.to_string(),
             speaks: self.speaks.to_vec(),
             accepts: self.accepts.to_vec(),
-        }
+        })
     }
 
     /// `init`: run the config as commands.
     pub fn init(&self, config: Vec<u8>) -> Result<(), String> {
+        hostile::report_info();
         let text = String::from_utf8(config).map_err(|_| "config is not UTF-8".to_string())?;
         for line in text
             .split(['\n', ';'])
@@ -664,6 +670,7 @@ impl Probe {
             "grow" => grow_forever(),
             "trap" => panic!("trap requested"),
             cmd if sandbox::handles(cmd) => sandbox::run(line)?,
+            cmd if hostile::handles(cmd) => hostile::run(&words)?,
             other => return Err(format!("unknown probe command `{other}`")),
         }
         Ok(())
