@@ -79,6 +79,11 @@ struct RunArgs {
     /// Longest a single guest call may run, e.g. 5s or 500ms.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     call_deadline: Duration,
+    /// Longest Unload, and each module at Quit or Ctrl-C, waits for a
+    /// module to serve its queue and stop; one still busy then is left
+    /// behind and what it had queued is reported.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_deadline: Duration,
     /// Default mailbox capacity of each module.
     #[arg(long, default_value_t = 100_000)]
     mailbox: usize,
@@ -595,6 +600,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         once,
         verbose,
         call_deadline,
+        drain_deadline,
         mailbox,
         vars: set,
         pooled,
@@ -608,6 +614,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let rt = Arc::new(
         RuntimeBuilder::default()
             .call_deadline(*call_deadline)
+            .drain_deadline(*drain_deadline)
             .mailbox_capacity(*mailbox)
             .pooled(*pooled)
             .memory_limit(*memory_limit)
@@ -618,7 +625,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .context("starting the host")?,
     );
     let (stop_tx, stop_rx) = bounded::<()>(1);
+    let presses = std::sync::atomic::AtomicUsize::new(0);
     ctrlc::set_handler(move || {
+        // The first asks for a graceful stop (each module drains, within
+        // --drain-deadline); a second one stops at once.
+        if presses.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
+            eprintln!("-- second Ctrl-C: stopping now, without draining");
+            std::process::exit(130);
+        }
         let _ = stop_tx.try_send(());
     })
     .context("installing the Ctrl-C handler")?;

@@ -39,6 +39,7 @@ pub struct RuntimeBuilder {
     mailbox_capacity: usize,
     memory_limit: usize,
     call_deadline: Duration,
+    drain_deadline: Duration,
     quiescence_bound: Duration,
     mode: Mode,
     epoch_deadlines: bool,
@@ -54,6 +55,7 @@ impl Default for RuntimeBuilder {
             mailbox_capacity: 100_000,
             memory_limit: 64 << 20,
             call_deadline: Duration::from_secs(5),
+            drain_deadline: Duration::from_secs(10),
             quiescence_bound: Duration::from_secs(10),
             mode: Mode::Concurrent,
             epoch_deadlines: true,
@@ -80,6 +82,14 @@ impl RuntimeBuilder {
     /// (default 5 s).
     pub fn call_deadline(mut self, d: Duration) -> Self {
         self.call_deadline = d;
+        self
+    }
+    /// Longest `Unload` (and each module at `Quit`) waits for a module to
+    /// serve what it has queued and stop (default 10 s). A module still
+    /// busy then — blocked in a call that no deadline interrupts — is left
+    /// behind, unregistered, and what it had queued is reported.
+    pub fn drain_deadline(mut self, d: Duration) -> Self {
+        self.drain_deadline = d;
         self
     }
     /// Initial quiescence bound of upgrades, as `SetTimer` (default 10 s).
@@ -170,6 +180,7 @@ impl RuntimeBuilder {
                 resources: self.limits.resources,
             },
             call_deadline: self.call_deadline,
+            drain_deadline: self.drain_deadline,
             mailbox_capacity: self.mailbox_capacity,
             current: Mutex::new(None),
             admin: Mutex::new(AdminState {

@@ -478,3 +478,48 @@ fn unloading_a_module_held_in_a_crash_loop_drops_its_queue_and_says_so() {
     );
     consecutive_on(&mut h, "SINK", "T", 20);
 }
+
+#[test]
+fn a_module_blocked_in_a_long_sleep_does_not_hold_unload_or_quit() {
+    let mut h = Host::with(
+        RuntimeBuilder::default()
+            .call_deadline(Duration::from_millis(500))
+            .drain_deadline(Duration::from_secs(1)),
+    );
+    h.ok(&format!("Load SINK {V1}"));
+    h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
+    h.wait_line("SINK", "got 5 from T");
+    for name in ["NAP", "NAP2"] {
+        h.ok(&format!("Load {name} {V1}"));
+        h.ok(&format!("Send {name} do \"sleep 600000\""));
+        h.ok(&format!("Send {name} do report"));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let said = match h.ok("Unload NAP") {
+        liveswap_ops::Reply::Done(t) => t,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        said.contains("did not stop within the drain deadline of 1s")
+            && said.contains("1 queued message(s) were not served"),
+        "{said}"
+    );
+    assert!(h.rt.module("NAP").is_none());
+    // The others serve on, and another command runs at once.
+    consecutive_on(&mut h, "SINK", "T", 20);
+    h.ok(&format!("Load NAP {V1}"));
+    // Quit ends within the drain deadline for the one still asleep.
+    let started = Instant::now();
+    h.rt.shutdown();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

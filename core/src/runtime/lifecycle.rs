@@ -134,8 +134,24 @@ impl Core {
         proxy.close();
         self.bus.timers.cancel_all(name);
         let (tx, rx) = bounded(1);
-        if proxy.control(Control::Stop(tx)) {
-            let _ = rx.recv();
+        let stopped = !proxy.control(Control::Stop(tx))
+            || !matches!(
+                rx.recv_timeout(self.drain_deadline),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout)
+            );
+        if !stopped {
+            // Blocked where no deadline reaches (a guest in a blocking WASI
+            // call): its thread is left behind, the name is already gone.
+            self.bus.forget(name);
+            let left = proxy.depth();
+            let line = format!(
+                "unloaded {name} v{label}: it did not stop within the drain deadline of {:?} (busy in a call); {left} queued message(s) were not served and its thread is left behind",
+                self.drain_deadline
+            );
+            proxy
+                .gate()
+                .log(&label, crate::bindings::Level::Error, &line);
+            return Ok(line);
         }
         proxy.join();
         // After the drain: a drained message may have subscribed again.

@@ -56,6 +56,8 @@ pub(crate) struct Core {
     pub repo: Repository,
     pub limits: InstanceLimits,
     pub call_deadline: Duration,
+    /// How long Unload waits for a module to drain and stop.
+    pub drain_deadline: Duration,
     /// Default mailbox capacity of new modules.
     pub mailbox_capacity: usize,
     // The command serializer: held for the whole of each command and of
