@@ -327,6 +327,8 @@ fn a_put_state_that_never_returns_ends_the_vote_at_its_bound() {
     h2.ok(&format!("Load SINK {V1}"));
     h2.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
     h2.wait_line("SINK", "got 5 from T");
+    // No checkpoint (a put-state) may run into the flag before the vote.
+    h2.ok("SetCheckpoint 0s");
     h2.ok("Send SINK do \"flag loop-put\"");
     h2.ok("SetTimer 1s");
     let r = h2.txn(&format!("Replace SINK {V2}"));
@@ -480,10 +482,11 @@ fn unloading_a_module_held_in_a_crash_loop_drops_its_queue_and_says_so() {
 }
 
 #[test]
-fn a_module_blocked_in_a_long_sleep_does_not_hold_unload_or_quit() {
+fn a_module_busy_past_the_drain_deadline_does_not_hold_unload_or_quit() {
+    // Calls may run 30 s, longer than Unload waits.
     let mut h = Host::with(
         RuntimeBuilder::default()
-            .call_deadline(Duration::from_millis(500))
+            .call_deadline(Duration::from_secs(30))
             .drain_deadline(Duration::from_secs(1)),
     );
     h.ok(&format!("Load SINK {V1}"));
@@ -522,4 +525,78 @@ fn a_module_blocked_in_a_long_sleep_does_not_hold_unload_or_quit() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn a_guest_asleep_in_a_wasi_call_is_interrupted_at_its_call_deadline() {
+    let mut h = paired(Limits::default());
+    h.ok(&format!("Load NAP {V1}"));
+    let started = Instant::now();
+    h.ok("Send NAP do \"sleep 600000\"");
+    let fault = h
+        .wait_state("NAP", ModuleState::Faulted)
+        .unwrap_or_default();
+    assert!(fault.contains("overran its deadline"), "{fault}");
+    // Retried once after the rebuild, interrupted again, set aside.
+    h.wait_state("NAP", ModuleState::Recovered);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(h.rt.module("NAP").unwrap().poison().len(), 1);
+    h.ok("Send NAP do \"sleep 10\"");
+    h.wait_line("NAP", "slept");
+    consecutive_on(&mut h, "SINK", "T", 20);
+}
+
+#[test]
+fn a_put_state_asleep_in_a_wasi_call_ends_the_vote_at_its_bound() {
+    let mut h = Host::with(RuntimeBuilder::default().call_deadline(Duration::from_secs(30)));
+    h.ok(&format!("Load SINK {V1}"));
+    h.ok(&format!("Load T {V1} config \"timer t 2; tick-send SINK\""));
+    h.wait_line("SINK", "got 5 from T");
+    // No checkpoint (a put-state) may run into the flag before the vote.
+    h.ok("SetCheckpoint 0s");
+    h.ok("Send SINK do \"flag sleep-put\"");
+    h.ok("SetTimer 1s");
+    let r = h.txn(&format!("Replace SINK {V2}"));
+    assert_eq!(r.outcome, Outcome::Aborted, "{}", r.to_text());
+    let vote = Duration::from_micros(r.total_us - r.prepare_us);
+    assert!(vote < Duration::from_millis(1500), "the vote took {vote:?}");
+    let no = r.refusal.clone().expect("a NO vote");
+    assert_eq!(no.phase, Phase::PutState);
+    assert!(matches!(no.cause, Cause::OutOfTime { .. }), "{no:?}");
+    h.wait_state("SINK", ModuleState::Recovered);
+    consecutive_on(&mut h, "SINK", "T", 20);
+}
+
+#[test]
+fn a_trap_in_enable_or_disable_is_recovered_like_any_other() {
+    let mut h = paired(Limits::default());
+    // A version whose enable always traps cannot be loaded: refused, and
+    // the name is free again.
+    let err = h.err(&format!("Load BAD {V1} config \"flag trap-enable\""));
+    assert!(err.contains("enable trapped"), "{err}");
+    assert!(h.rt.module("BAD").is_none());
+    // A disable that traps: the module is rebuilt and held by the host;
+    // nothing queued is lost, and it can be enabled and unloaded.
+    h.ok(&format!("Load D {V1}"));
+    h.ok("Send D do \"flag trap-disable\"");
+    h.ok("Disable D");
+    let detail = h.wait_state("D", ModuleState::Disabled).unwrap_or_default();
+    assert!(detail.contains("its disable trapped"), "{detail}");
+    h.ok("Send T do \"send D 3\"");
+    h.ok("Enable D");
+    h.wait_line("D", "got 3 from T");
+    assert_eq!(h.got("D", "T"), one_to(3));
+    // Held again (its disable traps again), two more wait, and Unload
+    // serves them.
+    h.ok("Disable D");
+    h.ok("Send T do \"send D 2\"");
+    h.wait_line("T", "did send D 2");
+    h.ok("Unload D");
+    h.drain();
+    assert_eq!(h.got("D", "T"), one_to(5), "the queue drained at Unload");
+    consecutive_on(&mut h, "SINK", "T", 20);
 }

@@ -18,7 +18,10 @@ use crate::bindings::Level;
 /// Store data of one implementation.
 pub struct ModuleCtx {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
+    /// When the current guest call must end: blocking WASI waits end
+    /// then too (`super::deadline`).
+    pub(crate) call_ends: std::time::Instant,
     /// Memory and table limits for this store.
     pub(crate) limits: StoreLimits,
     /// The module name this implementation serves under.
@@ -102,6 +105,7 @@ impl ModuleCtx {
         Ok(ModuleCtx {
             wasi,
             table,
+            call_ends: std::time::Instant::now(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory_limit)
                 .instances(16)

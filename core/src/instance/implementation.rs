@@ -202,6 +202,10 @@ impl Implementation {
         }
         self.store.set_epoch_deadline(ticks);
         let ctx = self.store.data_mut();
+        // Saturating: a deadline too far to represent is no deadline.
+        ctx.call_ends = Instant::now()
+            .checked_add(EPOCH_PERIOD.saturating_mul(ticks.min(u64::from(u32::MAX)) as u32))
+            .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365));
         ctx.effects = 0;
         if !ctx.failures.is_empty() {
             ctx.failures.clear();

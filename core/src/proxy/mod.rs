@@ -69,8 +69,10 @@ pub(crate) enum Control {
 
 /// How a new worker starts.
 pub(crate) enum Start {
-    /// Call `enable` and serve at once (`Load`); say so on the channel.
-    Now(Sender<()>),
+    /// Call `enable` and serve at once (`Load`); say on the channel how
+    /// `enable` went (an error: it trapped and the module could not be
+    /// rebuilt).
+    Now(Sender<Result<(), String>>),
     /// Wait for a transaction's decision (`Syn_Load`, `Syn_Upgrade`):
     /// start on commit, end on abort.
     OnDecision(Arc<Txn>),

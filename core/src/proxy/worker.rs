@@ -85,8 +85,7 @@ impl Worker {
         self.describe_point();
         match start {
             Start::Now(started) => {
-                self.start();
-                let _ = started.send(());
+                let _ = started.send(self.switch(true));
             }
             Start::OnDecision(txn) => {
                 let decision = txn.wait();
@@ -175,9 +174,22 @@ impl Worker {
                 Ok(())
             }
             Err(f) => {
+                // Recovered like any trap: rebuilt as enabled (a rebuild
+                // runs `enable`) and, for a trapped `disable`, then held by
+                // the host without asking the guest a second time.
                 let e = f.to_string();
                 self.fault(f);
-                Err(e)
+                self.serving = true;
+                self.recover(None);
+                if !on {
+                    self.serving = false;
+                    self.shared.mailbox.set_ticking(false);
+                    if !self.imp.is_dead() && self.held.is_none() {
+                        let detail = format!("its disable trapped ({e}); held by the host");
+                        self.set_state(ModuleState::Disabled, Some(detail));
+                    }
+                }
+                if self.imp.is_dead() { Err(e) } else { Ok(()) }
             }
         }
     }
@@ -249,6 +261,15 @@ impl Worker {
                     let retry = self.retry.take();
                     self.recover(retry);
                 }
+                if self.held.is_none()
+                    && !self.imp.is_dead()
+                    && let Err(f) = self.imp.disable()
+                {
+                    // Rebuilt (as enabled: no second disable) to drain.
+                    self.fault(f);
+                    self.serving = true;
+                    self.recover(None);
+                }
                 let kept = self.data_rx.len();
                 if self.imp.is_dead() && kept > 0 {
                     self.log(
@@ -258,11 +279,6 @@ impl Worker {
                 }
                 self.serving = false;
                 self.shared.mailbox.set_ticking(false);
-                if !self.imp.is_dead()
-                    && let Err(f) = self.imp.disable()
-                {
-                    self.fault(f);
-                }
                 // The gate is closed: this drains everything ever accepted.
                 while let Ok(item) = self.data_rx.try_recv() {
                     match item {

@@ -104,6 +104,8 @@ impl Repository {
     pub fn new(engine: Engine) -> anyhow::Result<Self> {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        // Waits in `wasi:io/poll` end at the call's deadline.
+        crate::guest::deadline::add_to_linker(&mut linker)?;
         ModuleImp::add_to_linker::<ModuleCtx, wasmtime::component::HasSelf<ModuleCtx>>(
             &mut linker,
             |ctx| ctx,

@@ -113,8 +113,16 @@ impl Core {
             ends,
             start,
         );
-        // `enable` has run (or faulted) when the command returns.
-        let _ = started.recv_timeout(self.call_deadline + Duration::from_secs(1));
+        // `enable` has run when the command returns. One that trapped, on a
+        // module that could not be rebuilt, refuses the Load: the name is
+        // taken back.
+        if let Ok(Err(e)) = started.recv_timeout(self.call_deadline + Duration::from_secs(1)) {
+            let _ = self.unload(name);
+            return Err(CommandError::InitFailed {
+                name: name.to_string(),
+                reason: e,
+            });
+        }
         Ok(format!(
             "loaded {name} v{label} from {} ({})",
             path.display(),

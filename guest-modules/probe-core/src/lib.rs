@@ -34,12 +34,13 @@
 //! The last five try the sandbox: each logs one line, `read-file /data/a:
 //! ok 5 bytes "hello"` or `read-file /data/a: refused: <error>`.
 //!
-//! Flags: `fail-put`, `trap-put`, `loop-put`, `grow-put` and `fail-get`,
+//! Flags: `fail-put`, `trap-put`, `loop-put`, `grow-put`, `sleep-put` and `fail-get`,
 //! `trap-get`, `loop-get`, `grow-get` (the next `put-state` / `get-state`
 //! errors, traps, loops forever or grows memory until it runs out; the
 //! `-get` ones only when another version takes the state over, not when a
 //! version is rebuilt from its own snapshot);
-//! `fail-init`, `trap-init`, `loop-init`, `grow-init` (config only).
+//! `fail-init`, `trap-init`, `loop-init`, `grow-init` (config only);
+//! `trap-enable`, `trap-disable` (every later `enable` / `disable` traps).
 //! `grow` as a command grows memory until it runs out, now.
 //!
 //! Numbers are CBOR-encoded `u64`s in messages of kind `num`, counted from 1
@@ -411,13 +412,19 @@ impl Probe {
         }
     }
 
-    /// `enable`.
+    /// `enable` (traps with the flag `trap-enable`).
     pub fn enable(&self) {
+        if with(|s| s.flags.contains("trap-enable")) {
+            panic!("enable trapped: flag trap-enable");
+        }
         log(Level::Debug, "enabled");
     }
 
-    /// `disable`.
+    /// `disable` (traps with the flag `trap-disable`).
     pub fn disable(&self) {
+        if with(|s| s.flags.contains("trap-disable")) {
+            panic!("disable trapped: flag trap-disable");
+        }
         log(Level::Debug, "disabled");
     }
 
@@ -433,6 +440,10 @@ impl Probe {
             }
             if s.flags.contains("loop-put") {
                 spin_forever();
+            }
+            if s.flags.contains("sleep-put") {
+                // Blocked in the host (a WASI wait), not running wasm.
+                std::thread::sleep(std::time::Duration::from_secs(600));
             }
             if s.flags.contains("grow-put") {
                 grow_forever();
