@@ -244,32 +244,43 @@ fn a_watcher_that_does_not_read_holds_no_more_than_its_queue() {
 }
 
 #[test]
-fn a_guest_holds_no_more_sockets_than_its_resource_limit() {
+fn a_guest_without_a_grant_opens_no_socket_and_one_with_a_grant_holds_a_bounded_number() {
     let mut h = paired(Limits {
         resources: 64,
         ..Limits::default()
     });
     h.ok(&format!("Load EVIL {V1}"));
+    h.ok("Send EVIL do \"udp-sockets 20000\"");
+    let line = line_of(&mut h, "EVIL", "udp-sockets:");
+    assert!(
+        line.starts_with("udp-sockets: 0 ok, then refused:"),
+        "{line}"
+    );
+    h.wait_line("EVIL", "sandbox: refused a udp socket (no udp grant)");
+    // With a grant, sockets count against the instance's resources: the
+    // 65th traps the call, the module is rebuilt (its sockets closed with
+    // the dead instance) and the message set aside.
+    h.ok(&format!("Load GRANTED {V1} grant udp 127.0.0.1:9"));
     let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
     let before = fds();
-    h.ok("Send EVIL do \"udp-sockets 20000\"");
-    // The 65th resource is refused as a trap of the call: the module is
-    // rebuilt (its sockets closed with the dead instance) and the message
-    // set aside.
+    h.ok("Send GRANTED do \"udp-sockets 20000\"");
     let fault = h
-        .wait_state("EVIL", ModuleState::Faulted)
+        .wait_state("GRANTED", ModuleState::Faulted)
         .unwrap_or_default();
     assert!(fault.contains("service trapped"), "{fault}");
-    h.wait_state("EVIL", ModuleState::Recovered);
-    let poison = h.rt.module("EVIL").unwrap().poison();
+    h.wait_state("GRANTED", ModuleState::Recovered);
+    let poison = h.rt.module("GRANTED").unwrap().poison();
     assert_eq!(poison.len(), 1, "the flood is set aside");
     assert!(
         fds() < before + 2 * 64,
         "the host holds {} more descriptors",
         fds().saturating_sub(before)
     );
-    h.ok("Send EVIL do \"udp-sockets 3\"");
-    assert_eq!(line_of(&mut h, "EVIL", "udp-sockets:"), "udp-sockets: 3 ok");
+    h.ok("Send GRANTED do \"udp-sockets 3\"");
+    assert_eq!(
+        line_of(&mut h, "GRANTED", "udp-sockets:"),
+        "udp-sockets: 3 ok"
+    );
     // The host still opens files: a Load reads its .wasm.
     h.ok(&format!("Load OTHER {V1}"));
     consecutive_on(&mut h, "SINK", "T", 20);

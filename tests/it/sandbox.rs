@@ -114,18 +114,13 @@ fn an_ungranted_module_is_refused_files_env_and_sockets_and_serves_on() {
         &try_in(&mut h, "A", "udp-send 127.0.0.1:9"),
         "udp-send 127.0.0.1:9",
     );
-    h.wait_line(
-        "A",
-        "sandbox: refused udp send to 127.0.0.1:9 (not granted)",
-    );
+    // With no grant of a kind, no socket of that kind is made at all.
+    h.wait_line("A", "sandbox: refused a udp socket (no udp grant)");
     refused(
         &try_in(&mut h, "A", "tcp-connect 127.0.0.1:9"),
         "tcp-connect 127.0.0.1:9",
     );
-    h.wait_line(
-        "A",
-        "sandbox: refused tcp connect to 127.0.0.1:9 (not granted)",
-    );
+    h.wait_line("A", "sandbox: refused a tcp socket (no tcp grant)");
     let report = h.wait_event("the host's report at warn level", |e| {
         matches!(e, Event::Log { module, level: liveswap::Level::Warn, line, .. }
             if module == "A" && line.starts_with("sandbox: refused"))

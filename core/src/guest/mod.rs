@@ -10,6 +10,7 @@ pub(crate) mod deadline;
 mod host_api;
 mod logs;
 pub mod sandbox;
+pub(crate) mod sockets;
 mod stdio;
 mod store;
 

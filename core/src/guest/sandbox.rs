@@ -144,15 +144,13 @@ pub(crate) fn apply(
             Grant::Udp(_) | Grant::Tcp(_) => {}
         }
     }
-    // Sockets themselves are allowed: a socket reaches nobody until an
-    // address is checked below, and every use of one (bind, connect, send,
-    // listen, accept, receive) goes through that check, which reports the
-    // address a refused guest wanted. What one costs the host (a file
-    // descriptor) is bounded by the store's resource limit
-    // (`ModuleCtx::new`), as every other WASI resource is.
-    b.allow_udp(true)
-        .allow_tcp(true)
-        .allow_ip_name_lookup(false);
+    // No socket at all without a grant of its kind: each one holds a host
+    // file descriptor (`super::sockets` reports the refusal). With a
+    // grant, every use of a socket (bind, connect, send, listen, accept,
+    // receive) goes through the address check below.
+    let udp = grants.iter().any(|g| matches!(g, Grant::Udp(_)));
+    let tcp = grants.iter().any(|g| matches!(g, Grant::Tcp(_)));
+    b.allow_udp(udp).allow_tcp(tcp).allow_ip_name_lookup(false);
     let allowed = grants.clone();
     b.socket_addr_check(move |addr, use_| {
         // What a replayed message sends or connects to happened the first

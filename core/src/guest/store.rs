@@ -35,6 +35,8 @@ pub struct ModuleCtx {
     pub(crate) host: Arc<dyn HostView>,
     /// Where `log` lines go, cut and rate-limited.
     pub(crate) gate: Arc<LogGate>,
+    /// Which kinds of socket it may create (and where a refusal goes).
+    pub(crate) sockets_granted: super::sockets::SocketGrants,
     /// Set while `info` runs: the guest may not act on the host then
     /// (a version's declaration has no effects).
     pub(crate) declaring: bool,
@@ -102,9 +104,16 @@ impl ModuleCtx {
         // cannot exhaust the host's file descriptors.
         let mut table = ResourceTable::new();
         table.set_max_capacity(resources);
+        let sockets_granted = super::sockets::SocketGrants {
+            udp: grants.iter().any(|g| matches!(g, Grant::Udp(_))),
+            tcp: grants.iter().any(|g| matches!(g, Grant::Tcp(_))),
+            gate: gate.clone(),
+            label: label.clone(),
+        };
         Ok(ModuleCtx {
             wasi,
             table,
+            sockets_granted,
             call_ends: std::time::Instant::now(),
             limits: wasmtime::StoreLimitsBuilder::new()
                 .memory_size(memory_limit)

@@ -106,6 +106,8 @@ impl Repository {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
         // Waits in `wasi:io/poll` end at the call's deadline.
         crate::guest::deadline::add_to_linker(&mut linker)?;
+        // No socket without a grant, and the host says so.
+        crate::guest::sockets::add_to_linker(&mut linker)?;
         ModuleImp::add_to_linker::<ModuleCtx, wasmtime::component::HasSelf<ModuleCtx>>(
             &mut linker,
             |ctx| ctx,
