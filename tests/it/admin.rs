@@ -1,7 +1,7 @@
 //! The admin endpoint, driven over a real Unix socket and real TCP.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -414,4 +414,59 @@ fn idle_sessions_are_closed_and_tcp_clients_do_not_lock_out_the_socket() {
     idle.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("ERR idle for 300ms; closing"), "{reply}");
     server.stop();
+}
+
+/// Run `sh -c script` as the user `nobody` (uid 65534) with `setpriv`:
+/// `None` when the tests do not run as root (or `setpriv` is missing).
+fn as_nobody(script: &str) -> Option<std::process::Output> {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+        .args(["sh", "-c", script])
+        .output()
+        .ok()?;
+    // setpriv itself fails (not root) with its own message.
+    if String::from_utf8_lossy(&out.stderr).contains("setpriv:") {
+        return None;
+    }
+    Some(out)
+}
+
+#[test]
+fn a_second_local_user_cannot_plant_or_replace_the_admin_socket() {
+    let t = TempDir::new("nobody");
+    std::fs::set_permissions(&t.0, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // Another user plants the socket directory first, open to all.
+    let planted = t.0.join("planted");
+    let Some(out) = as_nobody(&format!(
+        "mkdir -m 0777 {0} && touch {0}/marker",
+        planted.display()
+    )) else {
+        eprintln!("skipped: needs root and setpriv (util-linux) to act as a second user");
+        return;
+    };
+    assert!(out.status.success(), "{out:?}");
+    let e = start_at(planted.join("admin.sock")).err().expect("refused");
+    assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+    // Where the host made its own directory, the other user can neither
+    // replace the socket nor put anything beside it.
+    let ours = t.0.join("ours").join("admin.sock");
+    let mut s = start_at(ours.clone()).unwrap();
+    let out = as_nobody(&format!(
+        "rm -f {0}; ln -s /tmp/impostor.sock {0}; touch {1}/x; ls {1}",
+        ours.display(),
+        ours.parent().unwrap().display()
+    ))
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Permission denied"), "{said}");
+    assert!(
+        std::fs::symlink_metadata(&ours)
+            .unwrap()
+            .file_type()
+            .is_socket()
+    );
+    let mut c = Client::unix(&ours).unwrap();
+    let (f, _) = run(&mut c, "Status");
+    assert_eq!(f, Final::Ok("done".into()), "the real host still answers");
+    s.stop();
 }

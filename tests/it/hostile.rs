@@ -329,6 +329,16 @@ fn a_declaration_over_the_limits_is_refused_at_load() {
         &err[..err.len().min(300)]
     );
     assert!(h.rt.module("BIG").is_none());
+    let many: Vec<String> = (1..=65).map(|p| p.to_string()).collect();
+    let err = h.err(&format!(
+        "Load MANY {V1} grant env PROBE_SPEAKS={}",
+        many.join(",")
+    ));
+    assert!(
+        err.contains("info() declares 65 protocol versions in `speaks`; the most is 64"),
+        "{err}"
+    );
+    assert!(h.rt.module("MANY").is_none());
 }
 
 #[test]
@@ -609,5 +619,36 @@ fn a_trap_in_enable_or_disable_is_recovered_like_any_other() {
     h.ok("Unload D");
     h.drain();
     assert_eq!(h.got("D", "T"), one_to(5), "the queue drained at Unload");
+    consecutive_on(&mut h, "SINK", "T", 20);
+}
+
+#[test]
+fn a_module_that_cannot_be_rebuilt_refuses_new_messages() {
+    let mut h = paired(Limits::default());
+    h.ok("SetCheckpoint 10ms");
+    h.ok(&format!("Load X {V1}"));
+    // Its recovery point comes to hold a state whose enable traps: every
+    // rebuild fails.
+    h.ok("Send X do \"flag trap-enable\"");
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(15));
+        h.ok("Send X do report");
+    }
+    h.wait_event("a checkpoint with the flag", |e| {
+        matches!(e, liveswap::Event::Log { module, line, .. }
+            if module == "X" && line.starts_with("report served=6"))
+    });
+    h.ok("Send X do trap");
+    h.wait_log("X", |l| l.starts_with("recovery failed"));
+    let err = h.err("Send X note x");
+    assert!(
+        err.contains("`X` is faulted and could not be rebuilt"),
+        "{err}"
+    );
+    // A guest's send is refused the same way, and counted as not sent.
+    h.ok("Send T do \"send X 1\"");
+    let refused = h.wait_log("T", |l| l.starts_with("send to X failed"));
+    assert!(refused.contains("could not be rebuilt"), "{refused}");
+    h.ok("Unload X");
     consecutive_on(&mut h, "SINK", "T", 20);
 }

@@ -84,7 +84,9 @@ pub enum SendError {
     },
     /// The receiver is faulted and could not be rebuilt: nothing sent to
     /// it could be served.
-    #[error("`{0}` is faulted and cannot serve (Replace it with a fixed version, or Unload it)")]
+    #[error(
+        "`{0}` is faulted and could not be rebuilt: nothing sent to it can be served (Unload it)"
+    )]
     Faulted(String),
 }
 

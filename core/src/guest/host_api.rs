@@ -73,7 +73,7 @@ impl host::Host for ModuleCtx {
         let every = Duration::from_millis(u64::from(interval_ms.max(1)));
         if let Err(e) = self.host.set_timer(&self.name, &name, every) {
             // The WIT call has no result: the refusal is the module's log.
-            self.gate.log(self.version(), Level::Warn, &e);
+            self.gate.log(self.version(), Level::Warn, e);
         }
     }
 
@@ -88,7 +88,7 @@ impl host::Host for ModuleCtx {
         if self.declaring || !self.effect() {
             return;
         }
-        self.gate.log(self.version(), level, &line);
+        self.gate.log(self.version(), level, line);
     }
 
     fn self_name(&mut self) -> String {

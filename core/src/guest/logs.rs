@@ -64,7 +64,9 @@ impl LogGate {
     }
 
     /// Log `line` for version `version` at `level`, cut and rate-limited.
-    pub fn log(&self, version: &str, level: Level, line: &str) {
+    /// Takes the line by value: one that fits is moved into the event as
+    /// it is, with no copy.
+    pub fn log(&self, version: &str, level: Level, line: String) {
         let unreported = {
             let mut b = self.bucket.lock().expect("log gate poisoned");
             let now = Instant::now();
@@ -90,7 +92,12 @@ impl LogGate {
                 ),
             );
         }
-        self.emit(version, level, clip(line, self.max_line).into_owned());
+        let line = if line.len() > self.max_line {
+            clip(&line, self.max_line).into_owned()
+        } else {
+            line
+        };
+        self.emit(version, level, line);
     }
 
     fn emit(&self, version: &str, level: Level, line: String) {

@@ -197,7 +197,7 @@ impl Reporter {
         self.gate.log(
             version,
             Level::Warn,
-            &format!("sandbox: refused {what} (not granted)"),
+            format!("sandbox: refused {what} (not granted)"),
         );
     }
 }

@@ -49,7 +49,7 @@ impl SocketGrants {
         self.gate.log(
             version,
             Level::Warn,
-            &format!("sandbox: refused a {kind} socket (no {kind} grant)"),
+            format!("sandbox: refused a {kind} socket (no {kind} grant)"),
         );
     }
 }

@@ -77,7 +77,7 @@ impl GuestOutput {
             return;
         }
         let version = self.0.version.get().map_or("?", |v| &**v);
-        self.0.gate.log(version, self.0.level, &line);
+        self.0.gate.log(version, self.0.level, line);
     }
 }
 

@@ -222,7 +222,7 @@ impl Worker {
     }
 
     pub(super) fn log(&self, level: Level, line: String) {
-        self.shared.seat.gate.log(self.imp.label(), level, &line);
+        self.shared.seat.gate.log(self.imp.label(), level, line);
     }
 
     pub(super) fn fault(&mut self, f: GuestFault) {

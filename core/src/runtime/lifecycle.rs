@@ -158,7 +158,7 @@ impl Core {
             );
             proxy
                 .gate()
-                .log(&label, crate::bindings::Level::Error, &line);
+                .log(&label, crate::bindings::Level::Error, line.clone());
             return Ok(line);
         }
         proxy.join();
