@@ -365,12 +365,20 @@ impl Conn for TcpStream {
     }
 }
 
+impl Shared {
+    /// The pool a session counts in, and its size: TCP clients (which must
+    /// authenticate) apart from the Unix socket's.
+    fn pool(&self, needs_auth: bool) -> (&AtomicUsize, usize) {
+        if needs_auth {
+            (&self.tcp_clients, MAX_TCP_CLIENTS)
+        } else {
+            (&self.clients, MAX_CLIENTS)
+        }
+    }
+}
+
 fn serve<C: Conn>(shared: Arc<Shared>, conn: C, origin: String, needs_auth: bool) {
-    let (pool, max) = if needs_auth {
-        (&shared.tcp_clients, MAX_TCP_CLIENTS)
-    } else {
-        (&shared.clients, MAX_CLIENTS)
-    };
+    let (pool, max) = shared.pool(needs_auth);
     if conn.prepare().is_err() {
         return;
     }
@@ -389,21 +397,11 @@ fn serve<C: Conn>(shared: Arc<Shared>, conn: C, origin: String, needs_auth: bool
                 if let Err(e) = session(&shared, conn, &origin, needs_auth) {
                     tracing::debug!(%origin, "admin session ended: {e}");
                 }
-                let pool = if needs_auth {
-                    &shared.tcp_clients
-                } else {
-                    &shared.clients
-                };
-                pool.fetch_sub(1, Ordering::AcqRel);
+                shared.pool(needs_auth).0.fetch_sub(1, Ordering::AcqRel);
             }
         });
     if spawned.is_err() {
-        let pool = if needs_auth {
-            &shared.tcp_clients
-        } else {
-            &shared.clients
-        };
-        pool.fetch_sub(1, Ordering::AcqRel);
+        shared.pool(needs_auth).0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -18,26 +18,20 @@ use crate::support::*;
 pub(crate) struct Served {
     pub rt: Arc<Runtime>,
     pub server: AdminServer,
-    dir: PathBuf,
+    // Dropped after the server (fields drop in order): removed once the
+    // socket is no longer served.
+    _dir: TempDir,
 }
 
 impl Drop for Served {
     fn drop(&mut self) {
         // Stop first: its accept loop sees the flag within 20 ms.
         self.server.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 pub(crate) fn served(tcp: bool) -> Served {
-    let dir = std::env::temp_dir().join(format!(
-        "liveswap-admin-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = TempDir::new("admin");
     let rt = Arc::new(
         RuntimeBuilder::default()
             .call_deadline(Duration::from_secs(2))
@@ -47,14 +41,18 @@ pub(crate) fn served(tcp: bool) -> Served {
     let server = AdminServer::start(
         rt.clone(),
         AdminOptions {
-            unix: Some(dir.join("admin.sock")),
+            unix: Some(dir.0.join("admin.sock")),
             tcp: tcp.then(|| "127.0.0.1:0".parse().unwrap()),
             token: tcp.then(|| "correct horse battery staple".to_string()),
             idle: None,
         },
     )
     .unwrap();
-    Served { rt, server, dir }
+    Served {
+        rt,
+        server,
+        _dir: dir,
+    }
 }
 
 impl Served {

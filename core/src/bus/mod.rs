@@ -190,14 +190,16 @@ impl Bus {
                 speaks: speaks.to_vec(),
             });
         }
-        if !valid_name(to) {
-            // Never echo a name of any length back whole.
-            return Err(SendError::UnknownModule(clip(to, 64).into_owned()));
-        }
-        let mailbox = self
-            .names
-            .resolve(to)
-            .ok_or_else(|| SendError::UnknownModule(to.to_string()))?;
+        let Some(mailbox) = self.names.resolve(to) else {
+            // Never echo a name of any length back whole (checked only
+            // here, off the path of a message that is delivered).
+            let shown = if valid_name(to) {
+                to.to_string()
+            } else {
+                clip(to, 64).into_owned()
+            };
+            return Err(SendError::UnknownModule(shown));
+        };
         msg.from = from.to_string();
         self.counted(mailbox.deliver(from, msg))
     }
