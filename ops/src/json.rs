@@ -87,7 +87,7 @@ impl ToJson for StatusReport {
                     "grants": s.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
                     "memory_limit": s.memory_limit, "recoveries": s.recoveries,
                     "poisoned": s.poisoned, "recovery_point": s.recovery_point,
-                    "logged": s.logged,
+                    "logged": s.logged, "logged_bytes": s.logged_bytes,
                     "queued_bytes": s.queued_bytes.0, "max_queued_bytes": s.queued_bytes.1,
                     "timers": s.timers, "subscriptions": s.subscriptions,
                     "log_dropped": s.log_dropped,

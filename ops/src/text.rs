@@ -210,10 +210,11 @@ impl ToText for StatusReport {
             }
             let _ = writeln!(
                 out,
-                "{:<10} recovery point: {} + {} logged message(s); memory limit {} MiB",
+                "{:<10} recovery point: {} + {} logged message(s) ({}); memory limit {} MiB",
                 "",
                 s.recovery_point,
                 s.logged,
+                bytes(s.logged_bytes),
                 s.memory_limit >> 20
             );
             let _ = writeln!(

@@ -644,3 +644,38 @@ fn a_module_that_cannot_be_rebuilt_refuses_new_messages() {
     h.ok("Unload X");
     consecutive_on(&mut h, "SINK", "T", 20);
 }
+
+#[test]
+fn a_recovery_log_past_its_byte_limit_forces_a_checkpoint() {
+    let mut h = paired(Limits {
+        log_bytes: 256 << 10,
+        ..Limits::default()
+    });
+    // Checkpoints only at commits and every 10 000 messages, or bytes.
+    h.ok("SetCheckpoint 0s");
+    h.ok(&format!("Load BIG {V1}"));
+    h.ok(&format!("Load EVIL {V1}"));
+    h.ok("Send EVIL do \"blob BIG 65536 100\"");
+    assert_eq!(line_of(&mut h, "EVIL", "blob:"), "blob: 100 ok");
+    let big = h.rt.module("BIG").unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while big.status().served < 100 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // 6.4 MiB went through; the log since the last checkpoint holds less
+    // than the limit and one message more.
+    let s = big.status();
+    assert_eq!(s.served, 100);
+    assert!(
+        s.logged_bytes < (256 << 10) + (65 << 10),
+        "{} bytes logged ({} messages)",
+        s.logged_bytes,
+        s.logged
+    );
+    assert!(
+        s.recovery_point.starts_with("a snapshot"),
+        "{}",
+        s.recovery_point
+    );
+    consecutive_on(&mut h, "SINK", "T", 20);
+}

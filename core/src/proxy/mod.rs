@@ -113,6 +113,8 @@ pub struct ProxyStatus {
     pub recovery_point: String,
     /// Messages served since that point (replayed by a recovery).
     pub logged: usize,
+    /// Their bytes (`--log-bytes` forces a checkpoint).
+    pub logged_bytes: usize,
     /// Bytes queued in its mailbox, and the most it may hold.
     pub queued_bytes: (usize, usize),
     /// Log lines dropped for going over the log rate.
@@ -211,8 +213,9 @@ struct Shared {
     /// Messages set aside after trapping twice.
     poison: Mutex<Vec<Poisoned>>,
     recoveries: AtomicU64,
-    /// Messages logged since the recovery point.
+    /// Messages logged since the recovery point, and their bytes.
     logged: AtomicUsize,
+    logged_bytes: AtomicUsize,
     /// Description of the recovery point, for `Status`.
     point: Mutex<String>,
     state: Mutex<(ModuleState, Arc<Version>, Option<String>)>,
@@ -269,6 +272,7 @@ impl ModuleProxy {
             poison: Mutex::new(Vec::new()),
             recoveries: AtomicU64::new(0),
             logged: AtomicUsize::new(0),
+            logged_bytes: AtomicUsize::new(0),
             point: Mutex::new(String::new()),
             state: Mutex::new((ModuleState::Disabled, version, None)),
             served: AtomicU64::new(0),
@@ -387,6 +391,7 @@ impl ModuleProxy {
             poisoned: self.0.poison.lock().expect("proxy poisoned").len(),
             recovery_point: self.0.point.lock().expect("proxy poisoned").clone(),
             logged: self.0.logged.load(Ordering::Relaxed),
+            logged_bytes: self.0.logged_bytes.load(Ordering::Relaxed),
             queued_bytes: (self.0.mailbox.bytes(), self.0.mailbox.max_bytes()),
             log_dropped: self.0.seat.gate.dropped(),
             timers: 0,

@@ -138,9 +138,7 @@ impl Worker {
             message: m,
             failed: effects_failed,
         });
-        self.shared
-            .logged
-            .store(self.recovery.log.len(), Ordering::Relaxed);
+        self.publish_log_size();
         if self.probation.is_some() {
             self.served_in_probation(failed, now_ns);
             return;
@@ -166,7 +164,7 @@ impl Worker {
             let log = std::mem::take(&mut self.recovery.log);
             self.recovery.log_bytes = 0;
             self.env.reaper.bury(log);
-            self.shared.logged.store(0, Ordering::Relaxed);
+            self.publish_log_size();
             self.describe_point();
             self.log(
                 Level::Error,
@@ -236,8 +234,16 @@ impl Worker {
         self.recovery.log_bytes = 0;
         self.env.reaper.bury(old);
         self.recovery.taken_ns = now_ns;
-        self.shared.logged.store(0, Ordering::Relaxed);
+        self.publish_log_size();
         self.describe_point();
+    }
+
+    /// Publish the log's length and bytes for `Status`.
+    pub(super) fn publish_log_size(&self) {
+        let s = &self.shared;
+        s.logged.store(self.recovery.log.len(), Ordering::Relaxed);
+        s.logged_bytes
+            .store(self.recovery.log_bytes, Ordering::Relaxed);
     }
 
     /// Publish the recovery point's description for `Status`.
@@ -393,9 +399,7 @@ impl Worker {
         };
         self.install(fresh);
         self.shared.recoveries.fetch_add(1, Ordering::Relaxed);
-        self.shared
-            .logged
-            .store(self.recovery.log.len(), Ordering::Relaxed);
+        self.publish_log_size();
         let detail = format!(
             "rebuilt v{} from {} and {} replayed message(s) in {} µs; {set_aside} poison message(s) set aside",
             version.label(),
