@@ -167,6 +167,14 @@ struct LimitArgs {
     /// Largest .wasm file Load or Replace reads.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     max_wasm: usize,
+    /// Recoveries a module may have within --restart-window; one more is a
+    /// crash loop, and the module is held (mailbox kept) for a fixed
+    /// version or Unload.
+    #[arg(long, default_value_t = 10)]
+    max_restarts: u32,
+    /// The window of --max-restarts.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    restart_window: Duration,
 }
 
 impl LimitArgs {
@@ -188,6 +196,8 @@ impl LimitArgs {
             watch_queue: self.watch_queue,
             resources: self.max_resources,
             wasm_bytes: self.max_wasm as u64,
+            restarts: self.max_restarts,
+            restart_window_ms: self.restart_window.as_millis() as u64,
             ..liveswap::Limits::default()
         }
     }

@@ -26,6 +26,15 @@ fn paired(limits: Limits) -> Host {
     h
 }
 
+/// Wait (within the patience) until `done` holds, for figures that are
+/// read rather than announced as events; the caller asserts on them after.
+fn poll_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 fn status_text(h: &Host) -> String {
     match h.ok("Status") {
         liveswap_ops::Reply::Text(t) => t,
@@ -135,10 +144,7 @@ fn a_mailbox_full_of_bytes_refuses_more_and_the_host_budget_holds() {
     h.ok("Enable SLOW");
     h.ok("Enable SLOW2");
     h.ok("Enable SLOW3");
-    let deadline = Instant::now() + PATIENCE;
-    while h.rt.module("SLOW").unwrap().mailbox().bytes() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(|| h.rt.module("SLOW").unwrap().mailbox().bytes() == 0);
     h.ok("Send EVIL do \"blob SLOW 65536 2\"");
     let again = h.wait_log("EVIL", |l| l == "blob: 2 ok");
     assert_eq!(again, "blob: 2 ok");
@@ -202,10 +208,7 @@ fn long_log_lines_are_cut_and_a_log_flood_is_dropped_and_counted() {
     assert!(note.contains("over 200 lines/s (--log-rate)"), "{note}");
     // Both messages served: the flood is over.
     let evil = h.rt.module("EVIL").unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while evil.status().served < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(|| evil.status().served >= 2);
     let dropped = evil.status().log_dropped;
     assert!(dropped > 15_000, "{dropped} dropped");
     // SINK logs a line per number, under its own rate: nothing of it is
@@ -225,10 +228,7 @@ fn a_watcher_that_does_not_read_holds_no_more_than_its_queue() {
     h.ok("Send EVIL do \"log-flood 5000\"");
     // Wait for the flood to be over by asking EVIL something after it.
     h.ok("Send EVIL do report");
-    let deadline = Instant::now() + PATIENCE;
-    while lazy.len() < 100 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll_until(|| lazy.len() >= 100);
     assert_eq!(lazy.len(), 100, "the queue is full at its bound");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(lazy.len(), 100, "and stays there");
@@ -658,10 +658,7 @@ fn a_recovery_log_past_its_byte_limit_forces_a_checkpoint() {
     h.ok("Send EVIL do \"blob BIG 65536 100\"");
     assert_eq!(line_of(&mut h, "EVIL", "blob:"), "blob: 100 ok");
     let big = h.rt.module("BIG").unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while big.status().served < 100 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    poll_until(|| big.status().served >= 100);
     // 6.4 MiB went through; the log since the last checkpoint holds less
     // than the limit and one message more.
     let s = big.status();

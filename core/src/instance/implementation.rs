@@ -32,9 +32,15 @@ pub struct Implementation {
     store: Store<ModuleCtx>,
     api: ModuleImp,
     version: Arc<Version>,
+    /// The call deadline, in epoch ticks and as a duration (at most a
+    /// year, so that an instant that far ahead can always be written).
     deadline_ticks: u64,
+    call_deadline: Duration,
     dead: bool,
 }
+
+/// The longest call deadline kept as a duration.
+const LONGEST_DEADLINE: Duration = Duration::from_secs(365 * 86_400);
 
 /// Settings every new instance gets.
 #[derive(Clone, Debug)]
@@ -95,6 +101,9 @@ impl Implementation {
             api,
             version: version.clone(),
             deadline_ticks: limits.deadline_ticks,
+            call_deadline: EPOCH_PERIOD
+                .saturating_mul(u32::try_from(limits.deadline_ticks).unwrap_or(u32::MAX))
+                .min(LONGEST_DEADLINE),
             dead: false,
         };
         imp.store.data_mut().declaring = true;
@@ -172,25 +181,16 @@ impl Implementation {
         call: &'static str,
         f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFault> {
-        self.guard_ticks(call, self.deadline_ticks, f)
+        self.guard_until(call, None, f)
     }
 
-    /// A call that must end by `by` as well as within the call deadline.
-    fn guard_by<R>(
+    /// `f` under the call deadline, and ended at `by` if that comes first
+    /// (a vote's bound). Both the epoch deadline (running wasm) and the
+    /// store's `call_ends` (blocking WASI waits) are set from one clock read.
+    fn guard_until<R>(
         &mut self,
         call: &'static str,
-        by: Instant,
-        f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
-    ) -> Result<R, GuestFault> {
-        let left = by.saturating_duration_since(Instant::now());
-        let ticks = (left.as_nanos() / EPOCH_PERIOD.as_nanos()) as u64 + 1;
-        self.guard_ticks(call, ticks.min(self.deadline_ticks), f)
-    }
-
-    fn guard_ticks<R>(
-        &mut self,
-        call: &'static str,
-        ticks: u64,
+        by: Option<Instant>,
         f: impl FnOnce(&ModuleImp, &mut Store<ModuleCtx>) -> wasmtime::Result<R>,
     ) -> Result<R, GuestFault> {
         if self.dead {
@@ -200,12 +200,19 @@ impl Implementation {
                 interrupted: false,
             });
         }
+        let now = Instant::now();
+        let full = now + self.call_deadline;
+        let (ticks, ends) = match by {
+            Some(by) if by < full => {
+                let left = by.saturating_duration_since(now);
+                let ticks = (left.as_nanos() / EPOCH_PERIOD.as_nanos()) as u64 + 1;
+                (ticks, by)
+            }
+            _ => (self.deadline_ticks, full),
+        };
         self.store.set_epoch_deadline(ticks);
         let ctx = self.store.data_mut();
-        // Saturating: a deadline too far to represent is no deadline.
-        ctx.call_ends = Instant::now()
-            .checked_add(EPOCH_PERIOD.saturating_mul(ticks.min(u64::from(u32::MAX)) as u32))
-            .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(86_400 * 365));
+        ctx.call_ends = ends;
         ctx.effects = 0;
         if !ctx.failures.is_empty() {
             ctx.failures.clear();
@@ -251,29 +258,21 @@ impl Implementation {
         self.guard("disable", |api, store| api.call_disable(store))
     }
 
-    /// `put-state`.
-    pub fn put_state(&mut self) -> Result<Result<Vec<u8>, String>, GuestFault> {
-        self.guard("put-state", |api, store| api.call_put_state(store))
+    /// `put-state`, ended at `by` if it runs that long (a vote's bound).
+    pub fn put_state(
+        &mut self,
+        by: Option<Instant>,
+    ) -> Result<Result<Vec<u8>, String>, GuestFault> {
+        self.guard_until("put-state", by, |api, store| api.call_put_state(store))
     }
 
-    /// `get-state(state)`.
-    pub fn get_state(&mut self, state: &[u8]) -> Result<Result<(), String>, GuestFault> {
-        self.guard("get-state", |api, store| api.call_get_state(store, state))
-    }
-
-    /// `put-state`, interrupted at `by` if it runs that long (a vote's
-    /// bound).
-    pub fn put_state_by(&mut self, by: Instant) -> Result<Result<Vec<u8>, String>, GuestFault> {
-        self.guard_by("put-state", by, |api, store| api.call_put_state(store))
-    }
-
-    /// `get-state(state)`, interrupted at `by` if it runs that long.
-    pub fn get_state_by(
+    /// `get-state(state)`, ended at `by` if it runs that long.
+    pub fn get_state(
         &mut self,
         state: &[u8],
-        by: Instant,
+        by: Option<Instant>,
     ) -> Result<Result<(), String>, GuestFault> {
-        self.guard_by("get-state", by, |api, store| {
+        self.guard_until("get-state", by, |api, store| {
             api.call_get_state(store, state)
         })
     }

@@ -189,11 +189,7 @@ impl Worker {
                     ModuleState::RolledBack,
                     Some(format!("v{newer} -> v{}", self.imp.label())),
                 );
-                if let Some(r) = self.retry.take() {
-                    self.imp.skip_effects(r.effects, r.failed);
-                    self.call(r.message, 0);
-                    self.imp.skip_effects(0, Vec::new());
-                }
+                self.serve_retry(0);
                 if !self.imp.is_dead() {
                     self.announce_serving();
                 }

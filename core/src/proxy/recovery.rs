@@ -180,7 +180,7 @@ impl Worker {
     pub(super) fn checkpoint(&mut self, now_ns: u64) {
         self.recovery.taken_ns = now_ns;
         let started = Instant::now();
-        let state = self.imp.put_state();
+        let state = self.imp.put_state(None);
         self.recovery.cost_ns = started.elapsed().as_nanos() as u64;
         let why = match state {
             Ok(Ok(bytes)) if bytes.len() <= self.env.settings.max_state_bytes => {
@@ -281,7 +281,7 @@ impl Worker {
                 fresh.script(failed);
                 fresh.init(config)
             }
-            Base::State(state) => fresh.get_state(state),
+            Base::State(state) => fresh.get_state(state, None),
         };
         let what = match base {
             Base::Init(..) => "init",
@@ -409,6 +409,17 @@ impl Worker {
         );
         self.emit_state(ModuleState::Recovered, Some(detail));
         self.announce_serving();
+    }
+
+    /// Serve the message a trapped instance left to be served again, if
+    /// any, by the current instance: its first effects suppressed as far
+    /// as the failed call got, with the results they had then.
+    pub(super) fn serve_retry(&mut self, now_ns: u64) {
+        if let Some(r) = self.retry.take() {
+            self.imp.skip_effects(r.effects, r.failed);
+            self.call(r.message, now_ns);
+            self.imp.skip_effects(0, Vec::new());
+        }
     }
 
     /// Whether this recovery would go over the restart intensity (more

@@ -233,12 +233,9 @@ impl Worker {
                 self.shared.mailbox.set_dead(false);
                 self.emit_state(ModuleState::Swapped, None);
                 self.emit_state(ModuleState::Serving, None);
-                if was_held && let Some(r) = self.retry.take() {
+                if was_held {
                     // The message the old version trapped on, first.
-                    self.imp.skip_effects(r.effects, r.failed);
-                    let now = self.now_ns();
-                    self.call(r.message, now);
-                    self.imp.skip_effects(0, Vec::new());
+                    self.serve_retry(self.now_ns());
                 }
             }
             Err(f) => {
@@ -297,7 +294,7 @@ impl Worker {
         let name = &self.shared.seat.name;
         let limit = self.env.settings.max_state_bytes;
         let by = state_calls_end(txn);
-        let state = match self.imp.put_state_by(by) {
+        let state = match self.imp.put_state(Some(by)) {
             Ok(Ok(state)) if state.len() > limit => {
                 let cause = Cause::OverLimit {
                     version: self.imp.label().to_string(),
@@ -322,7 +319,7 @@ impl Worker {
             }
         };
         let state = self.handed.insert(state);
-        let cause = match new.get_state_by(state, by) {
+        let cause = match new.get_state(state, Some(by)) {
             Ok(Ok(())) => return None,
             Ok(Err(error)) => Cause::Error {
                 version: new.label().to_string(),

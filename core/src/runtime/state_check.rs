@@ -34,7 +34,7 @@ impl Core {
         let outcome =
             match self.instantiate(&version, TRIAL_NAME, &Arc::from(Vec::new()), &self.limits) {
                 Err(e) => Err(e.to_string()),
-                Ok(mut imp) => match imp.get_state(state) {
+                Ok(mut imp) => match imp.get_state(state, None) {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => Err(format!("get-state returned an error: {e}")),
                     Err(fault) => Err(fault.to_string()),
