@@ -66,7 +66,9 @@ struct Connect {
 #[derive(Args)]
 struct RunArgs {
     /// The script: one command a line (`Load`, `Replace`, `Wait`, ...).
-    script: PathBuf,
+    /// Optional with --state-dir: a restart resumes every module the
+    /// directory holds, and a script then runs after that.
+    script: Option<PathBuf>,
     /// Print one JSON object per line for every event instead of text.
     #[arg(long)]
     json: bool,
@@ -109,6 +111,28 @@ struct RunArgs {
     serve: Serve,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    durable: Durability,
+}
+
+/// Where a host keeps what it needs to come back after a crash, a restart
+/// or a handoff, and how often it makes that durable.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Durability")]
+struct Durability {
+    /// Keep versions (and their compiled code), modules, recovery points,
+    /// queued messages, transactions and history in this directory (made
+    /// 0700); a later `liveswap run --state-dir` on it resumes them all.
+    /// Default: none (nothing survives the process). One host at a time.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// When queued messages and calls are made durable: `always` (an fsync
+    /// per batch, as soon as one waits), an interval such as `10ms` (group
+    /// commit; a crash loses at most that much of what modules sent each
+    /// other, never an admin Send that was answered OK) or `none` (only at
+    /// a clean stop: a crash loses everything since).
+    #[arg(long, default_value = "10ms", value_name = "POLICY", value_parser = liveswap::store::SyncPolicy::parse)]
+    sync: liveswap::store::SyncPolicy,
 }
 
 /// What guests and clients can make the host hold: each going over is
@@ -234,12 +258,14 @@ impl Trust {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a host, run a script of commands, then keep serving until
-    /// `Quit` or Ctrl-C (graceful: every module drains its mailbox).
+    /// `Quit` or Ctrl-C (graceful: every module drains its mailbox; with
+    /// --state-dir, modules stop between two messages and what is queued
+    /// stays in the directory for the next start).
     ///
     /// In the script, `$GUESTS` stands for the folder of the guest modules
     /// this binary was built with, so examples run from any directory.
     /// Run `liveswap help-commands` for the command language.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Run one command on a running host, or a script of them (-f). The
     /// exit status says how it went: 0 done or committed, 1 error,
     /// 2 refused, 3 aborted, 4 host unreachable. A script stops at the
@@ -619,6 +645,7 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         trust,
         serve,
         limits,
+        durable,
     } = args;
     let (json, once, verbose) = (*json, *once, *verbose);
     let rt = Arc::new(
@@ -631,9 +658,14 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .max_state_bytes(*max_state)
             .trusted_keys(trust.read()?)
             .limits(limits.limits())
+            .state_dir(durable.state_dir.clone())
+            .sync(durable.sync)
             .build()
             .context("starting the host")?,
     );
+    if path.is_none() && durable.state_dir.is_none() {
+        anyhow::bail!("liveswap run needs a script, or --state-dir to resume a host");
+    }
     let (stop_tx, stop_rx) = bounded::<()>(1);
     let presses = std::sync::atomic::AtomicUsize::new(0);
     ctrlc::set_handler(move || {
@@ -664,6 +696,27 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    if let (Some(s), Some(dir), false) = (rt.restart_summary(), rt.state_dir(), json) {
+        println!(
+            "-- state directory {} (sync {}): restored {} module(s) and {} queued message(s) in {} ms",
+            dir.display(),
+            rt.sync_policy().map(|p| p.to_string()).unwrap_or_default(),
+            s.modules,
+            s.queued,
+            s.took.as_millis()
+        );
+        for (txn, line, committed) in &s.ended {
+            let how = if *committed {
+                "committed; finished"
+            } else {
+                "not decided; aborted"
+            };
+            println!("-- transaction {txn} (`{line}`) was interrupted by the stop: {how}");
+        }
+        for (name, why) in &s.lost {
+            println!("-- {name} not restored: {why}");
+        }
+    }
     let mut vars = script::Vars::default();
     vars.set("GUESTS", guests_dir().display().to_string());
     for v in set {
@@ -672,16 +725,19 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--var `{v}` is not NAME=VALUE"))?;
         vars.set(name, value);
     }
-    let result = script::run_file(&rt, path, &vars, |_, line, reply| {
-        if json {
-            return; // the event stream says it all
-        }
-        match reply {
-            Reply::Done(msg) => println!("> {line}\n  {msg}"),
-            Reply::Text(t) => println!("> {line}\n{t}"),
-            Reply::Transaction(_) | Reply::Quit => {}
-        }
-    });
+    let result = match path {
+        None => Ok(ScriptEnd::Finished),
+        Some(path) => script::run_file(&rt, path, &vars, |_, line, reply| {
+            if json {
+                return; // the event stream says it all
+            }
+            match reply {
+                Reply::Done(msg) => println!("> {line}\n  {msg}"),
+                Reply::Text(t) => println!("> {line}\n{t}"),
+                Reply::Transaction(_) | Reply::Quit => {}
+            }
+        }),
+    };
 
     let code = match result {
         // Display, not the chain: a script error already says everything
@@ -701,7 +757,13 @@ fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if !json {
-        println!("-- shutting down: modules drain their mailboxes");
+        match rt.state_dir() {
+            None => println!("-- shutting down: modules drain their mailboxes"),
+            Some(d) => println!(
+                "-- shutting down: modules stop between two messages; what is queued stays in {}",
+                d.display()
+            ),
+        }
     }
     if let Some(e) = endpoint.as_mut() {
         e.stop();

@@ -12,6 +12,7 @@
 //!    [`report`], [`history`], [`error`], [`words`], [`limits`];
 //! 2. [`guest`]: what a guest sees — its store data, the `host` glue, its
 //!    sandbox and stdio, and the narrow [`guest::HostView`] it reaches;
+//!    then [`store`]: the state directory (durability);
 //! 3. [`command`]: the requests a runtime runs, as data; [`repo`]: the
 //!    version repository with signing; [`bus`]: names, mailboxes, pub/sub,
 //!    timers, rates (implements the host view);
@@ -33,6 +34,8 @@ pub mod report;
 pub mod words;
 
 pub mod guest;
+
+pub mod store;
 
 pub mod bus;
 pub mod command;

@@ -6,8 +6,10 @@
 
 mod inspect;
 mod lifecycle;
+mod restore;
 mod state_check;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -26,10 +28,12 @@ use crate::proxy::{Env, ModuleProxy, Modules, ProxyStatus, Reaper, Settings};
 use crate::repo::Repository;
 use crate::repo::signing::PublicKey;
 use crate::report::TransactionReport;
+use crate::store::{StateDir, SyncPolicy};
 use crate::txn::RollbackRequest;
 
 pub(crate) use crate::upgrade::{AdminState, Core, Recorded};
 pub use inspect::{PoisonList, StatusReport, VersionRow, VersionsReport};
+pub use restore::RestartSummary;
 
 pub use crate::instance::EPOCH_PERIOD;
 
@@ -47,6 +51,8 @@ pub struct RuntimeBuilder {
     max_state_bytes: usize,
     trusted_keys: Vec<PublicKey>,
     limits: Limits,
+    state_dir: Option<PathBuf>,
+    sync: SyncPolicy,
 }
 
 impl Default for RuntimeBuilder {
@@ -63,6 +69,8 @@ impl Default for RuntimeBuilder {
             max_state_bytes: 64 << 20,
             trusted_keys: Vec::new(),
             limits: Limits::default(),
+            state_dir: None,
+            sync: SyncPolicy::DEFAULT,
         }
     }
 }
@@ -133,20 +141,47 @@ impl RuntimeBuilder {
         self.limits = limits;
         self
     }
+    /// Keep everything the host needs to come back — versions and their
+    /// compiled artifacts, modules, recovery points, mailboxes,
+    /// transactions, history — in `dir` (default: none, nothing survives
+    /// the process). A restart on the same directory resumes every module.
+    pub fn state_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.state_dir = dir;
+        self
+    }
+    /// When the journal is made durable (default: every 10 ms).
+    pub fn sync(mut self, policy: SyncPolicy) -> Self {
+        self.sync = policy;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
         self
     }
 
-    /// Start the runtime.
+    /// Start the runtime (on a state directory: bring back what it holds).
     pub fn build(self) -> anyhow::Result<Runtime> {
         let engine = wasmtime::Engine::new(&self.engine_config())?;
-        let repo = Repository::new(engine.clone())?
+        let mut repo = Repository::new(engine.clone())?
             .with_trusted_keys(self.trusted_keys.clone())
             .with_max_file(self.limits.wasm_bytes);
+        let (state, image, journal) = match &self.state_dir {
+            None => (None, None, None),
+            Some(dir) => {
+                let (state, image) = StateDir::open(dir)?;
+                // The writer starts from the settled image (a restart's
+                // dropped messages must not come back from the journal).
+                let mut settled = image.clone();
+                settled.settle();
+                let journal = state.journal(settled, self.sync)?;
+                let state = Arc::new(state);
+                repo = repo.with_store(state.clone());
+                (Some(state), Some(image), Some(Arc::new(journal)))
+            }
+        };
         let events = Arc::new(EventBus::new(self.limits.watch_queue));
-        let bus = Bus::new(events, self.limits.clone());
+        let bus = Bus::new(events, self.limits.clone(), journal);
         let env = Env {
             bus: bus.clone(),
             settings: Arc::new(Settings::new(self.max_state_bytes)),
@@ -197,10 +232,13 @@ impl RuntimeBuilder {
         std::thread::Builder::new()
             .name("liveswap-rollbacks".into())
             .spawn(move || crate::upgrade::rollback::serve(weak, requests))?;
+        let restart = image.map(|image| core.restore(image));
         Ok(Runtime {
             core,
             epoch_stop: stop,
             epoch: Mutex::new(Some(ticker)),
+            restart,
+            state,
         })
     }
 
@@ -271,10 +309,12 @@ impl Core {
             ))),
             Command::SetTimer(d) => {
                 admin.bound = d;
+                self.setting("bound_ms", d.as_millis() as u64);
                 Ok(Reply::Done(format!("quiescence bound is {d:?}")))
             }
             Command::SetMode(m) => {
                 admin.mode = m;
+                self.setting("sequential", u64::from(m == Mode::Sequential));
                 Ok(Reply::Done(format!("votes are collected {}ly", m.as_str())))
             }
             Command::Send { to, kind, body } => {
@@ -320,12 +360,31 @@ pub struct Runtime {
     core: Arc<Core>,
     epoch_stop: Arc<AtomicBool>,
     epoch: Mutex<Option<JoinHandle<()>>>,
+    /// What the start found in the state directory, if it has one.
+    restart: Option<RestartSummary>,
+    state: Option<Arc<StateDir>>,
 }
 
 impl Runtime {
     /// A runtime with default settings.
     pub fn new() -> anyhow::Result<Self> {
         RuntimeBuilder::default().build()
+    }
+
+    /// What this host brought back from its state directory at start
+    /// (none without one).
+    pub fn restart_summary(&self) -> Option<&RestartSummary> {
+        self.restart.as_ref()
+    }
+
+    /// The state directory, if the host has one.
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.state.as_deref().map(StateDir::path)
+    }
+
+    /// The journal's sync policy, with a state directory.
+    pub fn sync_policy(&self) -> Option<SyncPolicy> {
+        self.core.bus.journal.as_ref().map(|j| j.policy())
     }
 
     /// Receive every event from now on.
@@ -396,12 +455,25 @@ impl Runtime {
         self.core.try_get_state(path, state)
     }
 
-    /// Stop gracefully: every module drains its mailbox and stops.
+    /// Stop gracefully. Without a state directory every module drains
+    /// its mailbox and stops; with one, every module stops between two
+    /// messages and what is queued stays in the store, served after the
+    /// next start.
     pub fn shutdown(&self) {
         let core = &self.core;
         let _ = core.serialized("Quit", "shutdown", true, |_| {
-            for p in core.modules.all() {
-                let _ = core.unload(p.name());
+            match &core.bus.journal {
+                None => {
+                    for p in core.modules.all() {
+                        let _ = core.unload(p.name());
+                    }
+                }
+                Some(journal) => {
+                    core.park_all();
+                    if let Err(e) = journal.close() {
+                        tracing::error!("state directory: the last commit failed: {e}");
+                    }
+                }
             }
             Ok(Reply::Quit)
         });

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["report", "error", "limits"],
     &["events", "history"],
     &["guest"],
+    &["store"],
     &["command", "repo", "bus"],
     &["instance"],
     &["txn"],

@@ -17,6 +17,7 @@ use super::SendError;
 use super::rates::RateWindow;
 use crate::bindings::Message;
 use crate::limits::message_cost;
+use crate::store::{Journal, Op};
 
 /// The host-wide budget of queued bytes, shared by every mailbox.
 pub struct Budget {
@@ -61,8 +62,9 @@ pub const TIMER_SENDER: &str = "$timer";
 
 /// What the mailbox holds.
 pub(crate) enum Item {
-    /// An application message (or timer tick, or event).
-    Msg(Message),
+    /// An application message (or timer tick, or event), with its id in
+    /// the journal (0 without a state directory).
+    Msg(Message, u64),
     /// The end of the old implementation's share of the mailbox in
     /// transaction `id`.
     Term(u64),
@@ -95,6 +97,9 @@ struct Inner {
     /// Timers with a tick waiting in the mailbox: not queued twice.
     pending_ticks: Mutex<HashSet<String>>,
     origin: Instant,
+    /// With a state directory: every accepted message is journaled
+    /// before it is queued.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Drop for Inner {
@@ -118,9 +123,11 @@ impl Mailbox {
         capacity: usize,
         max_bytes: usize,
         budget: Arc<Budget>,
+        journal: Option<Arc<Journal>>,
     ) -> (Self, Receiver<Item>) {
         let (tx, rx) = unbounded();
         let inner = Inner {
+            journal,
             name,
             tx,
             gate: RwLock::new(true),
@@ -178,6 +185,9 @@ impl Mailbox {
         if s.dead.load(Ordering::Relaxed) {
             return Err(SendError::Faulted(s.name.to_string()));
         }
+        if let Some(j) = &s.journal {
+            j.check().map_err(SendError::Store)?;
+        }
         let capacity = s.capacity.load(Ordering::Relaxed);
         if s.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
             s.depth.fetch_sub(1, Ordering::AcqRel);
@@ -202,10 +212,35 @@ impl Mailbox {
                 }
             }
         }
+        // Journaled before it can be served: the journal's order is causal.
+        let id = match &s.journal {
+            None => 0,
+            Some(j) => {
+                let id = j.next_id();
+                j.record(Op::Enq {
+                    id,
+                    to: s.name.clone(),
+                    msg: msg.clone(),
+                    producer: crate::store::producer(),
+                });
+                id
+            }
+        };
         // The worker holds the receiver until every sender is gone or it
         // has drained after the gate closed: a send here cannot be lost.
-        let _ = s.tx.send(Item::Msg(msg));
+        let _ = s.tx.send(Item::Msg(msg, id));
         Ok(())
+    }
+
+    /// Queue a message a restart found accepted and not served (already
+    /// journaled, with its id), before anything else can be sent.
+    pub(crate) fn restore(&self, msg: Message, id: u64) {
+        let s = &*self.0;
+        s.depth.fetch_add(1, Ordering::AcqRel);
+        let n = message_cost(&msg.kind, &msg.from, &msg.body);
+        s.bytes.fetch_add(n, Ordering::AcqRel);
+        s.budget.used.fetch_add(n, Ordering::AcqRel);
+        let _ = s.tx.send(Item::Msg(msg, id));
     }
 
     /// Queue a tick of timer `timer`, unless the module is held or a tick
@@ -234,12 +269,16 @@ impl Mailbox {
             return;
         }
         s.depth.fetch_add(1, Ordering::AcqRel);
-        let _ = s.tx.send(Item::Msg(Message {
+        // A tick is journaled when served, not queued: one lost in a
+        // crash is simply a later tick.
+        let id = s.journal.as_ref().map_or(0, |j| j.next_id());
+        let tick = Message {
             from: TIMER_SENDER.to_string(),
             kind: timer.to_string(),
             proto: 0,
             body: Vec::new(),
-        }));
+        };
+        let _ = s.tx.send(Item::Msg(tick, id));
     }
 
     /// Append TERM of transaction `txn` behind everything queued.

@@ -17,6 +17,7 @@ use crate::bindings::Message;
 use crate::events::EventSink;
 use crate::guest::{HostView, valid_name};
 use crate::limits::{Limits, clip};
+use crate::store::{Journal, Op};
 
 pub(crate) use mailbox::Item;
 pub use mailbox::{Budget, Mailbox, TIMER_SENDER};
@@ -82,6 +83,10 @@ pub enum SendError {
         /// What the sender's version declared.
         speaks: Vec<u32>,
     },
+    /// The state directory cannot be written: nothing new is accepted,
+    /// what is queued is still served.
+    #[error("not accepted: the state directory cannot be written ({0})")]
+    Store(String),
     /// The receiver is faulted and could not be rebuilt: nothing sent to
     /// it could be served.
     #[error(
@@ -106,10 +111,16 @@ pub struct Bus {
     pub budget: Arc<Budget>,
     /// Messages refused for a limit (size, bytes, quotas), host-wide.
     pub refused: AtomicUsize,
+    /// The state directory's journal, if the host has one.
+    pub journal: Option<Arc<Journal>>,
 }
 
 impl Bus {
-    pub(crate) fn new(events: EventSink, limits: Limits) -> Arc<Self> {
+    pub(crate) fn new(
+        events: EventSink,
+        limits: Limits,
+        journal: Option<Arc<Journal>>,
+    ) -> Arc<Self> {
         let names = Arc::new(NameService::default());
         let sink: Arc<dyn timers::TickSink> = names.clone();
         let timers = TimerService::start(Arc::downgrade(&sink), &limits);
@@ -121,6 +132,7 @@ impl Bus {
             budget: Arc::new(Budget::new(limits.queued_bytes)),
             limits: Arc::new(limits),
             refused: AtomicUsize::new(0),
+            journal,
         })
     }
 
@@ -136,6 +148,7 @@ impl Bus {
             capacity,
             self.limits.mailbox_bytes,
             self.budget.clone(),
+            self.journal.clone(),
         )
     }
 
@@ -243,6 +256,37 @@ impl Bus {
         Ok(refused)
     }
 
+    /// Journal what `op` makes, if the host has a state directory.
+    pub(crate) fn record(&self, op: impl FnOnce() -> Op) {
+        if let Some(j) = &self.journal {
+            j.record(op());
+        }
+    }
+
+    /// Journal the timers and subscriptions `name` holds now (its `init`
+    /// made them before the module was journaled as loaded).
+    pub(crate) fn record_setup(&self, name: &str) {
+        let Some(j) = &self.journal else {
+            return;
+        };
+        let module: Arc<str> = Arc::from(name);
+        for (timer, every) in self.timers.of(name) {
+            j.record(Op::Timer {
+                module: module.clone(),
+                name: timer,
+                every_ms: Some(every.as_millis() as u64),
+            });
+        }
+        for (publisher, event) in self.pubsub.of(name) {
+            j.record(Op::Sub {
+                module: module.clone(),
+                publisher,
+                event,
+                on: true,
+            });
+        }
+    }
+
     /// Stop the timer thread.
     pub(crate) fn shutdown(&self) {
         self.timers.shutdown();
@@ -291,11 +335,24 @@ impl HostView for Bus {
             }
             .to_string());
         }
-        self.pubsub.subscribe(who, publisher, event)
+        self.pubsub.subscribe(who, publisher, event)?;
+        self.record(|| Op::Sub {
+            module: Arc::from(who),
+            publisher: publisher.to_string(),
+            event: event.to_string(),
+            on: true,
+        });
+        Ok(())
     }
 
     fn unsubscribe(&self, who: &str, publisher: &str, event: &str) {
         self.pubsub.unsubscribe(who, publisher, event);
+        self.record(|| Op::Sub {
+            module: Arc::from(who),
+            publisher: publisher.to_string(),
+            event: event.to_string(),
+            on: false,
+        });
     }
 
     fn set_timer(&self, who: &str, timer: &str, every: Duration) -> Result<(), String> {
@@ -306,10 +363,21 @@ impl HostView for Bus {
                 self.limits.max_kind
             ));
         }
-        self.timers.set(who, timer, every)
+        self.timers.set(who, timer, every)?;
+        self.record(|| Op::Timer {
+            module: Arc::from(who),
+            name: timer.to_string(),
+            every_ms: Some(every.as_millis() as u64),
+        });
+        Ok(())
     }
 
     fn cancel_timer(&self, who: &str, timer: &str) {
         self.timers.cancel(who, timer);
+        self.record(|| Op::Timer {
+            module: Arc::from(who),
+            name: timer.to_string(),
+            every_ms: None,
+        });
     }
 }

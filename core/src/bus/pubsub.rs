@@ -101,6 +101,16 @@ impl PubSub {
             .unwrap_or_default()
     }
 
+    /// The (publisher, event) pairs `subscriber` holds.
+    pub fn of(&self, subscriber: &str) -> Vec<(String, String)> {
+        let t = self.map.read().expect("pubsub poisoned");
+        t.subs
+            .iter()
+            .filter(|(_, s)| s.contains(subscriber))
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Every (publisher, subscriber) pair with at least one subscription:
     /// edges that will carry messages, whether or not any has yet.
     pub fn edges(&self) -> Vec<(String, String)> {

@@ -22,9 +22,11 @@
 //! participant's side of a rollback; `poison.rs` messages set aside;
 //! `table.rs` the module table (name → proxy).
 
+mod durable;
 mod poison;
 mod probation;
 mod recovery;
+mod restart;
 mod table;
 mod vote;
 mod worker;
@@ -45,6 +47,7 @@ use crate::txn::Txn;
 
 pub use poison::Poisoned;
 pub use recovery::CHECKPOINT_EVERY;
+pub(crate) use restart::Restored;
 pub(crate) use table::Modules;
 use worker::Worker;
 
@@ -63,6 +66,9 @@ pub(crate) enum Control {
     Abort { txn: u64 },
     /// Unload: drain what is queued, then end. The name is already gone.
     Stop(Sender<()>),
+    /// The host stops (or hands over) with a state directory: end at once,
+    /// between two messages; what is queued stays in the store.
+    Park(Sender<()>),
     /// CanCommit of the automatic rollback of transaction `group`.
     Rollback { txn: Arc<Txn>, group: u64 },
 }
@@ -76,6 +82,9 @@ pub(crate) enum Start {
     /// Wait for a transaction's decision (`Syn_Load`, `Syn_Upgrade`):
     /// start on commit, end on abort.
     OnDecision(Arc<Txn>),
+    /// After a restart: rebuild from the state directory's recovery point,
+    /// then serve (or hold, if it was disabled) what was queued.
+    Restore(Box<Restored>),
 }
 
 /// A point-in-time view of a module, for `Status`.

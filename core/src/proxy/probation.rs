@@ -177,6 +177,7 @@ impl Worker {
                 let newer = self.imp.label().to_string();
                 self.probation = None;
                 self.install(fresh);
+                self.swapped(txn.id, None);
                 let resumed = Instant::now();
                 txn.report(Report::Done {
                     module: name,

@@ -66,6 +66,8 @@ impl Base {
 /// A message served since the recovery point, with the effects of its
 /// call that failed, so a replay gives the guest the same results.
 pub(crate) struct Logged {
+    /// Its id in the journal (0 without a state directory).
+    pub id: u64,
     pub message: Message,
     pub failed: Failures,
 }
@@ -112,6 +114,8 @@ impl Recovery {
 /// effects the failed call made and which of them failed.
 pub(crate) struct Retry {
     pub message: Message,
+    /// Its id in the journal (0 without a state directory).
+    pub id: u64,
     pub effects: u64,
     pub failed: Failures,
 }
@@ -127,14 +131,16 @@ pub(super) enum Rebuild {
 impl Worker {
     /// Bookkeeping after a message was served (`failed`: it returned an
     /// error): log it, count it for probation, take a snapshot when due.
-    pub(super) fn served(&mut self, m: Message, failed: bool, now_ns: u64) {
+    pub(super) fn served(&mut self, m: Message, id: u64, failed: bool, now_ns: u64) {
+        let effects_failed = self.imp.take_failures();
+        self.completed(id, &m, &effects_failed);
         if self.recovery.base.is_none() {
             // Nothing to replay onto: no log either.
             return;
         }
-        let effects_failed = self.imp.take_failures();
         self.recovery.log_bytes += message_cost(&m.kind, &m.from, &m.body);
         self.recovery.log.push(Logged {
+            id,
             message: m,
             failed: effects_failed,
         });
@@ -161,6 +167,7 @@ impl Worker {
         let too_long = self.recovery.log.len() > MAX_LOG || self.recovery.log_bytes > 2 * max_bytes;
         if stuck && too_long && self.recovery.base.is_some() {
             self.recovery.base = None;
+            self.lost_base();
             let log = std::mem::take(&mut self.recovery.log);
             self.recovery.log_bytes = 0;
             self.env.reaper.bury(log);
@@ -184,7 +191,9 @@ impl Worker {
         self.recovery.cost_ns = started.elapsed().as_nanos() as u64;
         let why = match state {
             Ok(Ok(bytes)) if bytes.len() <= self.env.settings.max_state_bytes => {
-                self.new_base(Base::State(Arc::new(bytes)), now_ns);
+                let state = Arc::new(bytes);
+                self.snapshot(&state);
+                self.new_base(Base::State(state), now_ns);
                 if self.recovery.failing {
                     self.recovery.failing = false;
                     self.log(Level::Info, "checkpoints work again".into());
@@ -315,7 +324,8 @@ impl Worker {
                     )));
                 }
                 Err(f) => {
-                    let m = self.recovery.log.remove(i).message;
+                    let Logged { id, message: m, .. } = self.recovery.log.remove(i);
+                    self.poisoned(id, false);
                     self.recovery.log_bytes -= message_cost(&m.kind, &m.from, &m.body);
                     self.set_aside(m, version, f.to_string());
                     self.env.reaper.bury(fresh);
@@ -366,34 +376,12 @@ impl Worker {
                     return;
                 }
             };
-            if let Some(Retry {
-                message: m,
-                effects,
-                failed: first,
-            }) = failed.take()
+            if let Some(retry) = failed.take()
+                && !self.retry_on(&mut fresh, retry, &version)
             {
-                fresh.skip_effects(effects, first);
-                match fresh.service(&m) {
-                    Ok(r) => {
-                        let effects_failed = fresh.take_failures();
-                        fresh.skip_effects(0, Vec::new());
-                        self.shared.served.fetch_add(1, Ordering::Relaxed);
-                        if r.is_err() {
-                            self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                        }
-                        self.recovery.log_bytes += message_cost(&m.kind, &m.from, &m.body);
-                        self.recovery.log.push(Logged {
-                            message: m,
-                            failed: effects_failed,
-                        });
-                    }
-                    Err(f) => {
-                        self.set_aside(m, &version, f.to_string());
-                        set_aside += 1;
-                        self.env.reaper.bury(fresh);
-                        continue;
-                    }
-                }
+                set_aside += 1;
+                self.env.reaper.bury(fresh);
+                continue;
             }
             break fresh;
         };
@@ -411,13 +399,49 @@ impl Worker {
         self.announce_serving();
     }
 
+    /// Serve the message a trapped call left on a rebuilt instance, its
+    /// first effects suppressed; false if it trapped again (it is then set
+    /// aside).
+    fn retry_on(&mut self, fresh: &mut Implementation, r: Retry, version: &Arc<Version>) -> bool {
+        let Retry {
+            message: m,
+            id,
+            effects,
+            failed: first,
+        } = r;
+        fresh.skip_effects(effects, first);
+        match fresh.service(&m) {
+            Ok(r) => {
+                let effects_failed = fresh.take_failures();
+                fresh.skip_effects(0, Vec::new());
+                self.completed(id, &m, &effects_failed);
+                self.shared.served.fetch_add(1, Ordering::Relaxed);
+                if r.is_err() {
+                    self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
+                self.recovery.log_bytes += message_cost(&m.kind, &m.from, &m.body);
+                self.recovery.log.push(Logged {
+                    id,
+                    message: m,
+                    failed: effects_failed,
+                });
+                true
+            }
+            Err(f) => {
+                self.poisoned(id, true);
+                self.set_aside(m, version, f.to_string());
+                false
+            }
+        }
+    }
+
     /// Serve the message a trapped instance left to be served again, if
     /// any, by the current instance: its first effects suppressed as far
     /// as the failed call got, with the results they had then.
     pub(super) fn serve_retry(&mut self, now_ns: u64) {
         if let Some(r) = self.retry.take() {
             self.imp.skip_effects(r.effects, r.failed);
-            self.call(r.message, now_ns);
+            self.call(r.message, r.id, now_ns);
             self.imp.skip_effects(0, Vec::new());
         }
     }

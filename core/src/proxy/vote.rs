@@ -213,7 +213,11 @@ impl Worker {
         self.probation = None;
         let state_bytes = self.handed.as_ref().map(Vec::len);
         if let Some(state) = self.handed.take() {
-            self.new_base(Base::State(Arc::new(state)), now_ns);
+            let state = Arc::new(state);
+            self.swapped(txn.id, Some(state.clone()));
+            self.new_base(Base::State(state), now_ns);
+        } else {
+            self.swapped(txn.id, None);
         }
         self.recovery.checkpoints = true;
         self.recovery.failing = false;

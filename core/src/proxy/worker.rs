@@ -46,6 +46,9 @@ pub(super) struct Worker {
     /// a new version commits (its instance, rebuilt, can still hand its
     /// state over).
     pub(super) held: Option<String>,
+    /// `service` calls completed (with a state directory, the number the
+    /// journal knows the module's calls by).
+    pub(super) seq: u64,
 }
 
 enum Step {
@@ -78,15 +81,18 @@ impl Worker {
             serving: false,
             vote: None,
             skip: Vec::new(),
+            seq: 0,
         }
     }
 
     pub(super) fn run(mut self, start: Start) {
         self.describe_point();
+        self.producing();
         match start {
             Start::Now(started) => {
                 let _ = started.send(self.switch(true));
             }
+            Start::Restore(r) => self.restore(*r),
             Start::OnDecision(txn) => {
                 let decision = txn.wait();
                 let committed = decision == Decision::Commit;
@@ -251,6 +257,12 @@ impl Worker {
                 }
             }
             Control::Rollback { txn, group } => self.rollback(txn, group),
+            Control::Park(reply) => {
+                self.serving = false;
+                self.shared.mailbox.set_ticking(false);
+                let _ = reply.send(());
+                return false;
+            }
             Control::Stop(reply) => {
                 if self.held.is_some() {
                     // A crash loop would only go round again: what is
@@ -282,8 +294,11 @@ impl Worker {
                 // The gate is closed: this drains everything ever accepted.
                 while let Ok(item) = self.data_rx.try_recv() {
                     match item {
-                        Item::Msg(m) if !self.imp.is_dead() => self.serve(m),
-                        Item::Msg(m) => self.shared.mailbox.took(&m),
+                        Item::Msg(m, id) if !self.imp.is_dead() => self.serve(m, id),
+                        Item::Msg(m, id) => {
+                            self.shared.mailbox.took(&m);
+                            self.dropped(id);
+                        }
                         Item::Term(_) => {}
                     }
                 }
@@ -297,10 +312,15 @@ impl Worker {
 
     /// Take every queued message out unserved, and say how many.
     fn drop_queue(&mut self, why: &str) {
-        let mut dropped = usize::from(self.retry.take().is_some());
+        let retry = self.retry.take();
+        let mut dropped = usize::from(retry.is_some());
+        if let Some(r) = retry {
+            self.poisoned(r.id, true);
+        }
         while let Ok(item) = self.data_rx.try_recv() {
-            if let Item::Msg(m) = item {
+            if let Item::Msg(m, id) = item {
                 self.shared.mailbox.took(&m);
+                self.dropped(id);
                 dropped += 1;
             }
         }
@@ -312,12 +332,12 @@ impl Worker {
 
     fn item(&mut self, item: Item) {
         match item {
-            Item::Msg(m) => self.serve(m),
+            Item::Msg(m, id) => self.serve(m, id),
             Item::Term(txn) => self.reach_term(txn),
         }
     }
 
-    fn serve(&mut self, m: Message) {
+    fn serve(&mut self, m: Message, id: u64) {
         self.shared.mailbox.took(&m);
         // Only this thread writes `last_start_ns`; readers reset it to 0.
         let now = self.shared.origin.elapsed().as_nanos() as u64;
@@ -328,16 +348,16 @@ impl Worker {
                 .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
         }
         self.probation_due(now);
-        self.call(m, now);
+        self.call(m, id, now);
     }
 
     /// `service(m)`, and what follows from its outcome: the log of the
     /// recovery point, probation, and on a trap recovery or rollback.
-    pub(super) fn call(&mut self, m: Message, now_ns: u64) {
+    pub(super) fn call(&mut self, m: Message, id: u64, now_ns: u64) {
         match self.imp.service(&m) {
             Ok(Ok(())) => {
                 self.shared.served.fetch_add(1, Ordering::Relaxed);
-                self.served(m, false, now_ns);
+                self.served(m, id, false, now_ns);
             }
             Ok(Err(e)) => {
                 self.shared.served.fetch_add(1, Ordering::Relaxed);
@@ -346,14 +366,16 @@ impl Worker {
                     Level::Warn,
                     format!("service error on `{}` from {}: {e}", m.kind, m.from),
                 );
-                self.served(m, true, now_ns);
+                self.served(m, id, true, now_ns);
             }
             Err(f) => {
                 let retry = Retry {
                     effects: self.imp.effects(),
                     failed: self.imp.take_failures(),
                     message: m,
+                    id,
                 };
+                self.trapped(&retry);
                 let m = &retry.message;
                 let fault = format!("{f} on `{}` from {}", m.kind, m.from);
                 let reason = format!("{} v{}: {fault}", self.shared.seat.name, self.imp.label());

@@ -15,6 +15,7 @@ use super::signing::{self, PublicKey, SignatureCheck, digest};
 use crate::bindings::{ModuleImp, ModuleImpPre, ModuleInfo};
 use crate::error::LoadError;
 use crate::guest::ModuleCtx;
+use crate::store::StateDir;
 
 /// One compiled, pre-linked version of a module.
 pub struct Version {
@@ -93,6 +94,10 @@ pub struct Repository {
     trusted: Vec<PublicKey>,
     /// Largest file read.
     max_file: u64,
+    /// With a state directory: every version's bytes and compiled
+    /// artifact are kept there, and a compile is skipped when the
+    /// artifact for these engine settings is found.
+    store: Option<Arc<StateDir>>,
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -118,6 +123,86 @@ impl Repository {
             versions: Mutex::new(HashMap::new()),
             trusted: Vec::new(),
             max_file: crate::limits::Limits::default().wasm_bytes,
+            store: None,
+        })
+    }
+
+    /// Keep versions and their compiled artifacts in `store`.
+    pub fn with_store(mut self, store: Arc<StateDir>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// The key of a version's artifact: its digest and a hash of the
+    /// engine settings it was compiled for.
+    fn artifact_key(&self, digest: &str) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        env!("CARGO_PKG_VERSION").hash(&mut h);
+        format!("{digest}/{:016x}", h.finish())
+    }
+
+    /// The component of `bytes`: the stored artifact if there is one for
+    /// these engine settings, or compiled now (and stored).
+    fn component(&self, path: &Path, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
+        let key = self.artifact_key(digest);
+        if let Some(store) = &self.store
+            && let Some(artifact) = store.artifact(&key)
+        {
+            // SAFETY: the artifact was written by `Component::serialize`
+            // of this host (same engine settings, same build: both are in
+            // the key) into the state directory, which only its owner can
+            // write (0700).
+            match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(%digest, "stored artifact unusable, compiling: {e:#}"),
+            }
+        }
+        let component =
+            Component::from_binary(&self.engine, bytes).map_err(|e| LoadError::Compile {
+                path: path.to_path_buf(),
+                reason: format!("{e:#}"),
+            })?;
+        if let Some(store) = &self.store {
+            let kept = component
+                .serialize()
+                .map_err(|e| e.to_string())
+                .and_then(|a| store.keep_version(digest, bytes, &key, &a));
+            if let Err(e) = kept {
+                tracing::warn!(%digest, "not kept in the state directory: {e}");
+            }
+        }
+        Ok(component)
+    }
+
+    /// The version `digest`, which a restart found a module running: held,
+    /// or from the state directory's copy, or from `path` if its bytes
+    /// still have that digest.
+    pub fn restore(&self, digest: &str, path: &Path) -> Result<Arc<Version>, LoadError> {
+        if let Some(v) = self.lookup(digest) {
+            return Ok(v);
+        }
+        let kept = self.store.as_ref().and_then(|s| s.wasm(digest));
+        let bytes = match kept {
+            Some(b) => b,
+            None => read_file(path, self.max_file).map_err(|source| LoadError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?,
+        };
+        let actual = self::digest(&bytes);
+        if actual != digest {
+            return Err(LoadError::DigestMismatch {
+                path: path.to_path_buf(),
+                pinned: digest.to_string(),
+                actual,
+            });
+        }
+        self.version_of(CheckedFile {
+            path: path.to_path_buf(),
+            bytes,
+            digest: actual,
         })
     }
 
@@ -202,11 +287,7 @@ impl Repository {
         }
         check_header(path, &bytes)?;
         let started = Instant::now();
-        let component =
-            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Compile {
-                path: path.to_path_buf(),
-                reason: format!("{e:#}"),
-            })?;
+        let component = self.component(path, &bytes, &digest)?;
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)

@@ -15,8 +15,21 @@ use crate::guest::{Grant, LogGate};
 use crate::instance::{Implementation, InstanceLimits, Seat};
 use crate::proxy::{CHECKPOINT_EVERY, Control, ModuleProxy, Start};
 use crate::repo::Version;
+use crate::store::{ModuleDef, Op};
 
 impl Core {
+    /// What the state directory keeps of a module loaded with `options`.
+    pub(crate) fn def_of(&self, version: &Version, options: &LoadOptions) -> ModuleDef {
+        ModuleDef {
+            path: version.path.clone(),
+            digest: version.digest.clone(),
+            config: options.config.clone(),
+            capacity: options.capacity.map(|c| c as u64),
+            grants: options.grants.clone(),
+            memory: options.memory.map(|m| m as u64),
+        }
+    }
+
     /// The limits of a module loaded with `options`.
     pub(crate) fn limits_for(&self, options: &LoadOptions) -> InstanceLimits {
         InstanceLimits {
@@ -101,6 +114,14 @@ impl Core {
             limits,
             &self.env,
         );
+        // Journaled before the name can be reached: what is sent to it
+        // comes after.
+        self.bus.record(|| Op::Load {
+            module: Arc::from(name),
+            def: self.def_of(&version, options),
+            failed: Vec::new(),
+        });
+        self.bus.record_setup(name);
         if !self.modules.register(proxy.clone()) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
@@ -151,6 +172,9 @@ impl Core {
             // Blocked where no deadline reaches (a guest in a blocking WASI
             // call): its thread is left behind, the name is already gone.
             self.bus.forget(name);
+            self.bus.record(|| Op::Unload {
+                module: Arc::from(name),
+            });
             let left = proxy.depth();
             let line = format!(
                 "unloaded {name} v{label}: it did not stop within the drain deadline of {:?} (busy in a call); {left} queued message(s) were not served and its thread is left behind",
@@ -164,10 +188,37 @@ impl Core {
         proxy.join();
         // After the drain: a drained message may have subscribed again.
         self.bus.forget(name);
+        self.bus.record(|| Op::Unload {
+            module: Arc::from(name),
+        });
         self.release_unused();
         Ok(format!(
             "unloaded {name} v{label} after draining {queued} message(s)"
         ))
+    }
+
+    /// Stop every module between two messages, leaving what is queued
+    /// (in the state directory), timers first so that no tick is queued
+    /// meanwhile. Waits up to the drain deadline for each.
+    pub(crate) fn park_all(&self) {
+        let all = self.modules.all();
+        for p in &all {
+            self.bus.timers.cancel_all(p.name());
+        }
+        let mut waits = Vec::new();
+        for p in &all {
+            let (tx, rx) = bounded(1);
+            if p.control(Control::Park(tx)) {
+                waits.push((p.clone(), rx));
+            }
+        }
+        let until = std::time::Instant::now() + self.drain_deadline;
+        for (p, rx) in waits {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if rx.recv_timeout(left).is_ok() {
+                p.join();
+            }
+        }
     }
 
     pub(super) fn enable(&self, name: &str, on: bool) -> Result<String, CommandError> {
@@ -193,6 +244,10 @@ impl Core {
             state: proxy.state().to_string(),
             hint: format!("cannot {verb}: {e}"),
         })?;
+        self.bus.record(|| Op::Enable {
+            module: Arc::from(name),
+            on,
+        });
         Ok(if on {
             format!(
                 "enabled {name}: {} queued message(s) now served",
@@ -204,8 +259,18 @@ impl Core {
     }
 
     /// `SetProbation`.
+    /// Journal an administrator's setting.
+    pub(super) fn setting(&self, name: &str, value: u64) {
+        self.bus.record(|| Op::Setting {
+            name: name.to_string(),
+            value,
+        });
+    }
+
     pub(super) fn set_probation(&self, window: Duration, max_error_pct: u32) -> String {
         self.env.settings.set_probation(window, max_error_pct);
+        self.setting("probation_ms", window.as_millis() as u64);
+        self.setting("max_error_pct", u64::from(max_error_pct));
         if window.is_zero() {
             "probation is off: a fault after a commit is recovered in place".to_string()
         } else {
@@ -218,6 +283,7 @@ impl Core {
     /// `SetCheckpoint`.
     pub(super) fn set_checkpoint(&self, d: Duration) -> String {
         self.env.settings.set_checkpoint(d);
+        self.setting("checkpoint_ms", d.as_millis() as u64);
         if d.is_zero() {
             format!("recovery points are renewed at commits and every {CHECKPOINT_EVERY} messages")
         } else {

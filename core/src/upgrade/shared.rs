@@ -105,18 +105,26 @@ impl Core {
         *self.current.lock().expect("poisoned") = Some((text.to_string(), origin.to_string()));
         let result = f(&mut admin);
         if !inspection {
-            let outcome = result.outcome();
+            let record = CommandRecord {
+                at: std::time::SystemTime::now(),
+                origin: origin.to_string(),
+                line: text.to_string(),
+                outcome: result.outcome(),
+                transaction: result.transaction(),
+            };
+            // Durable before the command's answer: what it did (a Load, a
+            // Send) is journaled ahead of this record, so an OK means it
+            // survives a crash.
+            if let Some(j) = &self.bus.journal
+                && let Err(e) = j.record_durable(crate::store::Op::Command(record.clone()))
+            {
+                tracing::error!("state directory: `{text}` is not durable: {e}");
+            }
             self.history
                 .lock()
                 .expect("history poisoned")
                 .commands
-                .push(CommandRecord {
-                    at: std::time::SystemTime::now(),
-                    origin: origin.to_string(),
-                    line: text.to_string(),
-                    outcome,
-                    transaction: result.transaction(),
-                });
+                .push(record);
         }
         *self.current.lock().expect("poisoned") = None;
         result

@@ -13,6 +13,7 @@ use super::{AdminState, Core};
 use crate::command::{GroupKind, Mode, Target};
 use crate::proxy::{Control, ModuleProxy, Start};
 use crate::report::{Cause, Outcome, Phase, Refusal, TransactionReport};
+use crate::store::Op;
 use crate::txn::{Decision, Probation, Report, Txn};
 
 /// A prepared transaction about to vote.
@@ -23,6 +24,8 @@ struct Voting {
     asks: Vec<Ask>,
     /// New modules, started unregistered and waiting on the decision.
     fresh: Vec<ModuleProxy>,
+    /// What the journal records for each new module, on commit.
+    loads: Vec<Op>,
 }
 
 impl Core {
@@ -56,9 +59,18 @@ impl Core {
                 for (m, p) in report.modules.iter_mut().zip(&prepared) {
                     m.to = Some(p.imp.label().to_string());
                 }
+                self.bus.record(|| Op::TxnBegin {
+                    txn: id,
+                    line: text.to_string(),
+                    targets: prepared
+                        .iter()
+                        .map(|p| (p.name.clone(), p.version.digest.clone()))
+                        .collect(),
+                });
                 report.prepare_us = started.elapsed().as_micros() as u64;
                 let voting = self.start_voting(admin, id, &report.command, prepared);
                 self.vote_and_complete(admin, voting, &mut report, origin);
+                self.bus.record(|| Op::TxnEnd { txn: id });
             }
         }
         report.total_us = started.elapsed().as_micros() as u64;
@@ -107,7 +119,15 @@ impl Core {
         let txn = Arc::new(txn);
         let mut asks = Vec::new();
         let mut fresh = Vec::new();
+        let mut loads = Vec::new();
         for p in prepared {
+            if p.old.is_none() && self.bus.journal.is_some() {
+                loads.push(Op::Load {
+                    module: Arc::from(p.name.as_str()),
+                    def: self.def_of(&p.version, &p.options),
+                    failed: Vec::new(),
+                });
+            }
             match p.old {
                 Some(proxy) => {
                     let control = Control::Vote {
@@ -124,6 +144,7 @@ impl Core {
             rx,
             asks,
             fresh,
+            loads,
         }
     }
 
@@ -162,7 +183,7 @@ impl Core {
             bound: admin.bound,
             progress: Some(origin),
         });
-        let decision = self.decide(&v.txn, &v.fresh, &mut tally);
+        let decision = self.decide(&v.txn, (&v.fresh, v.loads), &mut tally);
         // Completion reports: every participant that heard the decision.
         let expected = total.min(tally.asked) + v.fresh.len();
         let until = Instant::now() + self.call_deadline + Duration::from_secs(1);
@@ -185,8 +206,21 @@ impl Core {
     /// The decision. New names are registered first so that, once
     /// started, the group can reach them; on abort they are never
     /// registered, and what their `init` set up is undone.
-    fn decide(&self, txn: &Txn, fresh: &[ModuleProxy], tally: &mut Tally) -> Decision {
+    fn decide(
+        &self,
+        txn: &Txn,
+        (fresh, loads): (&[ModuleProxy], Vec<Op>),
+        tally: &mut Tally,
+    ) -> Decision {
         let decision = if tally.no.is_none() {
+            for op in loads {
+                let name = match &op {
+                    Op::Load { module, .. } => module.clone(),
+                    _ => unreachable!("only loads"),
+                };
+                self.bus.record(|| op);
+                self.bus.record_setup(&name);
+            }
             for p in fresh {
                 self.modules.register(p.clone());
             }

@@ -1,0 +1,374 @@
+//! The state directory: everything a host needs to come back after a
+//! crash, a restart or a handoff to a new binary, in one embedded,
+//! crash-safe store (redb: a copy-on-write B-tree whose commits are
+//! checksummed, so a torn write rolls back to the last commit).
+//!
+//! What it holds: each version's `.wasm` by digest and its compiled
+//! artifact (keyed by digest and the engine's settings), and the
+//! [`Image`] — the module table, recovery points, logs and mailboxes,
+//! timers, subscriptions, open transactions and the command history —
+//! kept as the last image written plus the journal since
+//! ([`journal`]). One host owns a directory at a time: a lock file holds
+//! its pid.
+
+mod codec;
+mod image;
+mod journal;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use codec::Damaged;
+pub use image::{
+    BaseImage, Failures, Image, LoggedImage, ModuleDef, ModuleImage, Op, Producer, RetryImage,
+    TxnImage,
+};
+pub use journal::Journal;
+
+thread_local! {
+    static PRODUCER: std::cell::RefCell<Option<Producer>> = const { std::cell::RefCell::new(None) };
+}
+
+/// On a module's worker thread: the call whose sends are being made now
+/// (the module and the number that call will have).
+pub fn set_producer(p: Option<Producer>) {
+    PRODUCER.with(|c| *c.borrow_mut() = p);
+}
+
+/// The call sending from this thread, if a module's.
+pub fn producer() -> Option<Producer> {
+    PRODUCER.with(|c| c.borrow().clone())
+}
+
+/// The store's format; a directory written by a newer one is refused.
+pub const FORMAT: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const IMAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("image");
+pub(crate) const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+const WASM: TableDefinition<&str, &[u8]> = TableDefinition::new("wasm");
+const ARTIFACTS: TableDefinition<&str, &[u8]> = TableDefinition::new("artifacts");
+
+/// When a batch of the journal is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// fsync as soon as something is waiting (group commit: what arrives
+    /// during one fsync goes into the next).
+    Always,
+    /// fsync a batch at most this often: a crash loses at most this much
+    /// of what was sent between modules (never what an admin `Send` was
+    /// told OK for: that waits for its batch).
+    Every(Duration),
+    /// Never fsync until a clean stop, a handoff or an image rewrite: a
+    /// crash loses everything since.
+    Never,
+}
+
+impl SyncPolicy {
+    /// The default: group commit every 10 ms.
+    pub const DEFAULT: SyncPolicy = SyncPolicy::Every(Duration::from_millis(10));
+
+    pub(crate) fn interval(self) -> Duration {
+        match self {
+            SyncPolicy::Always => Duration::ZERO,
+            SyncPolicy::Every(d) => d,
+            SyncPolicy::Never => Duration::from_millis(10),
+        }
+    }
+
+    pub(crate) fn durability(self) -> redb::Durability {
+        match self {
+            SyncPolicy::Never => redb::Durability::None,
+            _ => redb::Durability::Immediate,
+        }
+    }
+
+    /// Parse `always`, `none` or an interval (`10ms`, `1s`).
+    pub fn parse(s: &str) -> Result<SyncPolicy, String> {
+        match s {
+            "always" => Ok(SyncPolicy::Always),
+            "none" | "never" => Ok(SyncPolicy::Never),
+            other => {
+                let (n, unit) = match other.strip_suffix("ms") {
+                    Some(n) => (n, 1),
+                    None => match other.strip_suffix('s') {
+                        Some(n) => (n, 1000),
+                        None => (other, 1),
+                    },
+                };
+                let n: u64 = n.parse().map_err(|_| {
+                    format!(
+                        "`{s}` is not a sync policy: use always, none, or an interval such as 10ms"
+                    )
+                })?;
+                if n == 0 {
+                    return Ok(SyncPolicy::Always);
+                }
+                Ok(SyncPolicy::Every(Duration::from_millis(n * unit)))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPolicy::Always => write!(f, "always"),
+            SyncPolicy::Every(d) => write!(f, "{}ms", d.as_millis()),
+            SyncPolicy::Never => write!(f, "none"),
+        }
+    }
+}
+
+/// Why a state directory could not be used. Nothing in it was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another host owns it.
+    #[error("state directory {dir} is in use by another liveswap host (pid {pid})")]
+    InUse {
+        /// The directory.
+        dir: PathBuf,
+        /// The owner's pid, as its lock file says.
+        pid: String,
+    },
+    /// Written by a newer liveswap.
+    #[error(
+        "state directory {dir} was written by a newer liveswap (store format {found}; this one reads format {FORMAT} and older)"
+    )]
+    Newer {
+        /// The directory.
+        dir: PathBuf,
+        /// The format found.
+        found: u64,
+    },
+    /// The store file is not a store, or is damaged.
+    #[error("store {file} cannot be read: {why}; nothing was written to it")]
+    Damaged {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The file system refused.
+    #[error("state directory {path}: {source}")]
+    Io {
+        /// What was being opened.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// An open state directory, owned by this process until dropped.
+pub struct StateDir {
+    dir: PathBuf,
+    db: Arc<Database>,
+    _lock: File,
+}
+
+impl StateDir {
+    /// Open (creating it, 0700, if missing) and lock `dir`, and read what
+    /// it holds.
+    pub fn open(dir: &Path) -> Result<(StateDir, Image), StoreError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io(dir))?;
+        }
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io(dir))?;
+        }
+        let lock = lock(dir)?;
+        let file = dir.join("state.redb");
+        let db = open_db(&file)?;
+        let image = read_image(dir, &file, &db)?;
+        Ok((
+            StateDir {
+                dir: dir.to_path_buf(),
+                db: Arc::new(db),
+                _lock: lock,
+            },
+            image,
+        ))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Start the journal's writer over `image` (which it rewrites first:
+    /// a restart's settled image replaces the journal it came from).
+    pub fn journal(&self, image: Image, policy: SyncPolicy) -> std::io::Result<Journal> {
+        Journal::start(self.db.clone(), image, policy)
+    }
+
+    /// The `.wasm` bytes of `digest`, if kept.
+    pub fn wasm(&self, digest: &str) -> Option<Vec<u8>> {
+        self.get(WASM, digest)
+    }
+
+    /// The compiled artifact of `key` (digest and engine settings).
+    pub fn artifact(&self, key: &str) -> Option<Vec<u8>> {
+        self.get(ARTIFACTS, key)
+    }
+
+    fn get(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Option<Vec<u8>> {
+        let txn = self.db.begin_read().ok()?;
+        let t = txn.open_table(table).ok()?;
+        let v = t.get(key).ok()??;
+        Some(v.value().to_vec())
+    }
+
+    /// Keep a version's bytes and its compiled artifact, durably.
+    pub fn keep_version(
+        &self,
+        digest: &str,
+        wasm: &[u8],
+        key: &str,
+        artifact: &[u8],
+    ) -> Result<(), String> {
+        let write = || -> Result<(), redb::Error> {
+            let txn = self.db.begin_write()?;
+            {
+                let mut t = txn.open_table(WASM)?;
+                if t.get(digest)?.is_none() {
+                    t.insert(digest, wasm)?;
+                }
+                let mut a = txn.open_table(ARTIFACTS)?;
+                a.insert(key, artifact)?;
+            }
+            txn.commit()?;
+            Ok(())
+        };
+        write().map_err(|e| format!("keeping version {digest} in the state directory: {e}"))
+    }
+}
+
+/// Take the directory's lock, or name who holds it.
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join("lock");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| StoreError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    if file.try_lock().is_err() {
+        let mut pid = String::new();
+        let _ = file.read_to_string(&mut pid);
+        return Err(StoreError::InUse {
+            dir: dir.to_path_buf(),
+            pid: pid.trim().to_string(),
+        });
+    }
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    let _ = file.sync_all();
+    Ok(file)
+}
+
+/// Open the store file (creating it, 0600, if missing). redb refuses a
+/// file that is not a redb store and detects torn commits by checksum,
+/// rolling back to the last whole one.
+fn open_db(file: &Path) -> Result<Database, StoreError> {
+    if !file.exists() {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(file)
+            .map_err(|source| StoreError::Io {
+                path: file.to_path_buf(),
+                source,
+            })?;
+    } else if !file.is_file() {
+        return Err(StoreError::Damaged {
+            file: file.to_path_buf(),
+            why: "not a regular file".into(),
+        });
+    }
+    let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+    Database::builder()
+        .create(file)
+        .map_err(|e| StoreError::Damaged {
+            file: file.to_path_buf(),
+            why: e.to_string(),
+        })
+}
+
+/// Check the format, read the image and the journal since, settle it.
+fn read_image(dir: &Path, file: &Path, db: &Database) -> Result<Image, StoreError> {
+    let damaged = |why: String| StoreError::Damaged {
+        file: file.to_path_buf(),
+        why,
+    };
+    let found = {
+        let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
+        match txn.open_table(META) {
+            Ok(t) => t
+                .get("format")
+                .map_err(|e| damaged(e.to_string()))?
+                .map(|v| v.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(damaged(e.to_string())),
+        }
+    };
+    match found {
+        Some(f) if f > FORMAT => {
+            return Err(StoreError::Newer {
+                dir: dir.to_path_buf(),
+                found: f,
+            });
+        }
+        Some(_) => {}
+        None => {
+            let write = || -> Result<(), redb::Error> {
+                let txn = db.begin_write()?;
+                txn.open_table(META)?.insert("format", FORMAT)?;
+                txn.commit()?;
+                Ok(())
+            };
+            write().map_err(|e| damaged(e.to_string()))?;
+        }
+    }
+    let mut image = {
+        let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
+        match txn.open_table(IMAGE) {
+            Ok(t) => match t.get("image").map_err(|e| damaged(e.to_string()))? {
+                Some(v) => Image::decode(v.value()).map_err(|e| damaged(e.to_string()))?,
+                None => Image::default(),
+            },
+            Err(redb::TableError::TableDoesNotExist(_)) => Image::default(),
+            Err(e) => return Err(damaged(e.to_string())),
+        }
+    };
+    journal::replay(db, &mut image).map_err(damaged)?;
+    Ok(image)
+}
