@@ -1,5 +1,6 @@
 //! The `liveswap` binary: parses arguments, calls the host library, prints.
 
+mod host;
 mod shell;
 
 use std::path::{Path, PathBuf};
@@ -9,11 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use crossbeam_channel::{Receiver, bounded};
-use liveswap::{Event, RuntimeBuilder};
+use crossbeam_channel::bounded;
+use liveswap_ops::ToText as _;
 use liveswap_ops::admin::{self, AdminOptions, AdminServer, Client, Final};
-use liveswap_ops::script::{self, ScriptEnd};
-use liveswap_ops::{Reply, ToJson as _, ToText as _};
+use liveswap_ops::script;
 
 /// liveswap: keep a multi-module WebAssembly application running while its
 /// modules are loaded, replaced and removed.
@@ -133,6 +133,13 @@ struct Durability {
     /// a clean stop: a crash loses everything since).
     #[arg(long, default_value = "10ms", value_name = "POLICY", value_parser = liveswap::store::SyncPolicy::parse)]
     sync: liveswap::store::SyncPolicy,
+    /// Take over the host serving --state-dir (a live upgrade of the host
+    /// binary): it stops its modules between two messages, makes
+    /// everything durable and hands over its admin sockets; this process
+    /// resumes every module and serves them. If this one cannot, the old
+    /// host serves on.
+    #[arg(long, requires = "state_dir")]
+    take_over: bool,
 }
 
 /// What guests and clients can make the host hold: each going over is
@@ -418,7 +425,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", liveswap_ops::command::HELP);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Run(args) => run(&args),
+        Cmd::Run(args) => host::run(&args),
         Cmd::Demo {
             beat,
             settle,
@@ -599,181 +606,6 @@ fn monitor(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Print every event until `done` fires, then what is left.
-fn printer(
-    events: Receiver<Event>,
-    done: Receiver<()>,
-    json: bool,
-    verbose: bool,
-) -> std::thread::JoinHandle<()> {
-    let print = move |e: Event| {
-        if json {
-            println!("{}", e.to_json());
-        } else if verbose || !e.is_chatty() {
-            println!("{}", e.to_text());
-        }
-    };
-    std::thread::spawn(move || {
-        loop {
-            crossbeam_channel::select! {
-                recv(events) -> e => match e {
-                    Ok(e) => print(e),
-                    Err(_) => return,
-                },
-                recv(done) -> _ => break,
-            }
-        }
-        while let Ok(e) = events.try_recv() {
-            print(e);
-        }
-    })
-}
-
-fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let RunArgs {
-        script: path,
-        json,
-        once,
-        verbose,
-        call_deadline,
-        drain_deadline,
-        mailbox,
-        vars: set,
-        pooled,
-        memory_limit,
-        max_state,
-        trust,
-        serve,
-        limits,
-        durable,
-    } = args;
-    let (json, once, verbose) = (*json, *once, *verbose);
-    let rt = Arc::new(
-        RuntimeBuilder::default()
-            .call_deadline(*call_deadline)
-            .drain_deadline(*drain_deadline)
-            .mailbox_capacity(*mailbox)
-            .pooled(*pooled)
-            .memory_limit(*memory_limit)
-            .max_state_bytes(*max_state)
-            .trusted_keys(trust.read()?)
-            .limits(limits.limits())
-            .state_dir(durable.state_dir.clone())
-            .sync(durable.sync)
-            .build()
-            .context("starting the host")?,
-    );
-    if path.is_none() && durable.state_dir.is_none() {
-        anyhow::bail!("liveswap run needs a script, or --state-dir to resume a host");
-    }
-    let (stop_tx, stop_rx) = bounded::<()>(1);
-    let presses = std::sync::atomic::AtomicUsize::new(0);
-    ctrlc::set_handler(move || {
-        // The first asks for a graceful stop (each module drains, within
-        // --drain-deadline); a second one stops at once.
-        if presses.fetch_add(1, std::sync::atomic::Ordering::Relaxed) > 0 {
-            eprintln!("-- second Ctrl-C: stopping now, without draining");
-            std::process::exit(130);
-        }
-        let _ = stop_tx.try_send(());
-    })
-    .context("installing the Ctrl-C handler")?;
-    let (done_tx, done_rx) = bounded::<()>(1);
-    let printer = printer(rt.watch(), done_rx, json, verbose);
-    let mut endpoint = start_admin(&rt, serve)?;
-    if let Some(e) = &endpoint
-        && !json
-    {
-        if let Some(p) = e.unix_path() {
-            println!(
-                "-- admin endpoint: {} (liveswap ctl --connect {} Status)",
-                p.display(),
-                p.display()
-            );
-        }
-        if let Some(a) = e.tcp_addr() {
-            println!("-- admin endpoint: tcp {a} (token required)");
-        }
-    }
-
-    if let (Some(s), Some(dir), false) = (rt.restart_summary(), rt.state_dir(), json) {
-        println!(
-            "-- state directory {} (sync {}): restored {} module(s) and {} queued message(s) in {} ms",
-            dir.display(),
-            rt.sync_policy().map(|p| p.to_string()).unwrap_or_default(),
-            s.modules,
-            s.queued,
-            s.took.as_millis()
-        );
-        for (txn, line, committed) in &s.ended {
-            let how = if *committed {
-                "committed; finished"
-            } else {
-                "not decided; aborted"
-            };
-            println!("-- transaction {txn} (`{line}`) was interrupted by the stop: {how}");
-        }
-        for (name, why) in &s.lost {
-            println!("-- {name} not restored: {why}");
-        }
-    }
-    let mut vars = script::Vars::default();
-    vars.set("GUESTS", guests_dir().display().to_string());
-    for v in set {
-        let (name, value) = v
-            .split_once('=')
-            .with_context(|| format!("--var `{v}` is not NAME=VALUE"))?;
-        vars.set(name, value);
-    }
-    let result = match path {
-        None => Ok(ScriptEnd::Finished),
-        Some(path) => script::run_file(&rt, path, &vars, |_, line, reply| {
-            if json {
-                return; // the event stream says it all
-            }
-            match reply {
-                Reply::Done(msg) => println!("> {line}\n  {msg}"),
-                Reply::Text(t) => println!("> {line}\n{t}"),
-                Reply::Transaction(_) | Reply::Quit => {}
-            }
-        }),
-    };
-
-    let code = match result {
-        // Display, not the chain: a script error already says everything
-        // (file, line, command, and the command's error with its cause).
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-        Ok(ScriptEnd::Quit) => ExitCode::SUCCESS,
-        Ok(ScriptEnd::Finished) if once => ExitCode::SUCCESS,
-        Ok(ScriptEnd::Finished) => {
-            if !json {
-                println!("-- script done; serving until Ctrl-C");
-            }
-            let _ = stop_rx.recv();
-            ExitCode::SUCCESS
-        }
-    };
-    if !json {
-        match rt.state_dir() {
-            None => println!("-- shutting down: modules drain their mailboxes"),
-            Some(d) => println!(
-                "-- shutting down: modules stop between two messages; what is queued stays in {}",
-                d.display()
-            ),
-        }
-    }
-    if let Some(e) = endpoint.as_mut() {
-        e.stop();
-    }
-    rt.shutdown();
-    let _ = done_tx.send(());
-    let _ = printer.join();
-    Ok(code)
-}
-
 fn read_token(file: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the token file {}", file.display()))?;
@@ -802,14 +634,26 @@ fn admin_options(serve: &Serve) -> anyhow::Result<Option<AdminOptions>> {
         tcp: serve.admin_tcp,
         token,
         idle: Some(serve.admin_idle),
+        ..AdminOptions::default()
     }))
 }
 
 /// Start the admin endpoint a host should serve, if any.
 fn start_admin(rt: &Arc<liveswap::Runtime>, serve: &Serve) -> anyhow::Result<Option<AdminServer>> {
-    let Some(opts) = admin_options(serve)? else {
+    start_admin_with(rt, serve, admin::Listeners::default())
+}
+
+/// Start the admin endpoint on sockets a previous host handed over (or
+/// fresh ones).
+fn start_admin_with(
+    rt: &Arc<liveswap::Runtime>,
+    serve: &Serve,
+    inherited: admin::Listeners,
+) -> anyhow::Result<Option<AdminServer>> {
+    let Some(mut opts) = admin_options(serve)? else {
         return Ok(None);
     };
+    opts.inherited = inherited;
     let server = AdminServer::start(rt.clone(), opts).context("starting the admin endpoint")?;
     Ok(Some(server))
 }

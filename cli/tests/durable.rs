@@ -34,16 +34,29 @@ impl Rng {
 struct Host {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
-    reader: std::thread::JoinHandle<()>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Host {
+    /// A test that fails leaves no host behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start(dir: &Path, sock: &Path, script: Option<&Path>) -> Host {
+    start_with(dir, sock, script, &[])
+}
+
+fn start_with(dir: &Path, sock: &Path, script: Option<&Path>, extra: &[&str]) -> Host {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_liveswap"));
     cmd.arg("run")
         .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--admin")
-        .arg(sock);
+        .arg(sock)
+        .args(extra);
     if let Some(s) = script {
         cmd.arg(s);
     }
@@ -65,34 +78,51 @@ fn start(dir: &Path, sock: &Path, script: Option<&Path>) -> Host {
     Host {
         child,
         lines,
-        reader,
+        reader: Some(reader),
     }
 }
 
 impl Host {
     /// Wait until the host has run its script (or restored) and serves.
     fn wait_ready(&self) {
+        self.wait_line("-- script done");
+    }
+
+    /// Wait for a line starting with `prefix`, and return it.
+    fn wait_line(&self, prefix: &str) -> String {
         let until = Instant::now() + Duration::from_secs(60);
         while Instant::now() < until {
-            if self
+            let found = self
                 .lines
                 .lock()
                 .unwrap()
                 .iter()
-                .any(|l| l.starts_with("-- script done"))
-            {
-                return;
+                .find(|l| l.starts_with(prefix))
+                .cloned();
+            if let Some(l) = found {
+                return l;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        panic!("the host did not start: {:?}", self.lines.lock().unwrap());
+        panic!("no `{prefix}`: {:?}", self.lines.lock().unwrap());
+    }
+
+    /// Wait for the process to end by itself, and what it printed.
+    fn wait_exit(mut self) -> (bool, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (
+            status.success(),
+            std::mem::take(&mut *self.lines.lock().unwrap()),
+        )
     }
 
     /// SIGKILL, and what it printed.
     fn kill(mut self) -> Vec<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.reader.join();
         std::mem::take(&mut *self.lines.lock().unwrap())
     }
 
@@ -103,7 +133,9 @@ impl Host {
             .status();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "a clean stop: {status}");
-        let _ = self.reader.join();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
         std::mem::take(&mut *self.lines.lock().unwrap())
     }
 }
@@ -117,6 +149,79 @@ fn ctl(sock: &Path, args: &[&str]) -> String {
         .output()
         .expect("liveswap ctl runs");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Stop the senders, let everything queued be served, ask each module
+/// what it counted, stop the host; and check that every number sent was
+/// received once, in order. Returns (numbers T sent, events PUB sent).
+fn settle_and_check(host: Host, sock: &Path, mut out: Vec<String>) -> (u64, u64, Vec<String>) {
+    ctl(sock, &["Send", "T", "do", "cancel t"]);
+    ctl(sock, &["Send", "PUB", "do", "cancel p"]);
+    std::thread::sleep(Duration::from_millis(500));
+    for m in ["T", "PUB", "SINK", "SUB"] {
+        ctl(sock, &["Send", m, "do", "report"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let history = ctl(sock, &["History"]);
+    out.extend(host.stop());
+    if std::env::var("DURABLE_TRACE").is_ok() {
+        for l in out.iter().filter(|l| {
+            l.starts_with("--") || l.contains("DUP") || l.contains("GAP") || l.contains("restored")
+        }) {
+            eprintln!("{l}");
+        }
+    }
+    let bad: Vec<&String> = out
+        .iter()
+        .filter(|l| l.contains("GAP") || l.contains("DUP"))
+        .collect();
+    assert!(bad.is_empty(), "numbers lost or repeated: {bad:?}");
+    let sent = count(&out, "T", "sent=", "SINK");
+    let seen = count(&out, "SINK", "seen=", "T");
+    assert_eq!(seen, sent, "SINK saw every number T counted as sent");
+    let published = count(&out, "PUB", "sent=", "event:ev");
+    let heard = count(&out, "SUB", "seen=", "PUB");
+    assert_eq!(heard, published, "SUB heard every event PUB counted");
+    let report = out
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("SINK v") && l.contains(" | report "))
+        .unwrap();
+    assert!(
+        report.contains("pad=4000000"),
+        "SINK's state carried across every restart: {report}"
+    );
+    out.push(history);
+    (sent, published, out)
+}
+
+/// The modules of both tests: T sends SINK a number every millisecond;
+/// PUB publishes one every 5 ms to SUB. SINK carries 4 MB of state, and
+/// checkpoints every 100 ms.
+fn load_script(dir: &Path) -> PathBuf {
+    let v2 = liveswap_guests::PROBE_V2;
+    let script = dir.join("load.ls");
+    std::fs::write(
+        &script,
+        format!(
+            "SetCheckpoint 100ms\n\
+             Load SINK {v2} config \"pad 4000000; quiet\"\n\
+             Load SUB {v2} config \"sub PUB ev; quiet\"\n\
+             Load T {v2} config \"timer t 1; tick-send SINK; quiet\"\n\
+             Load PUB {v2} config \"timer p 5; tick-publish ev; quiet\"\n"
+        ),
+    )
+    .unwrap();
+    script
+}
+
+fn fresh_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("liveswap-{what}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The admin socket's directory: no one else may write in it.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    dir
 }
 
 /// The count `key` of `who`'s last `report` line, for `peer`.
@@ -139,27 +244,10 @@ fn count(lines: &[String], who: &str, key: &str, peer: &str) -> u64 {
 
 #[test]
 fn kill_9_at_random_moments_loses_and_repeats_nothing() {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("liveswap-durable-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = fresh_dir("durable");
     let sock = dir.join("admin.sock");
     let (v2, v4) = (liveswap_guests::PROBE_V2, liveswap_guests::PROBE_V4);
-    // T sends SINK a number every millisecond; PUB publishes one every
-    // 5 ms to SUB. SINK carries 4 MB of state, and checkpoints every
-    // 100 ms.
-    let script = dir.join("load.ls");
-    std::fs::write(
-        &script,
-        format!(
-            "SetCheckpoint 100ms\n\
-             Load SINK {v2} config \"pad 4000000; quiet\"\n\
-             Load SUB {v2} config \"sub PUB ev; quiet\"\n\
-             Load T {v2} config \"timer t 1; tick-send SINK; quiet\"\n\
-             Load PUB {v2} config \"timer p 5; tick-publish ev; quiet\"\n"
-        ),
-    )
-    .unwrap();
+    let script = load_script(&dir);
 
     let mut rng = Rng(0x00d1_5ab1_e5ee_d001);
     let mut out: Vec<String> = Vec::new();
@@ -188,53 +276,13 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         }
     }
 
-    // A last start: stop the senders, let everything queued be served,
-    // and ask each module what it counted.
+    // A last start, to count.
     let host = start(&dir, &sock, None);
     host.wait_ready();
-    ctl(&sock, &["Send", "T", "do", "cancel t"]);
-    ctl(&sock, &["Send", "PUB", "do", "cancel p"]);
-    std::thread::sleep(Duration::from_millis(500));
-    for m in ["T", "PUB", "SINK", "SUB"] {
-        ctl(&sock, &["Send", m, "do", "report"]);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let history = ctl(&sock, &["History"]);
-    out.extend(host.stop());
+    let (sent, published, out) = settle_and_check(host, &sock, out);
+    let history = out.last().unwrap().clone();
     let _ = std::fs::remove_dir_all(&dir);
-
-    if std::env::var("DURABLE_TRACE").is_ok() {
-        for l in out.iter().filter(|l| {
-            l.starts_with("--")
-                || l.contains("DUP")
-                || l.contains("GAP")
-                || l.contains("Recovered")
-                || l.contains("restored")
-        }) {
-            eprintln!("{l}");
-        }
-    }
-    let bad: Vec<&String> = out
-        .iter()
-        .filter(|l| l.contains("GAP") || l.contains("DUP"))
-        .collect();
-    assert!(bad.is_empty(), "numbers lost or repeated: {bad:?}");
-    let sent = count(&out, "T", "sent=", "SINK");
-    let seen = count(&out, "SINK", "seen=", "T");
-    assert_eq!(seen, sent, "SINK saw every number T counted as sent");
-    let published = count(&out, "PUB", "sent=", "event:ev");
-    let heard = count(&out, "SUB", "seen=", "PUB");
-    assert_eq!(heard, published, "SUB heard every event PUB counted");
     assert!(sent > 1_000, "T kept sending across the restarts: {sent}");
-    let report = out
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("SINK v") && l.contains(" | report "))
-        .unwrap();
-    assert!(
-        report.contains("pad=4000000"),
-        "SINK's state carried across every restart: {report}"
-    );
 
     // Every restart said what it found; every transaction a kill cut off
     // was ended and says how.
@@ -267,5 +315,63 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
     eprintln!(
         "{kills} kills ({replaces} during a Replace); {} transaction(s) ended by a restart, {committed} Replace(s) committed; T sent {sent}, PUB published {published}",
         interrupted.len()
+    );
+}
+
+#[test]
+fn ten_handoffs_in_a_row_lose_nothing_and_a_failed_one_leaves_the_old_host_serving() {
+    let dir = fresh_dir("handoff");
+    let sock = dir.join("admin.sock");
+    let script = load_script(&dir);
+    let mut host = start(&dir, &sock, Some(&script));
+    host.wait_ready();
+    let mut out = Vec::new();
+    let mut pauses = Vec::new();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(300));
+        let next = start_with(&dir, &sock, None, &["--take-over"]);
+        next.wait_line("-- took over");
+        let (ok, lines) = host.wait_exit();
+        assert!(ok, "the old host exits cleanly once handed over: {lines:?}");
+        let said = lines
+            .iter()
+            .find(|l| l.starts_with("-- handed over"))
+            .unwrap_or_else(|| panic!("no handoff line: {lines:?}"));
+        let ms: u64 = said
+            .split("paused ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no pause in {said}"));
+        pauses.push(ms);
+        out.extend(lines);
+        host = next;
+        host.wait_ready();
+    }
+
+    // A new host that cannot restore every module (a pool of one
+    // instance) gives up; the old one serves on, with all four.
+    std::thread::sleep(Duration::from_millis(300));
+    let failing = start_with(&dir, &sock, None, &["--take-over", "--pooled", "1"]);
+    let (ok, lines) = failing.wait_exit();
+    assert!(!ok, "the failing host exits with an error: {lines:?}");
+    let again = host.wait_line("-- the handoff to pid");
+    assert!(
+        again.contains("failed") && again.contains("serving again"),
+        "{again}"
+    );
+    let status = ctl(&sock, &["Status"]);
+    for m in ["SINK", "SUB", "T", "PUB"] {
+        assert!(status.contains(m), "{m} still loaded: {status}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+
+    let (sent, published, _) = settle_and_check(host, &sock, out);
+    let _ = std::fs::remove_dir_all(&dir);
+    pauses.sort_unstable();
+    eprintln!(
+        "10 handoffs: pause p50 {} ms, max {} ms (4 modules, one with 4 MB of state); T sent {sent}, PUB published {published}",
+        pauses[pauses.len() / 2],
+        pauses[pauses.len() - 1]
     );
 }

@@ -53,6 +53,7 @@ pub struct RuntimeBuilder {
     limits: Limits,
     state_dir: Option<PathBuf>,
     sync: SyncPolicy,
+    all_or_nothing: bool,
 }
 
 impl Default for RuntimeBuilder {
@@ -71,6 +72,7 @@ impl Default for RuntimeBuilder {
             limits: Limits::default(),
             state_dir: None,
             sync: SyncPolicy::DEFAULT,
+            all_or_nothing: false,
         }
     }
 }
@@ -147,6 +149,13 @@ impl RuntimeBuilder {
     /// the process). A restart on the same directory resumes every module.
     pub fn state_dir(mut self, dir: Option<PathBuf>) -> Self {
         self.state_dir = dir;
+        self
+    }
+    /// Restore every module of the state directory or none (a takeover:
+    /// the old host serves on rather than lose one). Default: restore
+    /// what can be, and report the rest.
+    pub fn restore_all_or_nothing(mut self, on: bool) -> Self {
+        self.all_or_nothing = on;
         self
     }
     /// When the journal is made durable (default: every 10 ms).
@@ -232,7 +241,8 @@ impl RuntimeBuilder {
         std::thread::Builder::new()
             .name("liveswap-rollbacks".into())
             .spawn(move || crate::upgrade::rollback::serve(weak, requests))?;
-        let restart = image.map(|image| core.restore(image));
+        let all_or_nothing = self.all_or_nothing;
+        let restart = image.map(|image| core.restore(image, all_or_nothing));
         Ok(Runtime {
             core,
             epoch_stop: stop,
@@ -477,6 +487,9 @@ impl Runtime {
             }
             Ok(Reply::Quit)
         });
+        if let Some(state) = &self.state {
+            state.release();
+        }
         core.bus.shutdown();
         self.epoch_stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.epoch.lock().expect("poisoned").take() {

@@ -61,6 +61,28 @@ pub struct AdminOptions {
     pub token: Option<String>,
     /// Close a session idle this long (default [`DEFAULT_IDLE`]).
     pub idle: Option<Duration>,
+    /// Listeners already bound, handed over by the host this one takes
+    /// over from (`unix` and `tcp` then only name them).
+    pub inherited: Listeners,
+}
+
+/// The admin endpoint's listening sockets, as handed from one host to the
+/// next: clients that connect meanwhile wait in their backlog.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// The Unix socket.
+    pub unix: Option<UnixListener>,
+    /// The TCP socket.
+    pub tcp: Option<TcpListener>,
+}
+
+impl Clone for Listeners {
+    fn clone(&self) -> Self {
+        Listeners {
+            unix: self.unix.as_ref().and_then(|l| l.try_clone().ok()),
+            tcp: self.tcp.as_ref().and_then(|l| l.try_clone().ok()),
+        }
+    }
 }
 
 /// `$XDG_RUNTIME_DIR/liveswap/admin.sock`, or `/tmp/liveswap-<uid>/admin.sock`.
@@ -94,6 +116,8 @@ pub struct AdminServer {
     tcp: Option<SocketAddr>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// Copies of the listeners, for a handover.
+    kept: Listeners,
 }
 
 struct Shared {
@@ -113,7 +137,7 @@ struct Shared {
 
 impl AdminServer {
     /// Start listening. Fails if the socket path is served by a live host.
-    pub fn start(rt: Arc<Runtime>, opts: AdminOptions) -> io::Result<AdminServer> {
+    pub fn start(rt: Arc<Runtime>, mut opts: AdminOptions) -> io::Result<AdminServer> {
         if let Some(t) = &opts.token
             && t.chars().count() < MIN_TOKEN
         {
@@ -138,8 +162,16 @@ impl AdminServer {
         });
         let mut threads = Vec::new();
         let mut unix = None;
+        let mut kept = Listeners::default();
         if let Some(path) = &opts.unix {
-            let listener = bind_unix(path)?;
+            let listener = match opts.inherited.unix.take() {
+                Some(l) => {
+                    l.set_nonblocking(true)?;
+                    l
+                }
+                None => bind_unix(path)?,
+            };
+            kept.unix = Some(listener.try_clone()?);
             unix = Some(path.clone());
             let shared = shared.clone();
             threads.push(
@@ -167,8 +199,12 @@ impl AdminServer {
                     format!("the TCP admin endpoint listens on loopback only, not {addr}"),
                 ));
             }
-            let listener = TcpListener::bind(addr)?;
+            let listener = match opts.inherited.tcp.take() {
+                Some(l) => l,
+                None => TcpListener::bind(addr)?,
+            };
             listener.set_nonblocking(true)?;
+            kept.tcp = Some(listener.try_clone()?);
             tcp = Some(listener.local_addr()?);
             let shared = shared.clone();
             threads.push(std::thread::Builder::new().name("admin-tcp".into()).spawn(
@@ -184,7 +220,19 @@ impl AdminServer {
             tcp,
             stop,
             threads,
+            kept,
         })
+    }
+
+    /// Stop accepting clients but keep the sockets open (and the socket
+    /// file in place), and give them up for the next host.
+    pub fn hand_over(&mut self) -> Listeners {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.unix = None;
+        std::mem::take(&mut self.kept)
     }
 
     /// The Unix socket path, if serving one.

@@ -13,6 +13,7 @@
 
 pub mod admin;
 pub mod command;
+pub mod handoff;
 pub mod json;
 pub mod script;
 pub mod text;

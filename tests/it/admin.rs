@@ -45,6 +45,7 @@ pub(crate) fn served(tcp: bool) -> Served {
             tcp: tcp.then(|| "127.0.0.1:0".parse().unwrap()),
             token: tcp.then(|| "correct horse battery staple".to_string()),
             idle: None,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -383,6 +384,7 @@ fn idle_sessions_are_closed_and_tcp_clients_do_not_lock_out_the_socket() {
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: Some("short".into()),
             idle: None,
+            ..Default::default()
         },
     );
     let e = short.err().expect("a short token is refused");
@@ -394,6 +396,7 @@ fn idle_sessions_are_closed_and_tcp_clients_do_not_lock_out_the_socket() {
             tcp: Some("127.0.0.1:0".parse().unwrap()),
             token: Some(token),
             idle: Some(Duration::from_millis(300)),
+            ..Default::default()
         },
     )
     .unwrap();

@@ -4,6 +4,7 @@ mod admin;
 mod bad_input;
 mod basics;
 mod bench;
+mod durable;
 mod faults;
 mod fuzz;
 mod hostile;

@@ -258,6 +258,14 @@ impl Worker {
             }
             Control::Rollback { txn, group } => self.rollback(txn, group),
             Control::Park(reply) => {
+                // A fresh recovery point: the next host replays nothing.
+                if self.recovery.checkpoints
+                    && !self.recovery.log.is_empty()
+                    && !self.imp.is_dead()
+                    && self.held.is_none()
+                {
+                    self.checkpoint(self.now_ns());
+                }
                 self.serving = false;
                 self.shared.mailbox.set_ticking(false);
                 let _ = reply.send(());

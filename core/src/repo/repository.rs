@@ -25,8 +25,12 @@ pub struct Version {
     pub path: PathBuf,
     /// Size of the file in bytes.
     pub size: usize,
-    /// Time spent compiling and pre-linking, in microseconds.
+    /// Time spent compiling (or loading the stored artifact) and
+    /// pre-linking, in microseconds.
     pub compile_us: u64,
+    /// Whether it came from the state directory's compiled artifact, not
+    /// a compile.
+    pub precompiled: bool,
     pre: ModuleImpPre<ModuleCtx>,
     info: OnceLock<ModuleInfo>,
 }
@@ -145,7 +149,12 @@ impl Repository {
 
     /// The component of `bytes`: the stored artifact if there is one for
     /// these engine settings, or compiled now (and stored).
-    fn component(&self, path: &Path, bytes: &[u8], digest: &str) -> Result<Component, LoadError> {
+    fn component(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        digest: &str,
+    ) -> Result<(Component, bool), LoadError> {
         let key = self.artifact_key(digest);
         if let Some(store) = &self.store
             && let Some(artifact) = store.artifact(&key)
@@ -155,7 +164,7 @@ impl Repository {
             // the key) into the state directory, which only its owner can
             // write (0700).
             match unsafe { Component::deserialize(&self.engine, &artifact) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, true)),
                 Err(e) => tracing::warn!(%digest, "stored artifact unusable, compiling: {e:#}"),
             }
         }
@@ -173,7 +182,7 @@ impl Repository {
                 tracing::warn!(%digest, "not kept in the state directory: {e}");
             }
         }
-        Ok(component)
+        Ok((component, false))
     }
 
     /// The version `digest`, which a restart found a module running: held,
@@ -287,7 +296,7 @@ impl Repository {
         }
         check_header(path, &bytes)?;
         let started = Instant::now();
-        let component = self.component(path, &bytes, &digest)?;
+        let (component, precompiled) = self.component(path, &bytes, &digest)?;
         let instance_pre =
             self.linker
                 .instantiate_pre(&component)
@@ -304,6 +313,7 @@ impl Repository {
             path: path.to_path_buf(),
             size: bytes.len(),
             compile_us: started.elapsed().as_micros() as u64,
+            precompiled,
             pre,
             info: OnceLock::new(),
         });

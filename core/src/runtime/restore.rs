@@ -34,7 +34,7 @@ pub struct RestartSummary {
 
 impl Core {
     /// Bring back everything `image` holds.
-    pub(crate) fn restore(&self, mut image: Image) -> RestartSummary {
+    pub(crate) fn restore(&self, mut image: Image, all_or_nothing: bool) -> RestartSummary {
         let started = Instant::now();
         let mut summary = RestartSummary {
             ended: image.settle(),
@@ -50,6 +50,16 @@ impl Core {
                 Ok(p) => ready.push((p, m)),
                 Err(why) => summary.lost.push((name.to_string(), why)),
             }
+        }
+        if all_or_nothing && !summary.lost.is_empty() {
+            // Nothing runs: the directory stays as it was for the host
+            // that serves on.
+            for (p, _) in &ready {
+                self.modules.unregister(p.0.name());
+                self.bus.forget(p.0.name());
+            }
+            summary.took = started.elapsed();
+            return summary;
         }
         for ((proxy, _, _), m) in &mut ready {
             for (id, (msg, _)) in std::mem::take(&mut m.inbox) {

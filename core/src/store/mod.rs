@@ -165,9 +165,14 @@ pub enum StoreError {
     },
 }
 
-/// An open state directory, owned by this process until dropped.
+/// An open state directory, owned by this process until dropped or
+/// released.
 pub struct StateDir {
     dir: PathBuf,
+    held: std::sync::RwLock<Option<Held>>,
+}
+
+struct Held {
     db: Arc<Database>,
     _lock: File,
 }
@@ -202,11 +207,14 @@ impl StateDir {
         let file = dir.join("state.redb");
         let db = open_db(&file)?;
         let image = read_image(dir, &file, &db)?;
+        let held = Held {
+            db: Arc::new(db),
+            _lock: lock,
+        };
         Ok((
             StateDir {
                 dir: dir.to_path_buf(),
-                db: Arc::new(db),
-                _lock: lock,
+                held: std::sync::RwLock::new(Some(held)),
             },
             image,
         ))
@@ -220,7 +228,19 @@ impl StateDir {
     /// Start the journal's writer over `image` (which it rewrites first:
     /// a restart's settled image replaces the journal it came from).
     pub fn journal(&self, image: Image, policy: SyncPolicy) -> std::io::Result<Journal> {
-        Journal::start(self.db.clone(), image, policy)
+        let db = self.db().ok_or_else(|| std::io::Error::other("released"))?;
+        Journal::start(db, image, policy)
+    }
+
+    fn db(&self) -> Option<Arc<Database>> {
+        let held = self.held.read().expect("state dir poisoned");
+        held.as_ref().map(|h| h.db.clone())
+    }
+
+    /// Give the directory up (after the journal closed): the store file
+    /// and the lock are let go, so that another host can open it.
+    pub fn release(&self) {
+        self.held.write().expect("state dir poisoned").take();
     }
 
     /// The `.wasm` bytes of `digest`, if kept.
@@ -234,7 +254,7 @@ impl StateDir {
     }
 
     fn get(&self, table: TableDefinition<&str, &[u8]>, key: &str) -> Option<Vec<u8>> {
-        let txn = self.db.begin_read().ok()?;
+        let txn = self.db()?.begin_read().ok()?;
         let t = txn.open_table(table).ok()?;
         let v = t.get(key).ok()??;
         Some(v.value().to_vec())
@@ -248,8 +268,11 @@ impl StateDir {
         key: &str,
         artifact: &[u8],
     ) -> Result<(), String> {
+        let Some(db) = self.db() else {
+            return Err("the state directory was released".into());
+        };
         let write = || -> Result<(), redb::Error> {
-            let txn = self.db.begin_write()?;
+            let txn = db.begin_write()?;
             {
                 let mut t = txn.open_table(WASM)?;
                 if t.get(digest)?.is_none() {
@@ -315,12 +338,44 @@ fn open_db(file: &Path) -> Result<Database, StoreError> {
         });
     }
     let _ = std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600));
+    check_format(file)?;
     Database::builder()
         .create(file)
         .map_err(|e| StoreError::Damaged {
             file: file.to_path_buf(),
             why: e.to_string(),
         })
+}
+
+/// Before anything is written: a store of a newer format is refused (an
+/// empty file is a new store). redb's read-only open writes nothing.
+fn check_format(file: &Path) -> Result<(), StoreError> {
+    if std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) == 0 {
+        return Ok(());
+    }
+    let damaged = |why: String| StoreError::Damaged {
+        file: file.to_path_buf(),
+        why,
+    };
+    let db = Database::builder()
+        .open_read_only(file)
+        .map_err(|e| damaged(e.to_string()))?;
+    let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
+    let found = match txn.open_table(META) {
+        Ok(t) => t
+            .get("format")
+            .map_err(|e| damaged(e.to_string()))?
+            .map(|v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(damaged(e.to_string())),
+    };
+    match found {
+        Some(f) if f > FORMAT => Err(StoreError::Newer {
+            dir: file.parent().unwrap_or(file).to_path_buf(),
+            found: f,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Check the format, read the image and the journal since, settle it.
