@@ -107,6 +107,24 @@ impl Host {
         panic!("no `{prefix}`: {:?}", self.lines.lock().unwrap());
     }
 
+    /// Wait for a line starting with `prefix` and holding `part`.
+    fn wait_line_with(&self, prefix: &str, part: &str) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with(prefix) && l.contains(part))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("no `{prefix}...{part}`");
+    }
+
     /// Wait for the process to end by itself, and what it printed.
     fn wait_exit(mut self) -> (bool, Vec<String>) {
         let status = self.child.wait().unwrap();
@@ -157,11 +175,29 @@ fn ctl(sock: &Path, args: &[&str]) -> String {
 fn settle_and_check(host: Host, sock: &Path, mut out: Vec<String>) -> (u64, u64, Vec<String>) {
     ctl(sock, &["Send", "T", "do", "cancel t"]);
     ctl(sock, &["Send", "PUB", "do", "cancel p"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Everything queued served (a backlog can be long after many kills).
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = ctl(sock, &["Status"]);
+        let queued: u64 = status
+            .lines()
+            .filter(|l| {
+                ["SINK ", "SUB ", "T ", "PUB "]
+                    .iter()
+                    .any(|m| l.starts_with(m))
+            })
+            .filter_map(|l| l.split_whitespace().nth(4)?.parse::<u64>().ok())
+            .sum();
+        if queued == 0 {
+            break;
+        }
+        assert!(Instant::now() < until, "still {queued} queued: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     for m in ["T", "PUB", "SINK", "SUB"] {
         ctl(sock, &["Send", m, "do", "report"]);
+        host.wait_line_with(&format!("{m} v"), " | report ");
     }
-    std::thread::sleep(Duration::from_millis(500));
     let history = ctl(sock, &["History"]);
     out.extend(host.stop());
     if std::env::var("DURABLE_TRACE").is_ok() {
@@ -259,19 +295,24 @@ fn kill_9_at_random_moments_loses_and_repeats_nothing() {
         std::thread::sleep(Duration::from_millis(rng.between(150, 700)));
         let replace = (i % 3 == 1).then(|| {
             replaces += 1;
-            // SINK is busy for 400 ms: the Replace waits for it to reach
-            // quiescence, and the kill lands in that wait (or in the 4 MB
-            // hand-over and the commit's write after it).
-            ctl(&sock, &["Send", "SINK", "do", "sleep 400"]);
-            let to = if replaces % 2 == 1 { v4 } else { v2 };
+            // SINK is busy for a while: the Replace waits for it to reach
+            // quiescence, and the kill lands in that wait (every other
+            // time: SINK sleeps 1 s) or around the 4 MB hand-over and
+            // the commit's write (SINK sleeps 200 ms).
+            let long = replaces % 2 == 1;
+            let busy = if long { "sleep 1000" } else { "sleep 200" };
+            ctl(&sock, &["Send", "SINK", "do", busy]);
+            let to = if replaces % 4 < 2 { v4 } else { v2 };
             let sock = sock.clone();
-            std::thread::spawn(move || ctl(&sock, &["Replace", "SINK", to]))
+            let r = std::thread::spawn(move || ctl(&sock, &["Replace", "SINK", to]));
+            (r, long)
         });
-        if replace.is_some() {
-            std::thread::sleep(Duration::from_millis(rng.between(100, 900)));
+        if let Some((_, long)) = &replace {
+            let (lo, hi) = if *long { (300, 900) } else { (100, 900) };
+            std::thread::sleep(Duration::from_millis(rng.between(lo, hi)));
         }
         out.extend(host.kill());
-        if let Some(r) = replace {
+        if let Some((r, _)) = replace {
             let _ = r.join();
         }
     }

@@ -348,7 +348,9 @@ fn open_db(file: &Path) -> Result<Database, StoreError> {
 }
 
 /// Before anything is written: a store of a newer format is refused (an
-/// empty file is a new store). redb's read-only open writes nothing.
+/// empty file is a new store). redb's read-only open writes nothing; a
+/// store left by a crash needs a repair first, and is checked after it
+/// (`read_image`).
 fn check_format(file: &Path) -> Result<(), StoreError> {
     if std::fs::metadata(file).map(|m| m.len()).unwrap_or(0) == 0 {
         return Ok(());
@@ -357,9 +359,13 @@ fn check_format(file: &Path) -> Result<(), StoreError> {
         file: file.to_path_buf(),
         why,
     };
-    let db = Database::builder()
-        .open_read_only(file)
-        .map_err(|e| damaged(e.to_string()))?;
+    let db = match Database::builder().open_read_only(file) {
+        Ok(db) => db,
+        // Not closed cleanly (a crash): it needs the repair a read-write
+        // open makes, and the format is checked after it.
+        Err(redb::DatabaseError::RepairAborted) => return Ok(()),
+        Err(e) => return Err(damaged(e.to_string())),
+    };
     let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
     let found = match txn.open_table(META) {
         Ok(t) => t
