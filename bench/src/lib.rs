@@ -9,6 +9,8 @@
 //! consecutive messages (`ModuleProxy::max_gap_us`), against the same
 //! measure with no swap (the noise floor).
 
+mod durable;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -693,6 +695,43 @@ fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
             ],
         )?;
     }
+    if let Some(t) = by("durable_restart") {
+        let mut logs: Vec<&str> = t.rows.iter().map(|r| r[1].as_str()).collect();
+        logs.dedup();
+        logs.sort_unstable();
+        logs.dedup();
+        let series: Vec<(String, Vec<(f64, f64)>)> = logs
+            .iter()
+            .map(|l| {
+                let pts = t
+                    .rows
+                    .iter()
+                    .filter(|r| r[1] == *l)
+                    .map(|r| (num(&r[0]), num(&r[2])))
+                    .collect();
+                (format!("{l} messages logged per module"), pts)
+            })
+            .collect();
+        plot(
+            &out.join("durable_restart.svg"),
+            "restart after a crash: until every module serves again",
+            "modules",
+            "ms",
+            &series,
+        )?;
+    }
+    if let Some(t) = by("durable_handoff") {
+        let col = |c: usize| -> Vec<(f64, f64)> {
+            t.rows.iter().map(|r| (num(&r[0]), num(&r[c]))).collect()
+        };
+        plot(
+            &out.join("durable_handoff.svg"),
+            "handoff pause (in process), 1 KiB of state per module",
+            "modules",
+            "ms",
+            &[("p50".into(), col(2)), ("max".into(), col(4))],
+        )?;
+    }
     if let Some(t) = by("group_scaling") {
         let pick = |mode: &str, c: usize| -> Vec<(f64, f64)> {
             t.rows
@@ -727,13 +766,16 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
     };
     let mut tables = Vec::new();
     type Scenario<'b> = fn(&Bench<'b>, &mut dyn FnMut(&str)) -> anyhow::Result<Table>;
-    let scenarios: [(&str, Scenario<'_>); 6] = [
+    let scenarios: [(&str, Scenario<'_>); 9] = [
         ("pause_vs_state", Bench::state_size),
         ("pause_vs_backlog", Bench::backlog),
         ("group_scaling", Bench::group),
         ("throughput", Bench::throughput),
         ("scale", Bench::scale),
         ("faults", Bench::faults),
+        ("durable_relay", Bench::durable_relay),
+        ("durable_restart", Bench::durable_restart),
+        ("durable_handoff", Bench::durable_handoff),
     ];
     for o in &opts.only {
         anyhow::ensure!(

@@ -540,6 +540,7 @@ fn demo(
             monitor,
             admin: admin_options(serve)?,
             trusted_keys,
+            state_dir: None,
         },
         narrate,
     )?;

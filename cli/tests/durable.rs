@@ -416,3 +416,108 @@ fn ten_handoffs_in_a_row_lose_nothing_and_a_failed_one_leaves_the_old_host_servi
         pauses[pauses.len() - 1]
     );
 }
+
+#[test]
+fn a_full_disk_refuses_new_messages_and_never_half_writes_the_store() {
+    let dir = fresh_dir("full");
+    let sock = dir.join("admin.sock");
+    let v2 = liveswap_guests::PROBE_V2;
+    let script = dir.join("load.ls");
+    // SINK's 1 MB recovery point is written at every checkpoint: the store
+    // soon reaches the file-size limit the host runs under (RLIMIT_FSIZE,
+    // with SIGXFSZ ignored: a write past it fails with EFBIG, as on a full
+    // disk).
+    std::fs::write(
+        &script,
+        format!(
+            "SetCheckpoint 50ms\n\
+             Load SINK {v2} config \"pad 1000000; quiet\"\n\
+             Load T {v2} config \"timer t 1; tick-send SINK; quiet\"\n"
+        ),
+    )
+    .unwrap();
+    let state = dir.join("state");
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 12288; exec \"$0\" run --state-dir '{}' --admin '{}' '{}'",
+            state.display(),
+            sock.display(),
+            script.display()
+        ))
+        .arg(env!("CARGO_BIN_EXE_liveswap"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash runs");
+    let err = Arc::new(Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let err = err.clone();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(pipe).lines().map_while(Result::ok) {
+                err.lock().unwrap().push(l);
+            }
+        })
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    let refused = loop {
+        let found = err
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains("new messages are refused"))
+            .cloned();
+        if let Some(l) = found {
+            break l;
+        }
+        assert!(
+            Instant::now() < until,
+            "the store never filled: {:?}",
+            err.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(refused.contains("File too large"), "{refused}");
+    // New messages are refused with the reason; the host still answers.
+    let sent = ctl(&sock, &["Send", "SINK", "num", "1"]);
+    assert!(
+        sent.contains("not accepted: the state directory cannot be written"),
+        "{sent}"
+    );
+    let status = ctl(&sock, &["Status"]);
+    assert!(
+        status.contains("SINK") && status.contains("serving"),
+        "{status}"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = reader.join();
+
+    // Without the limit, the store opens at its last whole commit, and the
+    // pair goes on from there, every number once.
+    let host = start(&dir, &sock, None);
+    host.wait_ready();
+    let line = host.wait_line("-- state directory");
+    assert!(line.contains("restored 2 module(s)"), "{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    ctl(&sock, &["Send", "T", "do", "cancel t"]);
+    std::thread::sleep(Duration::from_millis(300));
+    for m in ["T", "SINK"] {
+        ctl(&sock, &["Send", m, "do", "report"]);
+        host.wait_line_with(&format!("{m} v"), " | report ");
+    }
+    let out = host.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let bad: Vec<&String> = out
+        .iter()
+        .filter(|l| l.contains("GAP") || l.contains("DUP"))
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(
+        count(&out, "SINK", "seen=", "T"),
+        count(&out, "T", "sent=", "SINK")
+    );
+}

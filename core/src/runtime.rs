@@ -178,15 +178,9 @@ impl RuntimeBuilder {
         let (state, image, journal) = match &self.state_dir {
             None => (None, None, None),
             Some(dir) => {
-                let (state, image) = StateDir::open(dir)?;
-                // The writer starts from the settled image (a restart's
-                // dropped messages must not come back from the journal).
-                let mut settled = image.clone();
-                settled.settle();
-                let journal = state.journal(settled, self.sync)?;
-                let state = Arc::new(state);
+                let (state, image, journal) = self.open_state(dir)?;
                 repo = repo.with_store(state.clone());
-                (Some(state), Some(image), Some(Arc::new(journal)))
+                (Some(state), Some(image), Some(journal))
             }
         };
         let events = Arc::new(EventBus::new(self.limits.watch_queue));
@@ -250,6 +244,26 @@ impl RuntimeBuilder {
             restart,
             state,
         })
+    }
+
+    /// Open the state directory, and start its journal's writer from the
+    /// settled image (a restart's dropped messages must not come back
+    /// from the journal). The image is returned unsettled: the restore
+    /// settles it and says what that ended.
+    fn open_state(
+        &self,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(
+        Arc<StateDir>,
+        crate::store::Image,
+        Arc<crate::store::Journal>,
+    )> {
+        let (state, image) = StateDir::open(dir)?;
+        let rewrite = image.unsettled();
+        let mut settled = image.clone();
+        settled.settle();
+        let journal = state.journal(settled, self.sync, rewrite)?;
+        Ok((Arc::new(state), image, Arc::new(journal)))
     }
 
     fn engine_config(&self) -> wasmtime::Config {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use crossbeam_channel::unbounded;
 
 pub mod monitor;
 
-use liveswap::{Event, ModuleState, Outcome, RuntimeBuilder, TransactionReport};
+use liveswap::{Event, ModuleState, Outcome, Runtime, RuntimeBuilder, TransactionReport};
 use liveswap_ops::Reply;
 use liveswap_ops::script::Vars;
 use monitor::{Heard, Monitor, Notice, Outage};
@@ -39,6 +40,23 @@ pub struct DemoOptions {
     pub admin: Option<liveswap_ops::admin::AdminOptions>,
     /// Keys whose signatures the host requires (none: not checked).
     pub trusted_keys: Vec<liveswap::signing::PublicKey>,
+    /// The host's state directory. None: a fresh one under the temp
+    /// directory if the script hands the host over (`#! handoff`), removed
+    /// at the end; no state directory otherwise.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// A script line (a comment to `liveswap run`) at which the demo hands
+/// the running router over to a fresh host on its state directory.
+pub const HANDOFF: &str = "#! handoff";
+
+/// A handoff the demo made, between two transactions.
+#[derive(Clone, Debug)]
+pub struct Handoff {
+    /// From the old host stopping its modules to the new one serving.
+    pub window: (Instant, Instant),
+    /// Modules and queued messages the new host restored.
+    pub restored: (usize, usize),
 }
 
 /// Something to tell the person watching.
@@ -102,6 +120,8 @@ pub struct DemoResult {
     pub failures: Vec<String>,
     /// When the demo started, for relative times.
     pub started: Instant,
+    /// The handoffs it made.
+    pub handoffs: Vec<Handoff>,
 }
 
 fn parse_expect(raw: &str) -> Option<(Outcome, Option<String>)> {
@@ -162,13 +182,36 @@ pub fn run(
     let mut vars = opts.vars;
     vars.set("MONITOR", monitor.addr().to_string());
 
-    let rt = Arc::new(
-        RuntimeBuilder::default()
-            .trusted_keys(opts.trusted_keys)
-            .build()?,
-    );
-    let events = rt.watch();
-    let mut endpoint = match opts.admin {
+    let hands_over = opts.script.lines().any(|l| l.trim() == HANDOFF);
+    let own_dir = (opts.state_dir.is_none() && hands_over)
+        .then(|| std::env::temp_dir().join(format!("liveswap-demo-{}", std::process::id())));
+    if let Some(d) = &own_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    let state_dir = opts.state_dir.clone().or(own_dir.clone());
+    let build = || -> anyhow::Result<Arc<Runtime>> {
+        Ok(Arc::new(
+            RuntimeBuilder::default()
+                .trusted_keys(opts.trusted_keys.clone())
+                .state_dir(state_dir.clone())
+                .build()?,
+        ))
+    };
+    let mut rt = build()?;
+    // Every host's events, one stream (a handoff starts a new host).
+    let (events_tx, events) = unbounded::<Event>();
+    let forward = |rt: &Runtime| {
+        let (rx, tx) = (rt.watch(), events_tx.clone());
+        std::thread::spawn(move || {
+            for e in rx {
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        });
+    };
+    forward(&rt);
+    let mut endpoint = match opts.admin.clone() {
         None => None,
         Some(a) => match liveswap_ops::admin::AdminServer::start(rt.clone(), a) {
             Ok(e) => {
@@ -251,8 +294,40 @@ pub fn run(
     let mut steps = Vec::new();
     let mut heading = String::new();
     let mut failures = Vec::new();
+    let mut handoffs = Vec::new();
     for (i, raw) in opts.script.lines().enumerate() {
         let trimmed = raw.trim();
+        if trimmed == HANDOFF {
+            narrate(Narration::Command("(hand the host over)".into()));
+            let t0 = Instant::now();
+            let listeners = endpoint.as_mut().map(|e| e.hand_over()).unwrap_or_default();
+            rt.shutdown();
+            rt = build()?;
+            forward(&rt);
+            if let (Some(mut a), true) = (opts.admin.clone(), endpoint.is_some()) {
+                a.inherited = listeners;
+                endpoint = liveswap_ops::admin::AdminServer::start(rt.clone(), a).ok();
+            }
+            let t1 = Instant::now();
+            let restored = rt
+                .restart_summary()
+                .map_or((0, 0), |s| (s.modules, s.queued));
+            narrate(Narration::Reply(format!(
+                "a fresh host took the router over from {}: {} modules and {} queued messages restored, modules paused {:.0} ms",
+                state_dir
+                    .as_deref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                restored.0,
+                restored.1,
+                (t1 - t0).as_secs_f64() * 1000.0
+            )));
+            handoffs.push(Handoff {
+                window: (t0, t1),
+                restored,
+            });
+            continue;
+        }
         if let Some(h) = trimmed.strip_prefix("##") {
             heading = h.trim().to_string();
             narrate(Narration::Heading(heading.clone()));
@@ -300,6 +375,10 @@ pub fn run(
     }
     rt.shutdown();
     drop(rt);
+    drop(events_tx);
+    if let Some(d) = &own_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
     // Let the last packets land before the monitor stops.
     std::thread::sleep(Duration::from_millis(100));
     monitor.stop();
@@ -453,10 +532,15 @@ pub fn run(
             failures.push(format!("the monitor never heard {m}"));
         }
     }
+    let in_handoff = |o: &Outage| {
+        handoffs
+            .iter()
+            .any(|h| o.start <= h.window.1 + slack && o.end + slack >= h.window.0)
+    };
     for (o, within) in &outages {
-        if within.is_none() {
+        if within.is_none() && !in_handoff(o) {
             failures.push(format!(
-                "{} was silent for {:.0} ms outside any transaction (from +{:.2}s)",
+                "{} was silent for {:.0} ms outside any transaction or handoff (from +{:.2}s)",
                 o.module,
                 o.duration().as_secs_f64() * 1000.0,
                 o.start.duration_since(started).as_secs_f64()
@@ -471,6 +555,7 @@ pub fn run(
         outages,
         failures,
         started,
+        handoffs,
     })
 }
 
@@ -590,7 +675,21 @@ impl DemoResult {
         if self.outages.is_empty() {
             let _ = writeln!(out, "outage windows: none");
         }
+        for h in &self.handoffs {
+            let _ = writeln!(
+                out,
+                "handoff at +{:.2}s: a fresh host restored {} modules and {} queued messages; modules paused {:.0} ms",
+                h.window.0.duration_since(self.started).as_secs_f64(),
+                h.restored.0,
+                h.restored.1,
+                (h.window.1 - h.window.0).as_secs_f64() * 1000.0
+            );
+        }
         for (o, within) in &self.outages {
+            let during_handoff = self
+                .handoffs
+                .iter()
+                .any(|h| o.start <= h.window.1 + Duration::from_secs(1) && o.end >= h.window.0);
             let _ = writeln!(
                 out,
                 "outage {:<5} {:>6.0} ms at +{:.2}s  {}",
@@ -599,6 +698,7 @@ impl DemoResult {
                 o.start.duration_since(self.started).as_secs_f64(),
                 match within {
                     Some(i) => format!("during `{}`", self.steps[*i].report.command),
+                    None if during_handoff => "during the handoff".into(),
                     None => "OUTSIDE any transaction".into(),
                 }
             );

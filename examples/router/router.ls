@@ -22,6 +22,10 @@ Wait ${SETTLE:-3s}
 Replace OSPF $GUESTS/ospf_v2.wasm  # expect committed
 Wait ${SETTLE:-3s}
 
+## Handing the host over: a fresh host on the same state directory takes the router over between two transactions, with every module's state, queue, timers and subscriptions; no relay number is lost
+#! handoff
+Wait ${SETTLE:-3s}
+
 ## Transaction 4: downgrade OSPF and IP to v1, add VRRP, start all three together
 Syn_Upgrade OSPF $GUESTS/ospf_v1.wasm IP $GUESTS/ip_v1.wasm VRRP $GUESTS/vrrp_v1.wasm grant udp ${MONITOR:-127.0.0.1:9301} config "monitor ${MONITOR:-127.0.0.1:9301}"  # expect committed
 Wait ${SETTLE:-3s}

@@ -26,7 +26,10 @@ fn the_quick_benchmark_produces_every_table_and_plot() {
             "group_scaling",
             "throughput",
             "scale",
-            "faults"
+            "faults",
+            "durable_relay",
+            "durable_restart",
+            "durable_handoff"
         ]
     );
     for t in &tables {
@@ -41,6 +44,8 @@ fn the_quick_benchmark_produces_every_table_and_plot() {
         "pause_vs_state.svg",
         "pause_vs_backlog.svg",
         "group_scaling.svg",
+        "durable_restart.svg",
+        "durable_handoff.svg",
     ] {
         let text = std::fs::read_to_string(out.join(svg)).unwrap();
         assert!(

@@ -35,6 +35,7 @@ fn the_router_survives_every_transaction_and_a_bad_release_without_losing_a_rela
             monitor: "127.0.0.1:0".parse().unwrap(),
             admin: None,
             trusted_keys: Vec::new(),
+            state_dir: None,
         },
         quiet,
     )
@@ -50,6 +51,11 @@ fn the_router_survives_every_transaction_and_a_bad_release_without_losing_a_rela
         ],
         "{summary}"
     );
+    // Between transactions 3 and 4 a fresh host took the router over from
+    // its state directory: TIMER, OSPF and IP, and the relay numbers went
+    // on (checked below).
+    assert_eq!(r.handoffs.len(), 1, "{summary}");
+    assert_eq!(r.handoffs[0].restored.0, 3, "{summary}");
     let abort = r.steps[4].report.reason.clone().unwrap();
     assert!(
         abort.starts_with("IP (") && abort.contains("did not reach quiescence"),

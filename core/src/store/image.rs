@@ -313,6 +313,25 @@ impl Image {
         m.apply(op, &mut self.next_id);
     }
 
+    /// Whether [`Image::settle`] would change anything: a transaction to
+    /// end, or a queued message whose sending call is not complete.
+    pub fn unsettled(&self) -> bool {
+        if !self.open.is_empty() {
+            return true;
+        }
+        let done = |p: &Arc<str>| {
+            self.modules
+                .get(p)
+                .map(|m| m.retry.as_ref().map_or(m.seq, |r| r.seq))
+        };
+        self.modules.values().any(|m| {
+            m.inbox.values().any(|(_, producer)| match producer {
+                Some((p, n)) => done(p).is_some_and(|d| *n > d),
+                None => false,
+            })
+        })
+    }
+
     /// After a restart, before anything runs: drop every queued message
     /// whose producer's call did not complete in the durable prefix (that
     /// call runs again and sends it again), and end every open

@@ -62,6 +62,7 @@ impl Journal {
         db: Arc<Database>,
         image: Image,
         policy: SyncPolicy,
+        tail: Tail,
     ) -> std::io::Result<Journal> {
         let (tx, rx) = bounded(QUEUE);
         let broken = Arc::new(RwLock::new(None));
@@ -74,11 +75,12 @@ impl Journal {
             pending: Vec::new(),
             safe: 0,
             cut: Cut::default(),
-            batch: 0,
-            journal_bytes: 0,
+            batch: tail.last_batch,
+            journal_bytes: tail.bytes,
             image_bytes: 0,
             broken: broken.clone(),
             urgent: false,
+            rewrite: tail.rewrite,
         };
         let thread = std::thread::Builder::new()
             .name("liveswap-journal".into())
@@ -232,11 +234,27 @@ struct Writer {
     broken: Arc<RwLock<Option<String>>>,
     /// Someone waits for a flush: commit now, whatever the interval.
     urgent: bool,
+    /// Rewrite the image before anything else (a restart changed it).
+    rewrite: bool,
+}
+
+/// Where the journal a start found ends.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Tail {
+    /// Its last batch's key (new batches follow it).
+    pub last_batch: u64,
+    /// Its bytes.
+    pub bytes: u64,
+    /// The image must be rewritten first: the restart settled it (dropped
+    /// messages must not come back from the journal).
+    pub rewrite: bool,
 }
 
 impl Writer {
     fn run(mut self) {
-        if let Err(e) = self.compact() {
+        if self.rewrite
+            && let Err(e) = self.compact()
+        {
             self.fail(e);
         }
         let interval = self.policy.interval();
@@ -306,13 +324,17 @@ impl Writer {
 
     /// Commit `pending[..safe]` as one batch.
     fn commit(&mut self) {
+        self.commit_as(self.policy.durability());
+    }
+
+    fn commit_as(&mut self, durability: Durability) {
         let batch: Vec<Entry> = self.pending.drain(..self.safe).collect();
         self.safe = 0;
         self.urgent = self.pending.iter().any(|e| e.ack.is_some());
         let broken = self.broken.read().expect("journal poisoned").clone();
         let result = match broken {
             Some(why) => Err(why),
-            None => self.write(&batch),
+            None => self.write(&batch, durability),
         };
         match &result {
             Ok(()) => {
@@ -337,7 +359,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: &[Entry]) -> Result<(), String> {
+    fn write(&mut self, batch: &[Entry], durability: Durability) -> Result<(), String> {
         let mut enc = Enc::default();
         let ops: Vec<&Op> = batch.iter().filter_map(|e| e.op.as_ref()).collect();
         if ops.is_empty() {
@@ -351,7 +373,7 @@ impl Writer {
         let bytes = enc.0;
         let write = || -> Result<(), redb::Error> {
             let mut txn = self.db.begin_write()?;
-            txn.set_durability(self.policy.durability())?;
+            txn.set_durability(durability)?;
             {
                 let mut table = txn.open_table(JOURNAL)?;
                 table.insert(self.batch, bytes.as_slice())?;
@@ -385,10 +407,22 @@ impl Writer {
         Ok(())
     }
 
-    /// At Close: commit what can be, rewrite the image.
+    /// At Close: commit what can be, durably (under any policy). The
+    /// image is not rewritten: the next start reads the journal.
     fn finish(&mut self) -> Result<(), String> {
         if self.safe > 0 {
-            self.commit();
+            self.commit_as(Durability::Immediate);
+        } else if self.policy == SyncPolicy::Never {
+            // Earlier batches were committed without an fsync.
+            let sync = || -> Result<(), redb::Error> {
+                let mut txn = self.db.begin_write()?;
+                txn.set_durability(Durability::Immediate)?;
+                txn.commit()?;
+                Ok(())
+            };
+            if let Err(e) = sync() {
+                self.fail(format!("the last commit failed: {e}"));
+            }
         }
         // What is left waits on a call that never completed: it was not
         // accepted as far as a restart is concerned.
@@ -400,22 +434,25 @@ impl Writer {
         let broken = self.broken.read().expect("journal poisoned").clone();
         match broken {
             Some(why) => Err(why),
-            None => self.compact(),
+            None => Ok(()),
         }
     }
 }
 
-/// Read the journal since the image: every batch, in order.
-pub(super) fn replay(db: &Database, image: &mut Image) -> Result<u64, String> {
+/// Read the journal since the image: every batch, in order. Returns
+/// where it ends.
+pub(super) fn replay(db: &Database, image: &mut Image) -> Result<Tail, String> {
     let txn = db.begin_read().map_err(|e| e.to_string())?;
     let table = match txn.open_table(JOURNAL) {
         Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Tail::default()),
         Err(e) => return Err(e.to_string()),
     };
-    let mut n = 0;
+    let mut tail = Tail::default();
     for row in table.iter().map_err(|e| e.to_string())? {
         let (batch, bytes) = row.map_err(|e| e.to_string())?;
+        tail.last_batch = batch.value();
+        tail.bytes += bytes.value().len() as u64;
         let mut d = super::codec::Dec::new(bytes.value());
         let count = d
             .u64()
@@ -423,8 +460,7 @@ pub(super) fn replay(db: &Database, image: &mut Image) -> Result<u64, String> {
         for _ in 0..count {
             let op = Op::decode(&mut d).map_err(|e| format!("batch {}: {e}", batch.value()))?;
             image.apply(op);
-            n += 1;
         }
     }
-    Ok(n)
+    Ok(tail)
 }

@@ -170,6 +170,8 @@ pub enum StoreError {
 pub struct StateDir {
     dir: PathBuf,
     held: std::sync::RwLock<Option<Held>>,
+    /// Where the journal the open read ends.
+    tail: journal::Tail,
 }
 
 struct Held {
@@ -206,7 +208,7 @@ impl StateDir {
         let lock = lock(dir)?;
         let file = dir.join("state.redb");
         let db = open_db(&file)?;
-        let image = read_image(dir, &file, &db)?;
+        let (image, tail) = read_image(dir, &file, &db)?;
         let held = Held {
             db: Arc::new(db),
             _lock: lock,
@@ -215,6 +217,7 @@ impl StateDir {
             StateDir {
                 dir: dir.to_path_buf(),
                 held: std::sync::RwLock::new(Some(held)),
+                tail,
             },
             image,
         ))
@@ -225,11 +228,21 @@ impl StateDir {
         &self.dir
     }
 
-    /// Start the journal's writer over `image` (which it rewrites first:
-    /// a restart's settled image replaces the journal it came from).
-    pub fn journal(&self, image: Image, policy: SyncPolicy) -> std::io::Result<Journal> {
+    /// Start the journal's writer over `image`, the settled form of the
+    /// image the open read; if settling changed it (`rewrite`), the writer
+    /// first writes it whole in place of the journal it came from.
+    pub fn journal(
+        &self,
+        image: Image,
+        policy: SyncPolicy,
+        rewrite: bool,
+    ) -> std::io::Result<Journal> {
         let db = self.db().ok_or_else(|| std::io::Error::other("released"))?;
-        Journal::start(db, image, policy)
+        let tail = journal::Tail {
+            rewrite,
+            ..self.tail
+        };
+        Journal::start(db, image, policy, tail)
     }
 
     fn db(&self) -> Option<Arc<Database>> {
@@ -385,7 +398,11 @@ fn check_format(file: &Path) -> Result<(), StoreError> {
 }
 
 /// Check the format, read the image and the journal since, settle it.
-fn read_image(dir: &Path, file: &Path, db: &Database) -> Result<Image, StoreError> {
+fn read_image(
+    dir: &Path,
+    file: &Path,
+    db: &Database,
+) -> Result<(Image, journal::Tail), StoreError> {
     let damaged = |why: String| StoreError::Damaged {
         file: file.to_path_buf(),
         why,
@@ -430,6 +447,6 @@ fn read_image(dir: &Path, file: &Path, db: &Database) -> Result<Image, StoreErro
             Err(e) => return Err(damaged(e.to_string())),
         }
     };
-    journal::replay(db, &mut image).map_err(damaged)?;
-    Ok(image)
+    let tail = journal::replay(db, &mut image).map_err(damaged)?;
+    Ok((image, tail))
 }
