@@ -349,9 +349,10 @@ enum Cmd {
         every: Duration,
     },
     /// Measure swap pause (against state size and backlog), group scaling
-    /// (concurrent and sequential), throughput and scale with real guest
-    /// components; print tables, write CSV and SVG plots. Build with
-    /// --release for figures worth reading.
+    /// (concurrent and sequential), throughput, scale, faults and
+    /// durability (relay under each sync policy, restart after a crash,
+    /// handoff pause) with real guest components; print tables, write CSV
+    /// and SVG plots. Build with --release for figures worth reading.
     Bench {
         /// A brief run of every scenario.
         #[arg(long)]
@@ -360,7 +361,8 @@ enum Cmd {
         #[arg(long, default_value = "bench-results")]
         out: PathBuf,
         /// Run only these scenarios (comma-separated: pause_vs_state,
-        /// pause_vs_backlog, group_scaling, throughput, scale, faults).
+        /// pause_vs_backlog, group_scaling, throughput, scale, faults,
+        /// durable_relay, durable_restart, durable_handoff).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
