@@ -250,10 +250,22 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         Serving::start(args, Listeners::default(), false)?
     };
-    let point = match &args.durable.state_dir {
-        Some(dir) => Some(HandoffPoint::start(dir).context("listening for handoffs")?),
-        None => None,
-    };
+    // Without its socket (a path too long for one, say) the host serves
+    // on; it just cannot be handed over.
+    let point = args
+        .durable
+        .state_dir
+        .as_deref()
+        .and_then(|dir| match HandoffPoint::start(dir) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!(
+                    "-- no handoffs: cannot listen on {}: {e}",
+                    handoff::socket_path(dir).display()
+                );
+                None
+            }
+        });
     let code = match run_script(args, &serving.rt)? {
         Some(code) => code,
         None => {

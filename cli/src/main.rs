@@ -543,6 +543,8 @@ fn demo(
             admin: admin_options(serve)?,
             trusted_keys,
             state_dir: None,
+            host_binary: std::env::current_exe().ok(),
+            handoff_stay: settle,
         },
         narrate,
     )?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::unbounded;
 
+mod handoff;
 pub mod monitor;
 
 use liveswap::{Event, ModuleState, Outcome, Runtime, RuntimeBuilder, TransactionReport};
@@ -44,6 +45,12 @@ pub struct DemoOptions {
     /// directory if the script hands the host over (`#! handoff`), removed
     /// at the end; no state directory otherwise.
     pub state_dir: Option<PathBuf>,
+    /// The `liveswap` binary a handoff starts as the fresh host process
+    /// (which serves for `handoff_stay`, then is taken back). None: the
+    /// fresh host is made in this process.
+    pub host_binary: Option<PathBuf>,
+    /// How long the fresh host process serves before it is taken back.
+    pub handoff_stay: Duration,
 }
 
 /// A script line (a comment to `liveswap run`) at which the demo hands
@@ -57,6 +64,8 @@ pub struct Handoff {
     pub window: (Instant, Instant),
     /// Modules and queued messages the new host restored.
     pub restored: (usize, usize),
+    /// The new host: `pid N` (a fresh process) or `this process`.
+    pub to: String,
 }
 
 /// Something to tell the person watching.
@@ -298,34 +307,62 @@ pub fn run(
     for (i, raw) in opts.script.lines().enumerate() {
         let trimmed = raw.trim();
         if trimmed == HANDOFF {
-            narrate(Narration::Command("(hand the host over)".into()));
-            let t0 = Instant::now();
             let listeners = endpoint.as_mut().map(|e| e.hand_over()).unwrap_or_default();
-            rt.shutdown();
-            rt = build()?;
-            forward(&rt);
+            let dir = state_dir.clone().expect("a handoff has a state directory");
+            match &opts.host_binary {
+                Some(bin) => {
+                    narrate(Narration::Command(format!(
+                        "(hand the host over to a fresh `{} run --take-over` process, and take it back after {:?})",
+                        bin.display(),
+                        opts.handoff_stay
+                    )));
+                    let (away, home, pid) = handoff::round_trip(
+                        bin,
+                        &dir,
+                        &mut rt,
+                        &build,
+                        &events_tx,
+                        opts.handoff_stay,
+                    )?;
+                    forward(&rt);
+                    narrate(Narration::Reply(format!(
+                        "pid {pid} took the router over (modules paused {:.0} ms), served it, and handed it back to a fresh host here: {} modules and {} queued messages restored (paused {:.0} ms)",
+                        (away.window.1 - away.window.0).as_secs_f64() * 1000.0,
+                        home.restored.0,
+                        home.restored.1,
+                        (home.window.1 - home.window.0).as_secs_f64() * 1000.0
+                    )));
+                    handoffs.push(away);
+                    handoffs.push(home);
+                }
+                None => {
+                    narrate(Narration::Command("(hand the host over)".into()));
+                    let t0 = Instant::now();
+                    rt.shutdown();
+                    rt = build()?;
+                    forward(&rt);
+                    let t1 = Instant::now();
+                    let restored = rt
+                        .restart_summary()
+                        .map_or((0, 0), |s| (s.modules, s.queued));
+                    narrate(Narration::Reply(format!(
+                        "a fresh host took the router over from {}: {} modules and {} queued messages restored, modules paused {:.0} ms",
+                        dir.display(),
+                        restored.0,
+                        restored.1,
+                        (t1 - t0).as_secs_f64() * 1000.0
+                    )));
+                    handoffs.push(Handoff {
+                        window: (t0, t1),
+                        restored,
+                        to: "a fresh host in this process".into(),
+                    });
+                }
+            }
             if let (Some(mut a), true) = (opts.admin.clone(), endpoint.is_some()) {
                 a.inherited = listeners;
                 endpoint = liveswap_ops::admin::AdminServer::start(rt.clone(), a).ok();
             }
-            let t1 = Instant::now();
-            let restored = rt
-                .restart_summary()
-                .map_or((0, 0), |s| (s.modules, s.queued));
-            narrate(Narration::Reply(format!(
-                "a fresh host took the router over from {}: {} modules and {} queued messages restored, modules paused {:.0} ms",
-                state_dir
-                    .as_deref()
-                    .map(|d| d.display().to_string())
-                    .unwrap_or_default(),
-                restored.0,
-                restored.1,
-                (t1 - t0).as_secs_f64() * 1000.0
-            )));
-            handoffs.push(Handoff {
-                window: (t0, t1),
-                restored,
-            });
             continue;
         }
         if let Some(h) = trimmed.strip_prefix("##") {
@@ -678,8 +715,9 @@ impl DemoResult {
         for h in &self.handoffs {
             let _ = writeln!(
                 out,
-                "handoff at +{:.2}s: a fresh host restored {} modules and {} queued messages; modules paused {:.0} ms",
+                "handoff at +{:.2}s to {}: restored {} modules and {} queued messages; modules paused {:.0} ms",
                 h.window.0.duration_since(self.started).as_secs_f64(),
+                h.to,
                 h.restored.0,
                 h.restored.1,
                 (h.window.1 - h.window.0).as_secs_f64() * 1000.0

@@ -187,3 +187,35 @@ fn history_and_settings_survive_a_restart() {
     );
     h.rt.shutdown();
 }
+
+#[test]
+fn poison_messages_are_kept_across_a_restart() {
+    let t = TempDir::new("poison");
+    let dir = t.0.join("state");
+    let listing = |h: &Host| match h.ok("Poison A") {
+        liveswap_ops::Reply::Text(t) => t,
+        other => panic!("Poison: {other:?}"),
+    };
+    {
+        let mut h = Host::with(on(&dir));
+        h.ok(&format!(
+            "Load A {} config quiet",
+            liveswap_guests::PROBE_V2
+        ));
+        h.ok("Send A do \"trap\"");
+        h.wait_event("the message set aside", |e| {
+            matches!(e, liveswap::Event::Log { module, line, .. }
+                if module == "A" && line.contains("poison message set aside"))
+        });
+        let before = listing(&h);
+        assert!(before.contains("service trapped"), "{before}");
+        h.rt.shutdown();
+    }
+    let h = Host::with(on(&dir));
+    let after = listing(&h);
+    assert!(
+        after.contains("service trapped") && after.contains("v2.0") && after.contains("`do`"),
+        "the poison message, its version and its trap came back: {after}"
+    );
+    h.rt.shutdown();
+}

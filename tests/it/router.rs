@@ -36,6 +36,8 @@ fn the_router_survives_every_transaction_and_a_bad_release_without_losing_a_rela
             admin: None,
             trusted_keys: Vec::new(),
             state_dir: None,
+            host_binary: None,
+            handoff_stay: Duration::ZERO,
         },
         quiet,
     )

@@ -52,16 +52,22 @@ impl Worker {
         });
     }
 
-    /// Message `id` was set aside: the call retried (which then counts as
-    /// completed), or one of the log.
-    pub(super) fn poisoned(&mut self, id: u64, retried: bool) {
+    /// Message `id` was taken out: the call retried (which then counts as
+    /// completed), or one of the log; kept as poison (`aside`: the version
+    /// it trapped and why) or dropped.
+    pub(super) fn poisoned(&mut self, id: u64, retried: bool, aside: Option<(&str, &str)>) {
         let seq = if retried {
             self.seq += 1;
             Some(self.seq)
         } else {
             None
         };
-        self.record(|module| Op::Poisoned { module, seq, id });
+        self.record(|module| Op::Poisoned {
+            module,
+            seq,
+            id,
+            aside: aside.map(|(v, r)| (v.to_string(), r.to_string())),
+        });
         if retried {
             self.producing();
         }

@@ -325,9 +325,10 @@ impl Worker {
                 }
                 Err(f) => {
                     let Logged { id, message: m, .. } = self.recovery.log.remove(i);
-                    self.poisoned(id, false);
+                    let why = f.to_string();
+                    self.poisoned(id, false, Some((version.label(), &why)));
                     self.recovery.log_bytes -= message_cost(&m.kind, &m.from, &m.body);
-                    self.set_aside(m, version, f.to_string());
+                    self.set_aside(m, version, why);
                     self.env.reaper.bury(fresh);
                     return Err(Rebuild::SetAside);
                 }
@@ -428,8 +429,9 @@ impl Worker {
                 true
             }
             Err(f) => {
-                self.poisoned(id, true);
-                self.set_aside(m, version, f.to_string());
+                let why = f.to_string();
+                self.poisoned(id, true, Some((version.label(), &why)));
+                self.set_aside(m, version, why);
                 false
             }
         }

@@ -323,7 +323,7 @@ impl Worker {
         let retry = self.retry.take();
         let mut dropped = usize::from(retry.is_some());
         if let Some(r) = retry {
-            self.poisoned(r.id, true);
+            self.poisoned(r.id, true, None);
         }
         while let Ok(item) = self.data_rx.try_recv() {
             if let Item::Msg(m, id) = item {

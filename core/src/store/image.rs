@@ -86,6 +86,25 @@ pub struct ModuleImage {
     /// A call that trapped, to be served again with its first effects
     /// suppressed (they stand).
     pub retry: Option<RetryImage>,
+    /// Messages set aside as poison, oldest first.
+    pub poison: Vec<PoisonImage>,
+}
+
+/// Most poison messages kept per module (the host's own limit is usually
+/// lower: `--max-poison`).
+pub const MAX_POISON: usize = 1000;
+
+/// A message set aside as poison.
+#[derive(Clone, Debug)]
+pub struct PoisonImage {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The version it trapped.
+    pub version: String,
+    /// The trap, in one line.
+    pub reason: String,
+    /// The message.
+    pub message: Message,
 }
 
 /// A call that trapped and has not been served again yet.
@@ -154,12 +173,14 @@ pub enum Op {
         tick: Option<Message>,
         failed: Failures,
     },
-    /// Message `id` was set aside as poison: from the mailbox, completing
-    /// call `seq`, or (no `seq`) from the log.
+    /// Message `id` was set aside: from the mailbox, completing call
+    /// `seq`, or (no `seq`) from the log; kept as poison with the version
+    /// it trapped and why (`aside`), or dropped (none).
     Poisoned {
         module: Arc<str>,
         seq: Option<u64>,
         id: u64,
+        aside: Option<(String, String)>,
     },
     /// Message `id` was taken out unserved.
     Dropped { module: Arc<str>, id: u64 },
@@ -371,6 +392,22 @@ impl Image {
 }
 
 impl ModuleImage {
+    fn set_aside(&mut self, message: Message, version: String, reason: String) {
+        if self.poison.len() >= MAX_POISON {
+            self.poison.remove(0);
+        }
+        let at_ms = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        self.poison.push(PoisonImage {
+            at_ms,
+            version,
+            reason,
+            message,
+        });
+    }
+
     /// Take message `id` out of the mailbox (or the call retried).
     fn take(&mut self, id: u64) -> Option<Message> {
         if self.retry.as_ref().is_some_and(|r| r.id == id) {
@@ -456,11 +493,21 @@ impl ModuleImage {
                     });
                 }
             }
-            Op::Poisoned {
-                seq: Some(seq), id, ..
-            } => {
-                self.seq = self.seq.max(seq);
-                self.take(id);
+            Op::Poisoned { seq, id, aside, .. } => {
+                let message = match seq {
+                    Some(seq) => {
+                        self.seq = self.seq.max(seq);
+                        self.take(id)
+                    }
+                    None => self
+                        .log
+                        .iter()
+                        .position(|l| l.id == id)
+                        .map(|i| self.log.remove(i).message),
+                };
+                if let (Some(message), Some((version, reason))) = (message, aside) {
+                    self.set_aside(message, version, reason);
+                }
             }
             Op::Trapped {
                 seq,
@@ -479,7 +526,6 @@ impl ModuleImage {
                     });
                 }
             }
-            Op::Poisoned { seq: None, id, .. } => self.log.retain(|l| l.id != id),
             Op::Dropped { id, .. } => {
                 self.inbox.remove(&id);
             }
@@ -662,11 +708,24 @@ impl Op {
                 }
                 e.failures(failed);
             }
-            Op::Poisoned { module, seq, id } => {
+            Op::Poisoned {
+                module,
+                seq,
+                id,
+                aside,
+            } => {
                 e.u8(2);
                 e.str(module);
                 e.opt_u64(*seq);
                 e.u64(*id);
+                match aside {
+                    None => e.u8(0),
+                    Some((v, r)) => {
+                        e.u8(1);
+                        e.str(v);
+                        e.str(r);
+                    }
+                }
             }
             Op::Dropped { module, id } => {
                 e.u8(3);
@@ -681,20 +740,6 @@ impl Op {
             Op::NoBase { module } => {
                 e.u8(5);
                 e.str(module);
-            }
-            Op::Trapped {
-                module,
-                seq,
-                id,
-                effects,
-                failed,
-            } => {
-                e.u8(15);
-                e.str(module);
-                e.u64(*seq);
-                e.u64(*id);
-                e.u64(*effects);
-                e.failures(failed);
             }
             op => op.encode_admin(e),
         }
@@ -769,6 +814,20 @@ impl Op {
 
     fn encode_records(&self, e: &mut Enc) {
         match self {
+            Op::Trapped {
+                module,
+                seq,
+                id,
+                effects,
+                failed,
+            } => {
+                e.u8(15);
+                e.str(module);
+                e.u64(*seq);
+                e.u64(*id);
+                e.u64(*effects);
+                e.failures(failed);
+            }
             Op::TxnBegin { txn, line, targets } => {
                 e.u8(12);
                 e.u64(*txn);
@@ -815,6 +874,10 @@ impl Op {
                 module: d.name()?,
                 seq: d.opt_u64()?,
                 id: d.u64()?,
+                aside: match d.u8()? {
+                    0 => None,
+                    _ => Some((d.str()?, d.str()?)),
+                },
             },
             3 => Op::Dropped {
                 module: d.name()?,
@@ -1009,6 +1072,13 @@ impl ModuleImage {
                 e.failures(&r.failed);
             }
         }
+        e.u64(self.poison.len() as u64);
+        for p in &self.poison {
+            e.u64(p.at_ms);
+            e.str(&p.version);
+            e.str(&p.reason);
+            e.message(&p.message);
+        }
     }
 
     fn decode(d: &mut Dec) -> Result<ModuleImage, Damaged> {
@@ -1054,6 +1124,14 @@ impl ModuleImage {
                 failed: d.failures()?,
             }),
         };
+        for _ in 0..d.u64()? {
+            m.poison.push(PoisonImage {
+                at_ms: d.u64()?,
+                version: d.str()?,
+                reason: d.str()?,
+                message: d.message()?,
+            });
+        }
         Ok(m)
     }
 }

@@ -201,6 +201,7 @@ impl Cut {
                 module,
                 seq: Some(seq),
                 id,
+                ..
             } => (Some(*id), Some((module.clone(), *seq))),
             Op::Dropped { id, .. } => (Some(*id), None),
             _ => return,

@@ -26,8 +26,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use codec::Damaged;
 pub use image::{
-    BaseImage, Failures, Image, LoggedImage, ModuleDef, ModuleImage, Op, Producer, RetryImage,
-    TxnImage,
+    BaseImage, Failures, Image, LoggedImage, ModuleDef, ModuleImage, Op, PoisonImage, Producer,
+    RetryImage, TxnImage,
 };
 pub use journal::Journal;
 

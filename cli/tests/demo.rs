@@ -1,0 +1,43 @@
+//! `liveswap demo` as a user runs it, shortened: the router goes through
+//! every transaction and, between the third and the fourth, is handed to
+//! a fresh `liveswap run --take-over` process and taken back; the demo
+//! exits 0 only if every relay number arrived once and in order and no
+//! module went silent outside a transaction or a handoff.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_hands_the_router_to_a_fresh_process_and_every_invariant_holds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_liveswap"))
+        .args(["demo", "--no-admin", "--settle", "1500ms"])
+        .output()
+        .expect("liveswap runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let handed: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("handoff at"))
+        .collect();
+    assert_eq!(handed.len(), 2, "{text}");
+    assert!(
+        handed[0].contains("a fresh `liveswap run --take-over`")
+            && handed[0].contains("restored 3 modules"),
+        "{}",
+        handed[0]
+    );
+    assert!(handed[1].contains("restored 3 modules"), "{}", handed[1]);
+    for sender in ["IP   ", "VRRP "] {
+        assert!(
+            text.lines().any(
+                |l| l.starts_with(&format!("relay numbers OSPF got from {sender}"))
+                    && l.ends_with("consecutive, none lost or repeated")
+            ),
+            "{text}"
+        );
+    }
+    assert!(text.contains("every invariant held"), "{text}");
+}
