@@ -208,12 +208,13 @@ fn hand_over(
         .map(AdminServer::hand_over)
         .unwrap_or_default();
     let kept = listeners.clone();
+    rt.release_state_dir();
+    let ready = handoff::send_ready(&stream, &listeners).map_err(|e| e.to_string());
+    // The rest of the stop while the new host restores.
     rt.shutdown();
     printer.stop();
     drop(rt);
-    let outcome = handoff::send_ready(&stream, &listeners)
-        .map_err(|e| e.to_string())
-        .and_then(|()| handoff::await_serving(&stream, HANDOFF_BOUND));
+    let outcome = ready.and_then(|()| handoff::await_serving(&stream, HANDOFF_BOUND));
     match outcome {
         Ok(detail) => {
             println!(

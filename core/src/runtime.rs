@@ -479,30 +479,44 @@ impl Runtime {
         self.core.try_get_state(path, state)
     }
 
+    /// With a state directory, the first half of a handoff (and of
+    /// [`Runtime::shutdown`]): stop every module between two messages with
+    /// a fresh recovery point, make everything durable, and let the
+    /// directory go, so that another host can open it at once. The rest of
+    /// the shutdown (timer and epoch threads) can follow later. Without a
+    /// state directory it does nothing.
+    pub fn release_state_dir(&self) {
+        let core = &self.core;
+        let Some(journal) = &core.bus.journal else {
+            return;
+        };
+        let _ = core.serialized("Quit", "shutdown", true, |_| {
+            core.park_all();
+            if let Err(e) = journal.close() {
+                tracing::error!("state directory: the last commit failed: {e}");
+            }
+            Ok(Reply::Quit)
+        });
+        if let Some(state) = &self.state {
+            state.release();
+        }
+    }
+
     /// Stop gracefully. Without a state directory every module drains
     /// its mailbox and stops; with one, every module stops between two
     /// messages and what is queued stays in the store, served after the
     /// next start.
     pub fn shutdown(&self) {
         let core = &self.core;
-        let _ = core.serialized("Quit", "shutdown", true, |_| {
-            match &core.bus.journal {
-                None => {
-                    for p in core.modules.all() {
-                        let _ = core.unload(p.name());
-                    }
+        if core.bus.journal.is_some() {
+            self.release_state_dir();
+        } else {
+            let _ = core.serialized("Quit", "shutdown", true, |_| {
+                for p in core.modules.all() {
+                    let _ = core.unload(p.name());
                 }
-                Some(journal) => {
-                    core.park_all();
-                    if let Err(e) = journal.close() {
-                        tracing::error!("state directory: the last commit failed: {e}");
-                    }
-                }
-            }
-            Ok(Reply::Quit)
-        });
-        if let Some(state) = &self.state {
-            state.release();
+                Ok(Reply::Quit)
+            });
         }
         core.bus.shutdown();
         self.epoch_stop.store(true, Ordering::Relaxed);

@@ -92,8 +92,9 @@ pub(crate) fn round_trip(
         anyhow::bail!("{} did not ask to take over", bin.display());
     };
     let t0 = Instant::now();
-    rt.shutdown();
+    rt.release_state_dir();
     handoff::send_ready(&stream, &Listeners::default())?;
+    rt.shutdown();
     let served = handoff::await_serving(&stream, BOUND);
     let t1 = Instant::now();
     let restored = |r: &Runtime| {

@@ -35,6 +35,12 @@ const QUEUE: usize = 1 << 16;
 /// (or more than the last image, if that is larger).
 const COMPACT_BYTES: u64 = 64 << 20;
 
+/// At a clean stop, a journal past this many bytes is rewritten as an
+/// image (the next start then replays nothing; a clean stop has just taken
+/// fresh recovery points, so the image is small). A shorter one is left:
+/// replaying it costs less than writing the image.
+const CLOSE_COMPACT_BYTES: u64 = 1 << 20;
+
 type Ack = Sender<Result<(), String>>;
 
 struct Entry {
@@ -408,12 +414,17 @@ impl Writer {
         Ok(())
     }
 
-    /// At Close: commit what can be, durably (under any policy). The
-    /// image is not rewritten: the next start reads the journal.
+    /// At Close: commit what can be, durably (under any policy), and
+    /// rewrite the image if the journal is long; one fsync either way.
     fn finish(&mut self) -> Result<(), String> {
+        let rewrite = self.journal_bytes > CLOSE_COMPACT_BYTES;
         if self.safe > 0 {
-            self.commit_as(Durability::Immediate);
-        } else if self.policy == SyncPolicy::Never {
+            self.commit_as(if rewrite {
+                Durability::None
+            } else {
+                Durability::Immediate
+            });
+        } else if !rewrite && self.policy == SyncPolicy::Never {
             // Earlier batches were committed without an fsync.
             let sync = || -> Result<(), redb::Error> {
                 let mut txn = self.db.begin_write()?;
@@ -435,6 +446,7 @@ impl Writer {
         let broken = self.broken.read().expect("journal poisoned").clone();
         match broken {
             Some(why) => Err(why),
+            None if rewrite => self.compact(),
             None => Ok(()),
         }
     }
