@@ -1135,3 +1135,119 @@ impl ModuleImage {
         Ok(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u8) -> Message {
+        Message {
+            from: "A".into(),
+            kind: "num".into(),
+            proto: 1,
+            body: vec![n],
+        }
+    }
+
+    fn load(image: &mut Image, name: &str) {
+        image.apply(Op::Load {
+            module: Arc::from(name),
+            def: ModuleDef::default(),
+            failed: Vec::new(),
+        });
+    }
+
+    /// A restart drops a queued message whose sending call did not
+    /// complete (that call runs again), keeps one whose call did, and
+    /// ends open transactions: committed where a target swapped (the
+    /// others marked to finish it), aborted where none did.
+    #[test]
+    fn settle_keeps_a_consistent_cut_and_ends_every_open_transaction() {
+        let mut image = Image::default();
+        for m in ["A", "B", "C", "D"] {
+            load(&mut image, m);
+        }
+        let a: Arc<str> = Arc::from("A");
+        // A's call 1 sent message 10 and completed; its call 2 sent 11
+        // and did not.
+        for (id, call) in [(10, 1), (11, 2)] {
+            image.apply(Op::Enq {
+                id,
+                to: Arc::from("B"),
+                msg: msg(id as u8),
+                producer: Some((a.clone(), call)),
+            });
+        }
+        image.apply(Op::Served {
+            module: a.clone(),
+            seq: 1,
+            id: 9,
+            tick: Some(msg(9)),
+            failed: Vec::new(),
+        });
+        let t = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), format!("sha256:{n}2")))
+                .collect()
+        };
+        image.apply(Op::TxnBegin {
+            txn: 7,
+            line: "Syn_Replace C c2 D d2".into(),
+            targets: t(&["C", "D"]),
+        });
+        image.apply(Op::Swap {
+            module: Arc::from("C"),
+            txn: 7,
+            path: "c2.wasm".into(),
+            digest: "sha256:C2".into(),
+            state: Some(Arc::new(vec![1])),
+        });
+        image.apply(Op::TxnBegin {
+            txn: 8,
+            line: "Replace B b2".into(),
+            targets: t(&["B"]),
+        });
+        assert!(image.unsettled());
+        let ended = image.settle();
+        let queued: Vec<u64> = image.modules["B"].inbox.keys().copied().collect();
+        assert_eq!(queued, [10], "the message of the open call is dropped");
+        assert_eq!(
+            ended,
+            [
+                (7, "Syn_Replace C c2 D d2".to_string(), true),
+                (8, "Replace B b2".to_string(), false)
+            ]
+        );
+        assert_eq!(
+            image.modules["D"].finish,
+            Some((7, "sha256:D2".to_string())),
+            "D finishes the committed transaction"
+        );
+        assert_eq!(image.modules["C"].finish, None);
+        assert!(!image.unsettled());
+    }
+
+    /// What is encoded reads back the same.
+    #[test]
+    fn an_image_reads_back_as_written() {
+        let mut image = Image::default();
+        load(&mut image, "A");
+        image.apply(Op::Enq {
+            id: 3,
+            to: Arc::from("A"),
+            msg: msg(3),
+            producer: None,
+        });
+        image.apply(Op::Timer {
+            module: Arc::from("A"),
+            name: "t".into(),
+            every_ms: Some(5),
+        });
+        let back = Image::decode(&image.encode()).unwrap();
+        assert_eq!(back.encode(), image.encode());
+        assert_eq!(back.modules["A"].timers["t"], 5);
+        let cut = &image.encode()[..image.encode().len() - 3];
+        assert!(Image::decode(cut).is_err(), "a torn image is an error");
+    }
+}
