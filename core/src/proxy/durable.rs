@@ -19,10 +19,13 @@ impl Worker {
         }
     }
 
-    /// Sends from this thread are made by the call to come.
-    pub(super) fn producing(&self) {
+    /// Sends from this thread are made by the `service` call about to run
+    /// (`on`), or by no call a restart runs again (`init`, `enable`,
+    /// `get-state`...: their sends are kept as they are).
+    pub(super) fn producing(&self, on: bool) {
         if self.env.bus.journal.is_some() {
-            crate::store::set_producer(Some((self.shared.seat.name.clone(), self.seq + 1)));
+            let tag = on.then(|| (self.shared.seat.name.clone(), self.seq + 1));
+            crate::store::set_producer(tag);
         }
     }
 
@@ -37,7 +40,6 @@ impl Worker {
             tick: (m.from == TIMER_SENDER).then(|| m.clone()),
             failed: failed.clone(),
         });
-        self.producing();
     }
 
     /// A call trapped: what it did stands, and it is served again.
@@ -68,9 +70,6 @@ impl Worker {
             id,
             aside: aside.map(|(v, r)| (v.to_string(), r.to_string())),
         });
-        if retried {
-            self.producing();
-        }
     }
 
     /// Message `id` was taken out unserved.

@@ -411,7 +411,10 @@ impl Worker {
             failed: first,
         } = r;
         fresh.skip_effects(effects, first);
-        match fresh.service(&m) {
+        self.producing(true);
+        let result = fresh.service(&m);
+        self.producing(false);
+        match result {
             Ok(r) => {
                 let effects_failed = fresh.take_failures();
                 fresh.skip_effects(0, Vec::new());

@@ -30,7 +30,6 @@ impl Worker {
         let started = Instant::now();
         let image = r.image;
         self.seq = image.seq;
-        self.producing();
         self.recovery.base = image.base.map(|b| match b {
             BaseImage::Init(failed) => Base::Init(Arc::from(image.def.config), Arc::new(failed)),
             BaseImage::State(s) => Base::State(s),

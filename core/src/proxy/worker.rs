@@ -87,7 +87,6 @@ impl Worker {
 
     pub(super) fn run(mut self, start: Start) {
         self.describe_point();
-        self.producing();
         match start {
             Start::Now(started) => {
                 let _ = started.send(self.switch(true));
@@ -362,7 +361,10 @@ impl Worker {
     /// `service(m)`, and what follows from its outcome: the log of the
     /// recovery point, probation, and on a trap recovery or rollback.
     pub(super) fn call(&mut self, m: Message, id: u64, now_ns: u64) {
-        match self.imp.service(&m) {
+        self.producing(true);
+        let result = self.imp.service(&m);
+        self.producing(false);
+        match result {
             Ok(Ok(())) => {
                 self.shared.served.fetch_add(1, Ordering::Relaxed);
                 self.served(m, id, false, now_ns);
