@@ -276,30 +276,6 @@ fn watch_streams_a_transaction_report() {
     assert_eq!(line.trim_end(), "OK done");
 }
 
-/// A fresh directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "liveswap-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn start_at(path: PathBuf) -> std::io::Result<AdminServer> {
     let rt = Arc::new(RuntimeBuilder::default().build().unwrap());
     AdminServer::start(

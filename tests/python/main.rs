@@ -15,25 +15,7 @@ use liveswap::RuntimeBuilder;
 #[allow(dead_code)]
 mod support;
 
-use support::Host;
-
-/// A fresh directory under the temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("liveswap-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{Host, TempDir};
 
 fn on(dir: &Path) -> RuntimeBuilder {
     RuntimeBuilder::default()

@@ -379,21 +379,25 @@ fn check_format(file: &Path) -> Result<(), StoreError> {
         Err(redb::DatabaseError::RepairAborted) => return Ok(()),
         Err(e) => return Err(damaged(e.to_string())),
     };
-    let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
-    let found = match txn.open_table(META) {
-        Ok(t) => t
-            .get("format")
-            .map_err(|e| damaged(e.to_string()))?
-            .map(|v| v.value()),
-        Err(redb::TableError::TableDoesNotExist(_)) => None,
-        Err(e) => return Err(damaged(e.to_string())),
-    };
-    match found {
+    match format_of(&db).map_err(damaged)? {
         Some(f) if f > FORMAT => Err(StoreError::Newer {
             dir: file.parent().unwrap_or(file).to_path_buf(),
             found: f,
         }),
         _ => Ok(()),
+    }
+}
+
+/// The format a store says it has; none for a new store.
+fn format_of(db: &impl ReadableDatabase) -> Result<Option<u64>, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    match txn.open_table(META) {
+        Ok(t) => Ok(t
+            .get("format")
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value())),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -407,18 +411,7 @@ fn read_image(
         file: file.to_path_buf(),
         why,
     };
-    let found = {
-        let txn = db.begin_read().map_err(|e| damaged(e.to_string()))?;
-        match txn.open_table(META) {
-            Ok(t) => t
-                .get("format")
-                .map_err(|e| damaged(e.to_string()))?
-                .map(|v| v.value()),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(damaged(e.to_string())),
-        }
-    };
-    match found {
+    match format_of(db).map_err(damaged)? {
         Some(f) if f > FORMAT => {
             return Err(StoreError::Newer {
                 dir: dir.to_path_buf(),
