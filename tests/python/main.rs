@@ -87,6 +87,15 @@ fn python_counter() -> PathBuf {
     out
 }
 
+/// The Python guest's version in `h`'s repository (the one of `size` bytes).
+fn python_version(h: &Host, size: u64) -> std::sync::Arc<liveswap::repo::Version> {
+    h.rt.repository()
+        .all()
+        .into_iter()
+        .find(|v| v.size as u64 == size)
+        .expect("the Python guest is loaded")
+}
+
 #[test]
 fn a_restart_loads_an_18_mb_python_guest_from_its_compiled_artifact() {
     let wasm = python_counter();
@@ -102,12 +111,7 @@ fn a_restart_loads_an_18_mb_python_guest_from_its_compiled_artifact() {
             liveswap_guests::PROBE_V2
         ));
         std::thread::sleep(Duration::from_millis(300));
-        let v =
-            h.rt.repository()
-                .all()
-                .into_iter()
-                .find(|v| v.size as u64 == size)
-                .unwrap();
+        let v = python_version(&h, size);
         assert!(!v.precompiled, "the first load compiles");
         h.rt.shutdown();
         v.compile_us
@@ -115,12 +119,7 @@ fn a_restart_loads_an_18_mb_python_guest_from_its_compiled_artifact() {
     let mut h = Host::with(on(&dir));
     let s = h.rt.restart_summary().unwrap();
     assert_eq!(s.modules, 2, "{s:?}");
-    let v =
-        h.rt.repository()
-            .all()
-            .into_iter()
-            .find(|v| v.size as u64 == size)
-            .unwrap();
+    let v = python_version(&h, size);
     assert!(v.precompiled, "the restart loads the stored artifact");
     eprintln!(
         "Python guest ({} MiB): compiled in {:.0} ms; after a restart, loaded from the state directory in {:.1} ms (restart of 2 modules: {:.0} ms)",

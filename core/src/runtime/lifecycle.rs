@@ -32,8 +32,13 @@ impl Core {
 
     /// The limits of a module loaded with `options`.
     pub(crate) fn limits_for(&self, options: &LoadOptions) -> InstanceLimits {
+        self.limits_with(options.memory)
+    }
+
+    /// The host's instance limits, with this memory limit if one is given.
+    pub(crate) fn limits_with(&self, memory: Option<usize>) -> InstanceLimits {
         InstanceLimits {
-            memory: options.memory.unwrap_or(self.limits.memory),
+            memory: memory.unwrap_or(self.limits.memory),
             ..self.limits.clone()
         }
     }

@@ -150,10 +150,7 @@ impl Core {
             .restore(&m.def.digest, &m.def.path)
             .map_err(|e| e.to_string())?;
         let grants: Arc<[Grant]> = Arc::from(m.def.grants.as_slice());
-        let limits = crate::instance::InstanceLimits {
-            memory: m.def.memory.map_or(self.limits.memory, |b| b as usize),
-            ..self.limits.clone()
-        };
+        let limits = self.limits_with(m.def.memory.map(|b| b as usize));
         let imp = self
             .instantiate(&version, name, &grants, &limits)
             .map_err(|e| e.to_string())?;
