@@ -7,7 +7,7 @@
 //! nothing is formatted, allocated or woken unless the vote is NO.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::recovery::Base;
 use super::worker::Worker;
@@ -39,13 +39,14 @@ struct Quiesced {
     quiesce_us: u64,
 }
 
-/// When `put-state` and `get-state` are interrupted: two epoch periods
-/// before the vote's bound, so that the NO (naming the call) reaches the
-/// coordinator before it gives up on the module as late.
+/// When `put-state` and `get-state` are interrupted: a tenth of the
+/// vote's bound before it ends (at least two epoch periods, at most
+/// 100 ms), so that the NO naming the call reaches the coordinator before
+/// it gives up on the module as late, even on a loaded machine where the
+/// worker's thread is not scheduled at once.
 fn state_calls_end(txn: &Txn) -> Instant {
-    txn.deadline
-        .checked_sub(2 * EPOCH_PERIOD)
-        .unwrap_or(txn.deadline)
+    let margin = (txn.bound / 10).clamp(2 * EPOCH_PERIOD, Duration::from_millis(100));
+    txn.deadline.checked_sub(margin).unwrap_or(txn.deadline)
 }
 
 /// Why a state call that faulted votes NO: out of time if the vote's
