@@ -15,7 +15,9 @@ use liveswap_ops::handoff::{self, HandoffPoint};
 use liveswap_ops::script::{self, ScriptEnd};
 use liveswap_ops::{Reply, ToJson as _, ToText as _};
 
-use super::{RunArgs, guests_dir, start_admin_with};
+use liveswap_ops::web::WebServer;
+
+use super::{RunArgs, guests_dir, start_admin_with, start_web};
 
 /// How long either side of a handoff waits for the other.
 const HANDOFF_BOUND: Duration = Duration::from_secs(60);
@@ -115,11 +117,12 @@ fn say_endpoint(endpoint: &Option<AdminServer>) {
 }
 
 /// A running host: its runtime, the printer of its events, its admin
-/// endpoint.
+/// endpoint and dashboard.
 struct Serving {
     rt: Arc<Runtime>,
     printer: Printer,
     endpoint: Option<AdminServer>,
+    web: Option<WebServer>,
 }
 
 impl Serving {
@@ -142,18 +145,30 @@ impl Serving {
         }
         let printer = Printer::start(rt.watch(), args.json, args.verbose);
         let endpoint = start_admin_with(&rt, &args.serve, inherited)?;
+        let web = start_web(&rt, &args.serve)?;
         if !args.json {
             say_endpoint(&endpoint);
+            if let Some(w) = &web {
+                println!(
+                    "-- dashboard: http://{}/ (metrics: http://{}/metrics)",
+                    w.addr(),
+                    w.addr()
+                );
+            }
             say_restored(&rt);
         }
         Ok(Serving {
             rt,
             printer,
             endpoint,
+            web,
         })
     }
 
     fn stop(mut self) {
+        if let Some(w) = self.web.as_mut() {
+            w.stop();
+        }
         if let Some(e) = self.endpoint.as_mut() {
             e.stop();
         }
@@ -202,7 +217,11 @@ fn hand_over(
         rt,
         printer,
         mut endpoint,
+        web,
     } = serving;
+    // The dashboard's port is not handed over: the new host listens on it
+    // again once it serves.
+    drop(web);
     let listeners = endpoint
         .as_mut()
         .map(AdminServer::hand_over)

@@ -14,6 +14,7 @@ use crossbeam_channel::bounded;
 use liveswap_ops::ToText as _;
 use liveswap_ops::admin::{self, AdminOptions, AdminServer, Client, Final};
 use liveswap_ops::script;
+use liveswap_ops::web::{WebOptions, WebServer};
 
 /// liveswap: keep a multi-module WebAssembly application running while its
 /// modules are loaded, replaced and removed.
@@ -46,6 +47,12 @@ struct Serve {
     /// lasts while its client reads).
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     admin_idle: Duration,
+    /// Serve the live web dashboard and Prometheus /metrics on this address
+    /// (e.g. 127.0.0.1:8080; port 0 picks a free one). Loopback is open to
+    /// anyone on this machine; any other address needs --token-file.
+    /// Running a command from the page always needs the token.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 /// How to reach a running host.
@@ -454,6 +461,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 admin_tcp: None,
                 token_file: None,
                 admin_idle: admin::DEFAULT_IDLE,
+                http: None,
             };
             let trusted = Trust { keys: trust }.read()?;
             shell::run(&connect_or_local(&connect, local), &serve, trusted)
@@ -541,6 +549,7 @@ fn demo(
             script: demo::ROUTER_SCRIPT.to_string(),
             monitor,
             admin: admin_options(serve)?,
+            http: web_options(serve)?,
             trusted_keys,
             state_dir: None,
             host_binary: std::env::current_exe().ok(),
@@ -641,6 +650,24 @@ fn admin_options(serve: &Serve) -> anyhow::Result<Option<AdminOptions>> {
         idle: Some(serve.admin_idle),
         ..AdminOptions::default()
     }))
+}
+
+/// The dashboard a host should serve, if any.
+fn web_options(serve: &Serve) -> anyhow::Result<Option<WebOptions>> {
+    let Some(addr) = serve.http else {
+        return Ok(None);
+    };
+    let token = serve.token_file.as_deref().map(read_token).transpose()?;
+    Ok(Some(WebOptions { addr, token }))
+}
+
+/// Start the dashboard a host should serve, if any, and say where.
+fn start_web(rt: &Arc<liveswap::Runtime>, serve: &Serve) -> anyhow::Result<Option<WebServer>> {
+    let Some(opts) = web_options(serve)? else {
+        return Ok(None);
+    };
+    let server = WebServer::start(rt.clone(), opts).context("starting the dashboard")?;
+    Ok(Some(server))
 }
 
 /// Start the admin endpoint a host should serve, if any.

@@ -39,6 +39,8 @@ pub struct DemoOptions {
     pub monitor: SocketAddr,
     /// The admin endpoint to serve while the demo runs, if any.
     pub admin: Option<liveswap_ops::admin::AdminOptions>,
+    /// The web dashboard to serve while the demo runs, if any.
+    pub http: Option<liveswap_ops::web::WebOptions>,
     /// Keys whose signatures the host requires (none: not checked).
     pub trusted_keys: Vec<liveswap::signing::PublicKey>,
     /// The host's state directory. None: a fresh one under the temp
@@ -239,6 +241,30 @@ pub fn run(
             }
         },
     };
+    // The dashboard, on the same address again after each handoff (the
+    // port it was given the first time, if it was asked for any).
+    let mut http = opts.http.clone();
+    let start_web = |rt: &Arc<Runtime>, http: &mut Option<liveswap_ops::web::WebOptions>| {
+        let w = http.as_mut()?;
+        match liveswap_ops::web::WebServer::start(rt.clone(), w.clone()) {
+            Ok(s) => {
+                w.addr = s.addr();
+                Some(s)
+            }
+            Err(e) => {
+                narrate(Narration::Reply(format!("no dashboard: {e}")));
+                None
+            }
+        }
+    };
+    let mut web = start_web(&rt, &mut http);
+    if let Some(w) = &web {
+        narrate(Narration::Reply(format!(
+            "dashboard: http://{}/ (metrics: http://{}/metrics)",
+            w.addr(),
+            w.addr()
+        )));
+    }
     let seen: Arc<Mutex<Vec<Event>>> = Arc::default();
     // Transactions the host started by itself, with when they were heard.
     let automatic: Arc<Mutex<Vec<(Instant, TransactionReport)>>> = Arc::default();
@@ -308,6 +334,7 @@ pub fn run(
         let trimmed = raw.trim();
         if trimmed == HANDOFF {
             let listeners = endpoint.as_mut().map(|e| e.hand_over()).unwrap_or_default();
+            drop(web.take());
             let dir = state_dir.clone().expect("a handoff has a state directory");
             match &opts.host_binary {
                 Some(bin) => {
@@ -363,6 +390,7 @@ pub fn run(
                 a.inherited = listeners;
                 endpoint = liveswap_ops::admin::AdminServer::start(rt.clone(), a).ok();
             }
+            web = start_web(&rt, &mut http);
             continue;
         }
         if let Some(h) = trimmed.strip_prefix("##") {
@@ -407,6 +435,7 @@ pub fn run(
             }
         }
     }
+    drop(web);
     if let Some(e) = endpoint.as_mut() {
         e.stop();
     }

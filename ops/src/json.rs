@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use liveswap::{Event, History, PoisonList, StatusReport, TransactionReport, VersionsReport};
+use liveswap::{
+    Event, History, PoisonList, ProxyStatus, StatusReport, TransactionReport, VersionsReport,
+};
 
 use crate::text::level_str;
 
@@ -72,28 +74,31 @@ impl ToJson for TransactionReport {
     }
 }
 
+impl ToJson for ProxyStatus {
+    /// One module of `Status` (and of the dashboard).
+    fn to_json(&self) -> Value {
+        let s = self;
+        json!({
+            "name": s.name, "state": s.state.as_str(),
+            "version": s.version.label(), "digest": s.version.digest,
+            "queued": s.depth, "capacity": s.capacity, "served": s.served,
+            "errors": s.errors, "faults": s.faults, "last_fault": s.last_fault,
+            "rates": s.rates.iter().map(|(k, r)| json!({"sender": k, "per_s": r})).collect::<Vec<_>>(),
+            "grants": s.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+            "memory_limit": s.memory_limit, "recoveries": s.recoveries,
+            "poisoned": s.poisoned, "recovery_point": s.recovery_point,
+            "logged": s.logged, "logged_bytes": s.logged_bytes,
+            "queued_bytes": s.queued_bytes.0, "max_queued_bytes": s.queued_bytes.1,
+            "timers": s.timers, "subscriptions": s.subscriptions,
+            "log_dropped": s.log_dropped, "refused": s.refused,
+            "probation_left_ms": s.probation_left.map(|d| d.as_millis() as u64),
+        })
+    }
+}
+
 impl ToJson for StatusReport {
     fn to_json(&self) -> Value {
-        let modules: Vec<Value> = self
-            .modules
-            .iter()
-            .map(|s| {
-                json!({
-                    "name": s.name, "state": s.state.as_str(),
-                    "version": s.version.label(), "digest": s.version.digest,
-                    "queued": s.depth, "capacity": s.capacity, "served": s.served,
-                    "errors": s.errors, "faults": s.faults, "last_fault": s.last_fault,
-                    "rates": s.rates.iter().map(|(k, r)| json!({"sender": k, "per_s": r})).collect::<Vec<_>>(),
-                    "grants": s.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
-                    "memory_limit": s.memory_limit, "recoveries": s.recoveries,
-                    "poisoned": s.poisoned, "recovery_point": s.recovery_point,
-                    "logged": s.logged, "logged_bytes": s.logged_bytes,
-                    "queued_bytes": s.queued_bytes.0, "max_queued_bytes": s.queued_bytes.1,
-                    "timers": s.timers, "subscriptions": s.subscriptions,
-                    "log_dropped": s.log_dropped,
-                })
-            })
-            .collect();
+        let modules: Vec<Value> = self.modules.iter().map(ToJson::to_json).collect();
         json!({
             "modules": modules,
             "bound_ms": self.bound.as_millis() as u64,

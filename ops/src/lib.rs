@@ -8,6 +8,7 @@
 //! - [`script`]: batch files, with `$VAR` expansion;
 //! - [`admin`]: the Unix-socket/TCP admin endpoint and its client;
 //! - [`text`], [`json`]: rendering;
+//! - [`web`]: the web dashboard and Prometheus `/metrics`;
 //! - [`execute_line`]: parse, run, render — what the shell, scripts and the
 //!   admin endpoint all do with one line.
 
@@ -17,6 +18,7 @@ pub mod handoff;
 pub mod json;
 pub mod script;
 pub mod text;
+pub mod web;
 
 use liveswap::{Command, CommandError, Runtime, TransactionReport};
 

@@ -34,6 +34,7 @@ fn the_router_survives_every_transaction_and_a_bad_release_without_losing_a_rela
             script: demo::ROUTER_SCRIPT.to_string(),
             monitor: "127.0.0.1:0".parse().unwrap(),
             admin: None,
+            http: None,
             trusted_keys: Vec::new(),
             state_dir: None,
             host_binary: None,

@@ -7,7 +7,7 @@
 //! after TERM simply waits behind it (architecture.md §4).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -79,6 +79,8 @@ struct Inner {
     // the worker drains.
     gate: RwLock<bool>,
     depth: AtomicUsize,
+    /// Messages this mailbox refused for being full (messages or bytes).
+    refused: AtomicU64,
     capacity: AtomicUsize,
     /// Bytes queued (see `limits::message_cost`), and the most it may.
     bytes: AtomicUsize,
@@ -132,6 +134,7 @@ impl Mailbox {
             tx,
             gate: RwLock::new(true),
             depth: AtomicUsize::new(0),
+            refused: AtomicU64::new(0),
             capacity: AtomicUsize::new(capacity),
             bytes: AtomicUsize::new(0),
             max_bytes,
@@ -150,7 +153,12 @@ impl Mailbox {
         &self.0.name
     }
 
-    /// Messages queued, not yet served.
+    /// Messages refused so far for a full mailbox (messages or bytes).
+    pub fn refused(&self) -> u64 {
+        self.0.refused.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued and not yet served.
     pub fn depth(&self) -> usize {
         self.0.depth.load(Ordering::Relaxed)
     }
@@ -191,6 +199,7 @@ impl Mailbox {
         let capacity = s.capacity.load(Ordering::Relaxed);
         if s.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
             s.depth.fetch_sub(1, Ordering::AcqRel);
+            s.refused.fetch_add(1, Ordering::Relaxed);
             return Err(SendError::Full {
                 name: s.name.to_string(),
                 capacity,
@@ -198,6 +207,7 @@ impl Mailbox {
         }
         if let Err(e) = self.take_bytes(message_cost(&msg.kind, from, &msg.body)) {
             s.depth.fetch_sub(1, Ordering::AcqRel);
+            s.refused.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
         {

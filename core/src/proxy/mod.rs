@@ -132,6 +132,10 @@ pub struct ProxyStatus {
     pub timers: usize,
     /// Subscriptions it holds (filled in by the runtime).
     pub subscriptions: usize,
+    /// Messages its mailbox refused for being full.
+    pub refused: u64,
+    /// Time left on probation, if it is on probation.
+    pub probation_left: Option<Duration>,
 }
 
 /// Recovery and probation settings (`SetCheckpoint`, `SetProbation`) and
@@ -227,6 +231,8 @@ struct Shared {
     logged_bytes: AtomicUsize,
     /// Description of the recovery point, for `Status`.
     point: Mutex<String>,
+    /// End of its probation window in ns since `origin` (0: none).
+    probation_until_ns: AtomicU64,
     state: Mutex<(ModuleState, Arc<Version>, Option<String>)>,
     served: AtomicU64,
     errors: AtomicU64,
@@ -289,6 +295,7 @@ impl ModuleProxy {
             faults: AtomicU64::new(0),
             origin: Instant::now(),
             last_start_ns: AtomicU64::new(0),
+            probation_until_ns: AtomicU64::new(0),
             max_gap_ns: AtomicU64::new(0),
             worker: Mutex::new(None),
         };
@@ -405,6 +412,13 @@ impl ModuleProxy {
             log_dropped: self.0.seat.gate.dropped(),
             timers: 0,
             subscriptions: 0,
+            refused: self.0.mailbox.refused(),
+            probation_left: match self.0.probation_until_ns.load(Ordering::Relaxed) {
+                0 => None,
+                until => Some(Duration::from_nanos(
+                    until.saturating_sub(self.0.origin.elapsed().as_nanos() as u64),
+                )),
+            },
         }
     }
 

@@ -269,6 +269,10 @@ impl Worker {
             ),
         };
         *self.shared.point.lock().expect("proxy poisoned") = text;
+        let until = self.probation.as_ref().map_or(0, |p| p.until_ns.max(1));
+        self.shared
+            .probation_until_ns
+            .store(until, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A fresh instance of `version` brought to the recovery point: base,
