@@ -19,6 +19,13 @@ use liveswap_ops::web::WebServer;
 
 use super::{RunArgs, guests_dir, start_admin_with, start_web};
 
+/// Print a line on stdout. A host whose stdout went away (`| head`)
+/// serves on, silently.
+fn tell(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
 /// How long either side of a handoff waits for the other.
 const HANDOFF_BOUND: Duration = Duration::from_secs(60);
 
@@ -33,9 +40,9 @@ impl Printer {
         let (done, done_rx) = bounded::<()>(1);
         let print = move |e: Event| {
             if json {
-                println!("{}", e.to_json());
+                tell(format_args!("{}", e.to_json()));
             } else if verbose || !e.is_chatty() {
-                println!("{}", e.to_text());
+                tell(format_args!("{}", e.to_text()));
             }
         };
         let thread = std::thread::spawn(move || {
@@ -81,38 +88,40 @@ fn say_restored(rt: &Runtime) {
     let (Some(s), Some(dir)) = (rt.restart_summary(), rt.state_dir()) else {
         return;
     };
-    println!(
+    tell(format_args!(
         "-- state directory {} (sync {}): restored {} module(s) and {} queued message(s) in {} ms",
         dir.display(),
         rt.sync_policy().map(|p| p.to_string()).unwrap_or_default(),
         s.modules,
         s.queued,
         s.took.as_millis()
-    );
+    ));
     for (txn, line, committed) in &s.ended {
         let how = if *committed {
             "committed; finished"
         } else {
             "not decided; aborted"
         };
-        println!("-- transaction {txn} (`{line}`) was interrupted by the stop: {how}");
+        tell(format_args!(
+            "-- transaction {txn} (`{line}`) was interrupted by the stop: {how}"
+        ));
     }
     for (name, why) in &s.lost {
-        println!("-- {name} not restored: {why}");
+        tell(format_args!("-- {name} not restored: {why}"));
     }
 }
 
 fn say_endpoint(endpoint: &Option<AdminServer>) {
     let Some(e) = endpoint else { return };
     if let Some(p) = e.unix_path() {
-        println!(
+        tell(format_args!(
             "-- admin endpoint: {} (liveswap ctl --connect {} Status)",
             p.display(),
             p.display()
-        );
+        ));
     }
     if let Some(a) = e.tcp_addr() {
-        println!("-- admin endpoint: tcp {a} (token required)");
+        tell(format_args!("-- admin endpoint: tcp {a} (token required)"));
     }
 }
 
@@ -149,11 +158,11 @@ impl Serving {
         if !args.json {
             say_endpoint(&endpoint);
             if let Some(w) = &web {
-                println!(
+                tell(format_args!(
                     "-- dashboard: http://{}/ (metrics: http://{}/metrics)",
                     w.addr(),
                     w.addr()
-                );
+                ));
             }
             say_restored(&rt);
         }
@@ -196,11 +205,11 @@ fn take_over(args: &RunArgs) -> anyhow::Result<Serving> {
         &stream,
         Ok(format!("restored in {} ms", restored.as_millis())),
     );
-    println!(
+    tell(format_args!(
         "-- took over: the old host stopped its modules and handed over in {} ms; restored here in {} ms",
         handed.duration_since(asked).as_millis(),
         restored.as_millis()
-    );
+    ));
     Ok(serving)
 }
 
@@ -236,22 +245,33 @@ fn hand_over(
     let outcome = ready.and_then(|()| handoff::await_serving(&stream, HANDOFF_BOUND));
     match outcome {
         Ok(detail) => {
-            println!(
+            tell(format_args!(
                 "-- handed over to pid {who} ({detail}): modules paused {} ms in all",
                 paused.elapsed().as_millis()
-            );
+            ));
             Ok(Ok(()))
         }
         Err(why) => {
-            println!("-- the handoff to pid {who} failed: {why}; serving again");
+            tell(format_args!(
+                "-- the handoff to pid {who} failed: {why}; serving again"
+            ));
             Ok(Err(Serving::start(args, kept, false)?))
         }
     }
 }
 
 pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    if args.script.is_none() && args.durable.state_dir.is_none() {
-        anyhow::bail!("liveswap run needs a script, or --state-dir to resume a host");
+    match &args.script {
+        None if args.durable.state_dir.is_none() => {
+            anyhow::bail!("liveswap run needs a script, or --state-dir to resume a host")
+        }
+        // Before anything starts: a typo in the path is the first thing
+        // to hear about.
+        Some(s) => {
+            std::fs::File::open(s)
+                .with_context(|| format!("{}: cannot read script", s.display()))?;
+        }
+        None => {}
     }
     let (stop_tx, stop_rx) = bounded::<()>(1);
     let presses = std::sync::atomic::AtomicUsize::new(0);
@@ -290,7 +310,7 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(code) => code,
         None => {
             if !args.json {
-                println!("-- script done; serving until Ctrl-C");
+                tell(format_args!("-- script done; serving until Ctrl-C"));
             }
             let requests = point.as_ref().map_or(never(), |p| p.requests().clone());
             loop {
@@ -310,11 +330,13 @@ pub(crate) fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     };
     if !args.json {
         match serving.rt.state_dir() {
-            None => println!("-- shutting down: modules drain their mailboxes"),
-            Some(d) => println!(
+            None => tell(format_args!(
+                "-- shutting down: modules drain their mailboxes"
+            )),
+            Some(d) => tell(format_args!(
                 "-- shutting down: modules stop between two messages; what is queued stays in {}",
                 d.display()
-            ),
+            )),
         }
     }
     drop(point);
@@ -340,8 +362,8 @@ fn run_script(args: &RunArgs, rt: &Arc<Runtime>) -> anyhow::Result<Option<ExitCo
                 return; // the event stream says it all
             }
             match reply {
-                Reply::Done(msg) => println!("> {line}\n  {msg}"),
-                Reply::Text(t) => println!("> {line}\n{t}"),
+                Reply::Done(msg) => tell(format_args!("> {line}\n  {msg}")),
+                Reply::Text(t) => tell(format_args!("> {line}\n{t}")),
                 Reply::Transaction(_) | Reply::Quit => {}
             }
         }),

@@ -106,7 +106,7 @@ struct RunArgs {
     pooled: Option<u32>,
     /// Linear-memory limit of each instance (e.g. 64MiB); a `Load` may set
     /// its own with `memory <size>`.
-    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "64MiB", value_parser = parse_memory)]
     memory_limit: usize,
     /// Largest state an old version may hand over, or a checkpoint keep;
     /// a larger one votes NO.
@@ -242,8 +242,26 @@ impl LimitArgs {
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {
-    liveswap_ops::command::parse_size(s)
-        .ok_or_else(|| format!("`{s}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)"))
+    liveswap_ops::command::parse_size(s).ok_or_else(|| {
+        format!("`{s}` is not a size (like 65536, 512KiB, 16MiB, 1GiB, or 500KB, 1GB)")
+    })
+}
+
+/// A linear-memory size: at least one WebAssembly page, so that a bare
+/// `64` (64 bytes) is caught rather than refused by every Load.
+fn parse_memory(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n < 64 * 1024 {
+        let hint = if s.trim().chars().all(|c| c.is_ascii_digit()) {
+            format!("; did you mean {}MiB?", s.trim())
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "`{s}` is {n} bytes, less than one WebAssembly page (64KiB){hint}"
+        ));
+    }
+    Ok(n)
 }
 
 /// The keys a host started here requires signatures by.
@@ -395,6 +413,22 @@ enum Cmd {
     },
     /// Print the command language.
     HelpCommands,
+    /// Print a completion script for a shell, e.g.
+    /// `liveswap completions bash > ~/.local/share/bash-completion/completions/liveswap`
+    /// or `liveswap completions zsh > ~/.zfunc/_liveswap`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (liveswap.1), or write it and one page per
+    /// subcommand (liveswap-run.1, ...) into a folder:
+    /// `liveswap man --out ~/.local/share/man/man1`.
+    Man {
+        /// Write every page into this folder instead.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -415,6 +449,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal, never into a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     // The error chain once, on one line: `error: --trust: ...: <why>`.
     // (Returning the error from `main` would print its Debug form, and a
@@ -431,10 +467,17 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::HelpCommands => {
-            println!("{}", liveswap_ops::command::HELP);
+            say(liveswap_ops::command::help());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(args) => host::run(&args),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory as _;
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "liveswap", &mut out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man { out } => man(out.as_deref()),
         Cmd::Demo {
             beat,
             settle,
@@ -468,14 +511,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Keygen { out } => {
             let (public, secret) = liveswap::signing::keygen(&out)?;
-            println!(
+            say(format_args!(
                 "public key: {} (give it to hosts: --trust)",
                 public.display()
-            );
-            println!(
+            ));
+            say(format_args!(
                 "secret key: {} (mode 0600; keep it secret)",
                 secret.display()
-            );
+            ));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sign { key, files } => sign(&key, &files),
@@ -495,24 +538,50 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let started = std::time::Instant::now();
             liveswap_bench::run(&opts, &mut |s| {
-                println!("[{:>6.1}s] {s}", started.elapsed().as_secs_f64())
+                say(format_args!(
+                    "[{:>6.1}s] {s}",
+                    started.elapsed().as_secs_f64()
+                ))
             })?;
-            println!("CSV and SVG files in {}", out.display());
+            say(format_args!("CSV and SVG files in {}", out.display()));
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn man(out: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    match out {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut page)?;
+            say(String::from_utf8_lossy(&page).trim_end());
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            say(format_args!(
+                "man pages written to {} (try: man -l {}/liveswap.1)",
+                dir.display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn sign(key: &Path, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let key = liveswap::signing::read_secret_key(key).context("reading the signing key")?;
     for f in files {
         let signed = liveswap::signing::sign_file(&key, f)?;
-        println!(
+        say(format_args!(
             "{} {} -> {}",
             signed.digest,
             f.display(),
             signed.sig_path.display()
-        );
+        ));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -534,14 +603,16 @@ fn demo(
     let started = std::time::Instant::now();
     let stamp = move || format!("{:>6.2}s", started.elapsed().as_secs_f64());
     let narrate: Arc<dyn Fn(Narration) + Send + Sync> = Arc::new(move |n| match n {
-        Narration::Heading(h) => println!("\n{} ━━ {h}", stamp()),
-        Narration::Command(c) => println!("{} > {c}", stamp()),
-        Narration::Reply(r) => println!("{}   {r}", stamp()),
-        Narration::Transaction(r) => println!("{} {}", stamp(), r.to_text()),
-        Narration::Log(l) => println!("{}   {l}", stamp()),
-        Narration::Monitor(m) => println!("{}   [{m}]", stamp()),
+        Narration::Heading(h) => say(format_args!("\n{} ━━ {h}", stamp())),
+        Narration::Command(c) => say(format_args!("{} > {c}", stamp())),
+        Narration::Reply(r) => say(format_args!("{}   {r}", stamp())),
+        Narration::Transaction(r) => say(format_args!("{} {}", stamp(), r.to_text())),
+        Narration::Log(l) => say(format_args!("{}   {l}", stamp())),
+        Narration::Monitor(m) => say(format_args!("{}   [{m}]", stamp())),
     });
-    println!("liveswap demo: the non-stop router, upgraded live (Ctrl-C to stop)");
+    say(format_args!(
+        "liveswap demo: the non-stop router, upgraded live (Ctrl-C to stop)"
+    ));
     let result = demo::run(
         demo::DemoOptions {
             vars,
@@ -557,7 +628,7 @@ fn demo(
         },
         narrate,
     )?;
-    println!("\n━━ Summary\n{}", result.summary());
+    say(format_args!("\n━━ Summary\n{}", result.summary()));
     Ok(if result.passed() {
         ExitCode::SUCCESS
     } else {
@@ -579,36 +650,36 @@ fn monitor(
         let _ = stop_tx.try_send(());
     })
     .context("installing the Ctrl-C handler")?;
-    println!(
+    say(format_args!(
         "monitor listening on {} (outage: silence over {gap:?})",
         m.addr()
-    );
+    ));
     let started = std::time::Instant::now();
     let table = |m: &Monitor| {
         for h in m.snapshot() {
             let versions: Vec<String> = h.versions.iter().map(|(v, _)| format!("v{v}")).collect();
-            println!(
+            say(format_args!(
                 "  {:<6} now v{:<4} heard {:<20} last ts {} µs, {} outage(s)",
                 h.module,
                 h.versions.last().map(|v| v.0.as_str()).unwrap_or("?"),
                 versions.join("->"),
                 h.last_ts_us,
                 h.outages.len()
-            );
+            ));
         }
     };
     let ticker = crossbeam_channel::tick(every);
     loop {
         crossbeam_channel::select! {
             recv(rx) -> n => match n {
-                Ok(Notice::Heard { module, version }) => println!("{:>7.2}s heard {module} v{version}", started.elapsed().as_secs_f64()),
-                Ok(Notice::Version { module, from, to }) => println!("{:>7.2}s {module} v{from} -> v{to}", started.elapsed().as_secs_f64()),
-                Ok(Notice::Outage(o)) => println!(
+                Ok(Notice::Heard { module, version }) => say(format_args!("{:>7.2}s heard {module} v{version}", started.elapsed().as_secs_f64())),
+                Ok(Notice::Version { module, from, to }) => say(format_args!("{:>7.2}s {module} v{from} -> v{to}", started.elapsed().as_secs_f64())),
+                Ok(Notice::Outage(o)) => say(format_args!(
                     "{:>7.2}s OUTAGE {} silent for {:.0} ms",
                     started.elapsed().as_secs_f64(),
                     o.module,
                     o.duration().as_secs_f64() * 1000.0
-                ),
+                )),
                 Err(_) => break,
             },
             recv(ticker) -> _ => table(&m),
@@ -720,19 +791,60 @@ pub(crate) fn dial(t: &Target) -> anyhow::Result<Client> {
     }
 }
 
-/// Re-quote words the shell split, so `Send A do "send B 3"` survives,
-/// and make relative `.wasm` paths absolute: the host may run elsewhere.
+/// Dial the host, or the exit status that says why not: 4 unreachable,
+/// 1 refused (a wrong token, a socket of another user). The reason is
+/// printed.
+pub(crate) fn connect(t: &Target) -> Result<Client, ExitCode> {
+    dial(t).map_err(|e| {
+        eprintln!("error: {e:#}");
+        let denied = e
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
+        ExitCode::from(if denied { 1 } else { admin::EXIT_UNREACHABLE })
+    })
+}
+
+/// Whether the host at `t` runs on this machine: then this client
+/// resolves paths for it.
+fn host_is_here(t: &Target) -> bool {
+    match t {
+        Target::Unix(_) | Target::Local => true,
+        Target::Tcp(a, _) => a.ip().is_loopback(),
+    }
+}
+
+/// A line as the host should get it: `$GUESTS` (the guest modules this
+/// binary was built with) expanded, and, when the host runs on this
+/// machine, relative paths made absolute against `base` (this directory,
+/// or a script's folder) — whether or not the file exists yet.
+pub(crate) fn for_host(line: &str, t: &Target, base: &Path) -> String {
+    let guests = guests_dir().display().to_string();
+    let line = line
+        .replace("${GUESTS}", &guests)
+        .replace("$GUESTS", &guests);
+    if host_is_here(t) {
+        liveswap_ops::command::resolve_paths(&line, base)
+    } else {
+        line
+    }
+}
+
+/// Print a line on stdout. A reader that went away (`| head -1`) ends
+/// this process quietly, with status 0: it had what it wanted.
+pub(crate) fn say(line: impl std::fmt::Display) {
+    use std::io::Write as _;
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Re-quote words the shell split, so `Send A do "send B 3"` survives.
 fn join_words(words: &[String]) -> String {
     words
         .iter()
         .map(|w| {
-            let p = Path::new(w);
-            if w.ends_with(".wasm")
-                && p.is_relative()
-                && let Ok(abs) = std::fs::canonicalize(p)
-            {
-                return abs.display().to_string();
-            }
             if w.is_empty() || w.contains(char::is_whitespace) || w.contains('"') || w.contains('#')
             {
                 format!("\"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""))
@@ -745,36 +857,34 @@ fn join_words(words: &[String]) -> String {
 }
 
 fn ctl(
-    connect: &Connect,
+    connect_to: &Connect,
     file: Option<&Path>,
     json: bool,
     command: &[String],
 ) -> anyhow::Result<ExitCode> {
-    let lines: Vec<String> = match file {
-        Some(f) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading {}", f.display()))?
-            .lines()
-            .map(str::to_string)
-            .collect(),
+    let here = std::env::current_dir().context("the working directory")?;
+    let (lines, base): (Vec<String>, PathBuf) = match file {
+        Some(f) => (
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading {}", f.display()))?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            // A script's paths are relative to the script.
+            std::path::absolute(f)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or(here),
+        ),
         None if command.is_empty() => {
             anyhow::bail!("give a command (e.g. `liveswap ctl Status`) or -f SCRIPT")
         }
-        None => vec![join_words(command)],
+        None => (vec![join_words(command)], here),
     };
-    let target = connect_or_local(connect, false);
-    let mut client = match dial(&target) {
+    let target = connect_or_local(connect_to, false);
+    let mut client = match connect(&target) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            let denied = e
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied);
-            return Ok(ExitCode::from(if denied {
-                1
-            } else {
-                admin::EXIT_UNREACHABLE
-            }));
-        }
+        Err(code) => return Ok(code),
     };
     if json {
         client.command("Json on", |_| {})?;
@@ -784,12 +894,9 @@ fn ctl(
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        if trimmed.eq_ignore_ascii_case("watch") {
-            // Stream until the host goes away or Ctrl-C.
-            client.command(trimmed, |l| println!("{l}"))?;
-            continue;
-        }
-        let fin = client.command(trimmed, |l| println!("{l}"))?;
+        let sent = for_host(trimmed, &target, &base);
+        // A Watch streams until the host goes away or Ctrl-C.
+        let fin = client.command(&sent, |l| say(l))?;
         let code = fin.exit_code();
         match &fin {
             Final::Err(e) => eprintln!(

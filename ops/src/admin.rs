@@ -779,6 +779,18 @@ impl Final {
 /// Exit status of `liveswap ctl` when no host answers.
 pub const EXIT_UNREACHABLE: u8 = 4;
 
+/// Ends a `Watch` under way on the [`Client`] it came from.
+pub struct Interrupt(Box<dyn Conn>);
+
+impl Interrupt {
+    /// Stop the watch: the host answers its final line, and the client's
+    /// `command` returns.
+    pub fn stop(&mut self) -> io::Result<()> {
+        self.0.write_all(b"\n")?;
+        self.0.flush()
+    }
+}
+
 /// A client of the admin endpoint (what `liveswap ctl` and `shell` use).
 pub struct Client {
     reader: BufReader<Box<dyn Conn>>,
@@ -806,6 +818,12 @@ impl Client {
             Final::Ok(_) => Ok(c),
             Final::Err(e) => Err(io::Error::new(io::ErrorKind::PermissionDenied, e)),
         }
+    }
+
+    /// A handle that ends a `Watch` this client runs, from another thread
+    /// (it sends the line that stops it).
+    pub fn interrupt(&self) -> io::Result<Interrupt> {
+        Ok(Interrupt(self.writer.try_clone_conn()?))
     }
 
     /// Send one line; `line_out` gets each output line (without `| `).

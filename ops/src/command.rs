@@ -4,7 +4,7 @@
 //! scripts, the shell and the admin endpoint.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use liveswap::command::{Command, GroupKind, LoadOptions, Mode, Target};
@@ -42,11 +42,16 @@ fn options(
             "memory" => {
                 let v = value()?;
                 let n = parse_size(v).ok_or_else(|| {
-                    format!("{cmd}: memory `{v}` is not a size (like 65536, 512KiB, 16MiB, 1GiB)")
+                    format!("{cmd}: memory `{v}` is not a size (like 512KiB, 16MiB, 1GB)")
                 })?;
                 if n < 64 * 1024 {
                     return Err(format!(
-                        "{cmd}: memory `{v}` is less than one WebAssembly page (64KiB)"
+                        "{cmd}: memory `{v}` is {n} bytes, less than one WebAssembly page (64KiB){}",
+                        if v.chars().all(|c| c.is_ascii_digit()) {
+                            format!("; did you mean {v}MiB?")
+                        } else {
+                            String::new()
+                        }
                     ));
                 }
                 options.memory = Some(n);
@@ -131,7 +136,8 @@ fn grant(
             })
         }
         other => Err(format!(
-            "{cmd}: cannot grant `{other}` (udp, tcp, dir or env)"
+            "{cmd}: cannot grant `{other}` (udp, tcp, dir or env){}",
+            did_you_mean(other, ["udp", "tcp", "dir", "env"]).replace(" (try Help)", "")
         )),
     }
 }
@@ -161,9 +167,12 @@ pub const KEYWORDS: &[&str] = &[
     "Quit",
 ];
 
-/// The grammar, as `Help` prints it.
-pub const HELP: &str = "\
-Commands (one per line, keywords case-insensitive, # starts a comment):
+/// Each command's entry in `Help`: its keyword (as [`KEYWORDS`] writes
+/// it, or a session command of the admin endpoint) and its lines.
+pub const ENTRIES: &[(&str, &str)] = &[
+    (
+        "Load",
+        "\
   Load <name> <file.wasm> [config \"<text>\"] [capacity <n>] [grant <what>]...
                                    [pin sha256:<hex>] [memory <size>]
                                    add a module: init, register, enable
@@ -174,33 +183,198 @@ Commands (one per line, keywords case-insensitive, # starts a comment):
                                    <guest-path>, read-only or read-write
     grant env NAME=VALUE           one environment variable
                                    (a Replace keeps a module's grants)
-  Unload <name>                    disable, drain its mailbox, remove it
-  Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)
+    memory <size>                  its instances' linear-memory limit (64MiB, 1GB)",
+    ),
+    (
+        "Unload",
+        "  Unload <name>                    disable, drain its mailbox, remove it",
+    ),
+    (
+        "Enable",
+        "  Enable <name> | Disable <name>   resume / hold a module (its mailbox fills)",
+    ),
+    (
+        "Replace",
+        "\
   Replace <name> <file.wasm> [pin sha256:<hex>]
                                    upgrade one module, state and messages kept
+                                   (the file it runs already: nothing changes)",
+    ),
+    (
+        "Syn_Replace",
+        "\
   Syn_Replace <name> <file> [<name> <file> ...]
-                                   upgrade several, all or nothing
+                                   upgrade several, all or nothing",
+    ),
+    (
+        "Syn_Load",
+        "\
   Syn_Load <name> <file> [options] [...]
-                                   load several, started together
+                                   load several, started together",
+    ),
+    (
+        "Syn_Upgrade",
+        "\
   Syn_Upgrade <name> <file> [...]  replace the loaded names, load the others,
-                                   start them together
-  SetTimer <duration>              quiescence bound of upgrades (default 10s)
-  SetMode concurrent|sequential    how group votes are collected
+                                   start them together",
+    ),
+    (
+        "SetTimer",
+        "  SetTimer <duration>              quiescence bound of upgrades (default 10s)",
+    ),
+    (
+        "SetMode",
+        "  SetMode concurrent|sequential    how group votes are collected",
+    ),
+    (
+        "SetProbation",
+        "\
   SetProbation <duration> [errors <n>%]
                                    after a commit, a trap (or more than n% of
                                    messages failing, default 50) in a new
                                    version within the window rolls the group
-                                   back by itself (default 0: off)
+                                   back by itself (default 0: off)",
+    ),
+    (
+        "SetCheckpoint",
+        "\
   SetCheckpoint <duration>         how often each module's recovery point is
                                    renewed (default 1s; 0: at commits and
-                                   every 10000 messages only)
+                                   every 10000 messages only)",
+    ),
+    (
+        "Poison",
+        "\
   Poison <name>                    messages set aside because they trapped
-                                   the module twice
-  Send <name> <kind> [\"<text>\"]    inject a message from $admin
-  Wait <duration>                  pause the script (500ms, 2s, 1.5)
-  Status | Versions | History      inspect modules, versions, transactions
-  Help | Quit
-Durations: a bare number is seconds; or 250ms, 2s, 1m.";
+                                   the module twice",
+    ),
+    (
+        "Send",
+        "  Send <name> <kind> [\"<text>\"]    inject a message from $admin",
+    ),
+    (
+        "Wait",
+        "  Wait <duration>                  pause the script (500ms, 2s, 1.5)",
+    ),
+    (
+        "Status",
+        "  Status                           every module: version, state, queue, faults",
+    ),
+    (
+        "Versions",
+        "  Versions                         the versions held, by digest, and who runs them",
+    ),
+    (
+        "History",
+        "  History                          every command and transaction, with times",
+    ),
+    (
+        "Help",
+        "  Help [<command>]                 all commands, or one",
+    ),
+    (
+        "Quit",
+        "  Quit                             stop a local host (end a session with a remote one)",
+    ),
+    (
+        "Watch",
+        "  Watch                            stream every event; any line (Enter) stops it",
+    ),
+    (
+        "Json",
+        "  Json on|off                      replies as one JSON object per line (admin endpoint)",
+    ),
+];
+
+/// The grammar, as `Help` prints it.
+pub fn help() -> String {
+    let mut out =
+        String::from("Commands (one per line, keywords case-insensitive, # starts a comment):\n");
+    for (_, lines) in ENTRIES {
+        out.push_str(lines);
+        out.push('\n');
+    }
+    out.push_str(
+        "Durations: a bare number is seconds; or 250us, 250ms, 2s, 1m.\n\
+         Sizes: a bare number is bytes; or 512KiB, 16MiB, 1GiB (1024s), 512KB, 16MB, 1GB (1000s).\n\
+         Relative paths in a script are relative to the script's folder.",
+    );
+    out
+}
+
+/// `Help <word>`: that command's entry, or what it might have meant.
+pub fn help_for(word: &str) -> Result<String, String> {
+    let found = ENTRIES.iter().find(|(k, _)| {
+        k.eq_ignore_ascii_case(word)
+            || (k.eq_ignore_ascii_case("Enable") && word.eq_ignore_ascii_case("disable"))
+    });
+    match found {
+        Some((_, lines)) => Ok(lines.to_string()),
+        None => Err(format!(
+            "Help: no command `{word}`{}",
+            did_you_mean(word, ENTRIES.iter().map(|(k, _)| *k).chain(["Disable"]))
+        )),
+    }
+}
+
+/// `; did you mean `X`?` for the closest of `known` to `word`, if one is
+/// close enough to be a typo (else `` (try Help)``).
+pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) -> String {
+    let lower = word.to_ascii_lowercase();
+    let best = known
+        .into_iter()
+        .map(|k| {
+            (
+                strsim::damerau_levenshtein(&lower, &k.to_ascii_lowercase()),
+                k,
+            )
+        })
+        .filter(|(d, k)| *d <= (k.len() / 3).max(1))
+        .min_by_key(|(d, _)| *d);
+    match best {
+        Some((_, k)) => format!("; did you mean `{k}`?"),
+        None => " (try Help)".to_string(),
+    }
+}
+
+/// `line` with every relative path it names (a `.wasm` file, a granted
+/// host directory) made absolute against `base`: how a script's paths
+/// are relative to the script, and how a client on the host's machine
+/// names files relative to its own directory. A line that does not parse,
+/// or names no relative path, comes back as it is.
+pub fn resolve_paths(line: &str, base: &Path) -> String {
+    fn fix(p: &mut PathBuf, base: &Path) -> bool {
+        let relative = p.is_relative() && !p.as_os_str().is_empty();
+        if relative {
+            *p = base.join(&*p);
+        }
+        relative
+    }
+    fn grants(o: &mut LoadOptions, base: &Path) -> bool {
+        let mut changed = false;
+        for g in &mut o.grants {
+            if let Grant::Dir { host, .. } = g {
+                changed |= fix(host, base);
+            }
+        }
+        changed
+    }
+    let Ok(Some(mut cmd)) = parse(line) else {
+        return line.to_string();
+    };
+    let changed = match &mut cmd {
+        Command::Load { path, options, .. } => fix(path, base) | grants(options, base),
+        Command::Upgrade { targets, .. } => targets.iter_mut().fold(false, |c, t| {
+            fix(&mut t.path, base) | grants(&mut t.options, base) | c
+        }),
+        _ => false,
+    };
+    if changed {
+        cmd.to_string()
+    } else {
+        line.to_string()
+    }
+}
 
 /// Split a line into words: whitespace-separated, double quotes group,
 /// `#` outside quotes ends the line.
@@ -275,10 +449,20 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// A size in bytes: a number, optionally with KiB, MiB or GiB.
+/// A size in bytes: a number, optionally with a unit: B; KiB, MiB, GiB
+/// (powers of 1024) or KB, MB, GB (powers of 1000); case-insensitive.
 pub fn parse_size(s: &str) -> Option<usize> {
-    let lower = s.to_ascii_lowercase();
-    let (num, mult) = [("kib", 1usize << 10), ("mib", 1 << 20), ("gib", 1 << 30)]
+    let lower = s.trim().to_ascii_lowercase();
+    let units: [(&str, usize); 7] = [
+        ("kib", 1 << 10),
+        ("mib", 1 << 20),
+        ("gib", 1 << 30),
+        ("kb", 1_000),
+        ("mb", 1_000_000),
+        ("gb", 1_000_000_000),
+        ("b", 1),
+    ];
+    let (num, mult) = units
         .iter()
         .find_map(|(unit, m)| lower.strip_suffix(unit).map(|n| (n, *m)))
         .unwrap_or((lower.as_str(), 1));
@@ -369,7 +553,8 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
             let options = options("Load", &mut rest)?;
             if let Some(w) = rest.next() {
                 return Err(format!(
-                    "Load: unknown option `{w}` (known: config, capacity, grant, pin, memory)"
+                    "Load: unknown option `{w}` (known: config, capacity, grant, pin, memory){}",
+                    did_you_mean(w, OPTION_WORDS).replace(" (try Help)", "")
                 ));
             }
             Command::Load {
@@ -493,6 +678,12 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
             arity("Wait", args, 1, "Wait <duration>")?;
             Command::Wait(parse_duration(&args[0]).map_err(|e| format!("Wait: {e}"))?)
         }
+        "help" if args.len() == 1 => {
+            // Checked here so that a script stops at a bad one; the entry
+            // itself is printed by `execute_line`.
+            help_for(&args[0])?;
+            Command::Help
+        }
         "status" | "versions" | "history" | "help" | "quit" | "exit" => {
             if !args.is_empty() {
                 return Err(format!("{head} takes no arguments"));
@@ -505,7 +696,12 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
                 _ => Command::Quit,
             }
         }
-        _ => return Err(format!("unknown command `{head}` (try Help)")),
+        _ => {
+            return Err(format!(
+                "unknown command `{head}`{}",
+                did_you_mean(head, KEYWORDS.iter().copied().chain(["Watch", "Json"]))
+            ));
+        }
     };
     Ok(Some(c))
 }
@@ -605,6 +801,89 @@ mod tests {
                 .unwrap_err()
                 .contains("unterminated")
         );
+    }
+}
+
+#[cfg(test)]
+mod operator_tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_gets_the_command_it_meant() {
+        let e = parse("Replce A a.wasm").unwrap_err();
+        assert_eq!(e, "unknown command `Replce`; did you mean `Replace`?");
+        let e = parse("synreplace A a.wasm").unwrap_err();
+        assert!(e.contains("did you mean `Syn_Replace`?"), "{e}");
+        let e = parse("Frobnicate").unwrap_err();
+        assert_eq!(e, "unknown command `Frobnicate` (try Help)");
+        let e = parse("Load A a.wasm capcity 3").unwrap_err();
+        assert!(e.ends_with("did you mean `capacity`?"), "{e}");
+        let e = parse("Load A a.wasm grant udb 127.0.0.1:9").unwrap_err();
+        assert!(e.ends_with("did you mean `udp`?"), "{e}");
+    }
+
+    #[test]
+    fn help_for_one_command_is_its_entry_only() {
+        let h = help_for("replace").unwrap();
+        assert!(
+            h.trim_start().starts_with("Replace <name> <file.wasm>"),
+            "{h}"
+        );
+        assert!(!h.contains("Load"), "{h}");
+        assert!(help_for("Disable").unwrap().contains("Disable <name>"));
+        assert!(help_for("json").unwrap().contains("Json on|off"));
+        assert_eq!(
+            help_for("Replac").unwrap_err(),
+            "Help: no command `Replac`; did you mean `Replace`?"
+        );
+        assert!(parse("Help Replace").unwrap().is_some());
+        assert!(parse("Help Nothing").is_err());
+        let all = help();
+        for (k, _) in ENTRIES {
+            assert!(all.contains(k), "{k} is missing from Help");
+        }
+        assert!(all.contains("Watch") && all.contains("Json on|off"));
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_units() {
+        assert_eq!(parse_size("64"), Some(64));
+        assert_eq!(parse_size("64KiB"), Some(65_536));
+        assert_eq!(parse_size("1GB"), Some(1_000_000_000));
+        assert_eq!(parse_size("1gib"), Some(1 << 30));
+        assert_eq!(parse_size("500kb"), Some(500_000));
+        assert_eq!(parse_size("12B"), Some(12));
+        assert_eq!(parse_size("1.5GB"), None);
+        let e = parse("Load A a.wasm memory 64").unwrap_err();
+        assert!(
+            e.contains("64 bytes") && e.contains("did you mean 64MiB?"),
+            "{e}"
+        );
+        assert!(parse("Load A a.wasm memory 1GB").is_ok());
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_base_and_nothing_else_changes() {
+        let base = Path::new("/scripts");
+        assert_eq!(
+            resolve_paths("Replace IP ip_v2.wasm", base),
+            "Replace IP /scripts/ip_v2.wasm"
+        );
+        assert_eq!(
+            resolve_paths("Load A ../g/a.wasm grant dir data /data rw", base),
+            "Load A /scripts/../g/a.wasm grant dir /scripts/data /data rw"
+        );
+        assert_eq!(
+            resolve_paths("Syn_Replace A /abs/a.wasm B b.wasm", base),
+            "Syn_Replace A /abs/a.wasm B /scripts/b.wasm"
+        );
+        // Nothing relative, or not a command: as it was.
+        assert_eq!(
+            resolve_paths("Replace A /abs/a.wasm", base),
+            "Replace A /abs/a.wasm"
+        );
+        assert_eq!(resolve_paths("Status # hi", base), "Status # hi");
+        assert_eq!(resolve_paths("Replce A a.wasm", base), "Replce A a.wasm");
     }
 }
 

@@ -140,7 +140,8 @@ impl ToJson for History {
                     c.at.duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs_f64())
                         .unwrap_or(0.0);
-                json!({"at": at, "origin": c.origin, "line": c.line,
+                json!({"at": at, "time": humantime::format_rfc3339_millis(c.at).to_string(),
+                       "origin": c.origin, "line": c.line,
                        "outcome": c.outcome, "transaction": c.transaction})
             })
             .collect();

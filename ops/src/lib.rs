@@ -48,7 +48,7 @@ pub fn render(reply: liveswap::Reply) -> (Reply, Option<serde_json::Value>) {
         R::Versions(v) => (Reply::Text(v.to_text()), Some(v.to_json())),
         R::History(h) => (Reply::Text(h.to_text()), Some(h.to_json())),
         R::Poison(p) => (Reply::Text(p.to_text()), Some(p.to_json())),
-        R::Help => (Reply::Text(command::HELP.to_string()), None),
+        R::Help => (Reply::Text(command::help()), None),
         R::Transaction(r) => (Reply::Transaction(r), None),
         R::Quit => (Reply::Quit, None),
     }
@@ -67,6 +67,12 @@ pub fn execute_line_data(
     origin: &str,
 ) -> Result<Option<(Reply, Option<serde_json::Value>)>, CommandError> {
     let parsed: Option<Command> = command::parse(line).map_err(CommandError::Parse)?;
+    if let (Some(Command::Help), Ok(words)) = (&parsed, command::tokenize(line))
+        && let [_, word] = words.as_slice()
+    {
+        let entry = command::help_for(word).map_err(CommandError::Parse)?;
+        return Ok(Some((Reply::Text(entry), None)));
+    }
     match parsed {
         None => Ok(None),
         Some(c) => rt.execute(c, line.trim(), origin).map(|r| Some(render(r))),

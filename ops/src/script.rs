@@ -86,14 +86,16 @@ pub enum ScriptEnd {
 }
 
 /// Run `text` (read from `file`, for messages) line by line, variables
-/// expanded from `vars` first; `on_reply` sees every
+/// expanded from `vars` first and relative paths made absolute against
+/// `base` (the script's folder; none: left to the host's working
+/// directory); `on_reply` sees every
 /// command's reply. Upgrade outcomes (committed, aborted, refused) are
 /// replies, not errors: a script goes on after an aborted transaction.
 pub fn run(
     rt: &Runtime,
     file: &str,
     text: &str,
-    vars: &Vars,
+    (vars, base): (&Vars, Option<&Path>),
     mut on_reply: impl FnMut(usize, &str, &Reply),
 ) -> Result<ScriptEnd, ScriptError> {
     for (i, raw) in text.lines().enumerate() {
@@ -103,6 +105,10 @@ pub fn run(
             command: raw.trim().to_string(),
             source: Box::new(CommandError::Parse(e)),
         })?;
+        let line = match base {
+            Some(b) => crate::command::resolve_paths(&line, b),
+            None => line,
+        };
         let origin = format!("{file}:{}", i + 1);
         match execute_line(rt, &line, &origin) {
             Ok(None) => {}
@@ -125,7 +131,8 @@ pub fn run(
     Ok(ScriptEnd::Finished)
 }
 
-/// Read and run a script file.
+/// Read and run a script file; relative paths in it are relative to its
+/// folder.
 pub fn run_file(
     rt: &Runtime,
     path: &Path,
@@ -134,7 +141,11 @@ pub fn run_file(
 ) -> anyhow::Result<ScriptEnd> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot read script: {e}", path.display()))?;
-    Ok(run(rt, &path.display().to_string(), &text, vars, on_reply)?)
+    let base = std::path::absolute(path)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let shown = path.display().to_string();
+    Ok(run(rt, &shown, &text, (vars, base.as_deref()), on_reply)?)
 }
 
 #[cfg(test)]

@@ -116,14 +116,13 @@ impl ToText for History {
         let records = self;
         let mut out = String::new();
         for c in &records.commands {
-            let secs =
-                c.at.duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs_f64())
-                    .unwrap_or(0.0);
             let _ = writeln!(
                 out,
-                "[{secs:.3}] {} `{}` -> {}",
-                c.origin, c.line, c.outcome
+                "[{}] {} `{}` -> {}",
+                humantime::format_rfc3339_millis(c.at),
+                c.origin,
+                c.line,
+                c.outcome
             );
             if let Some(id) = c.transaction
                 && let Some(r) = records.transactions.iter().find(|r| r.id == id)
@@ -166,7 +165,7 @@ impl ToText for StatusReport {
         let t = admin.bound.as_secs_f64();
         let _ = writeln!(
             out,
-            "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  arrivals/s (last {WINDOW_SECS}s) -> buffer for T={t}s",
+            "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  ARRIVING (messages/s over the last {WINDOW_SECS}s, by sender)",
             "MODULE", "VERSION", "DIGEST", "STATE", "QUEUED", "SERVED", "ERRORS", "FAULTS"
         );
         for s in &self.modules {
@@ -176,16 +175,16 @@ impl ToText for StatusReport {
                 .rates
                 .iter()
                 .filter(|(_, r)| *r > 0.0)
-                .map(|(k, r)| format!("{k}:{r:.1}"))
+                .map(|(k, r)| format!("{k} {r:.1}"))
                 .collect();
-            let verdict = if need as usize > s.capacity {
-                "OVER CAPACITY"
+            let arriving = if rates.is_empty() {
+                "-".to_string()
             } else {
-                "ok"
+                rates.join(", ")
             };
             let _ = writeln!(
                 out,
-                "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  [{}] -> {need}/{} {verdict}",
+                "{:<10} {:<8} {:<13} {:<10} {:>7} {:>9} {:>7} {:>6}  {}",
                 s.name,
                 format!("v{}", s.version.label()),
                 s.version.short_digest(),
@@ -194,8 +193,23 @@ impl ToText for StatusReport {
                 s.served,
                 s.errors,
                 s.faults,
-                rates.join(" "),
-                s.capacity,
+                arriving,
+            );
+            // The queueing model: what an upgrade's quiescence bound would
+            // make this mailbox hold at the current arrival rate.
+            let model = if total == 0.0 {
+                "nothing arriving".to_string()
+            } else if need as usize > s.capacity {
+                format!(
+                    "at {total:.1}/s a quiescence of T={t}s queues {need}: OVER CAPACITY (senders are refused while it lasts)"
+                )
+            } else {
+                format!("at {total:.1}/s a quiescence of T={t}s queues {need}: ok")
+            };
+            let _ = writeln!(
+                out,
+                "{:<10} mailbox holds {} message(s); {model}",
+                "", s.capacity
             );
             if let Some(f) = &s.last_fault {
                 let _ = writeln!(out, "{:<10} last fault: {f}", "");

@@ -139,7 +139,7 @@ fn a_script_error_names_the_file_the_line_and_the_command() {
         &h.rt,
         "setup.ls",
         &text,
-        &script::Vars::default(),
+        (&script::Vars::default(), None),
         |_, _, _| {},
     )
     .unwrap_err();

@@ -293,7 +293,13 @@ fn a_full_mailbox_refuses_sends_and_status_shows_the_queueing_model() {
         .unwrap()
         .to_string();
     assert!(
-        row.contains("disabled") && row.contains("[A:1.0]") && row.contains("/5 "),
+        row.contains("disabled") && row.contains(" A 1.0"),
+        "{status}"
+    );
+    assert!(
+        status.contains(
+            "mailbox holds 5 message(s); at 1.0/s a quiescence of T=10s queues 10: OVER CAPACITY"
+        ),
         "{status}"
     );
     h.ok("Enable SMALL");

@@ -39,13 +39,27 @@ fn side(info: &crate::bindings::ModuleInfo) -> Side {
 impl Core {
     /// Validate and prepare: every check that can refuse, and every slow
     /// step (reading, compiling, instantiating, `init` of new modules),
-    /// before any module is disturbed.
+    /// before any module is disturbed. Progress goes to `origin`.
     pub(super) fn prepare(
         &self,
         kind: GroupKind,
         targets: &[Target],
+        origin: &str,
     ) -> Result<Vec<Prepared>, CommandError> {
+        // The command's own checks first: a name that is not loaded is
+        // refused before any file is read or compiled.
         let olds = self.validate(kind, targets)?;
+        let files: Vec<String> = targets
+            .iter()
+            .map(|t| t.path.display().to_string())
+            .collect();
+        self.progress(
+            origin,
+            format!(
+                "preparing: reading, compiling and instantiating {}",
+                files.join(", ")
+            ),
+        );
 
         // Read every file and check its pin and signature before compiling
         // any, so that one bad file refuses the group with nothing compiled.
@@ -84,6 +98,40 @@ impl Core {
 
         self.init_new(&mut prepared)?;
         Ok(prepared)
+    }
+
+    /// A `Replace` or `Syn_Replace` whose every file is the version its
+    /// module runs already: nothing to do, and the sentence that says so.
+    /// Only a file of the running version's size is read to be sure.
+    pub(crate) fn unchanged(&self, kind: GroupKind, targets: &[Target]) -> Option<String> {
+        if kind != GroupKind::Replace {
+            return None;
+        }
+        let mut same = Vec::new();
+        for t in targets {
+            let version = self.modules.get(&t.name)?.version();
+            let size = std::fs::metadata(&t.path).ok()?.len();
+            if size != version.size as u64 {
+                return None;
+            }
+            let file = self
+                .repo
+                .read_checked(&t.path, t.options.pin.as_deref())
+                .ok()?;
+            if file.digest() != version.digest {
+                return None;
+            }
+            same.push(format!(
+                "{} runs v{} ({}) already",
+                t.name,
+                version.label(),
+                version.short_digest()
+            ));
+        }
+        Some(format!(
+            "nothing changed: {}; no transaction",
+            same.join(", ")
+        ))
     }
 
     /// The checks on the command itself: no name twice, `Replace` targets

@@ -42,18 +42,7 @@ impl Core {
         let id = self.next_txn();
         let names = targets.iter().map(|t| t.name.clone());
         let mut report = self.new_report(id, text.to_string(), origin, names, admin.mode.as_str());
-        let files: Vec<String> = targets
-            .iter()
-            .map(|t| t.path.display().to_string())
-            .collect();
-        self.progress(
-            origin,
-            format!(
-                "preparing: reading, compiling and instantiating {}",
-                files.join(", ")
-            ),
-        );
-        match self.prepare(kind, targets) {
+        match self.prepare(kind, targets, origin) {
             Err(e) => report.reason = Some(e.to_string()),
             Ok(prepared) => {
                 for (m, p) in report.modules.iter_mut().zip(&prepared) {
