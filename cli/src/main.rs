@@ -19,7 +19,7 @@ use liveswap_ops::web::{WebOptions, WebServer};
 /// liveswap: keep a multi-module WebAssembly application running while its
 /// modules are loaded, replaced and removed.
 #[derive(Parser)]
-#[command(version, about, long_about = None)]
+#[command(name = "liveswap", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

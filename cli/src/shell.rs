@@ -173,9 +173,15 @@ impl Completer for ShellHelper {
             .split_whitespace()
             .map(str::to_string)
             .collect();
+        // A complete word is followed by a space, as in bash; a folder is
+        // not (its files come next).
         let pair = |s: &str| Pair {
             display: s.to_string(),
-            replacement: s.to_string(),
+            replacement: if s.ends_with('/') {
+                s.to_string()
+            } else {
+                format!("{s} ")
+            },
         };
         let starts = |k: &&&str| {
             k.to_ascii_lowercase()

@@ -361,3 +361,33 @@ fn a_state_over_the_limit_aborts_and_the_old_version_serves_on() {
     );
     consecutive_on(&mut h, "SINK", "T", 10);
 }
+
+#[test]
+fn the_running_file_changes_nothing_and_an_unknown_name_reads_no_file() {
+    let mut h = feeding();
+    let before = h.rt.history().len();
+    let said = match h.ok(&format!("Replace SINK {V1}")) {
+        liveswap_ops::Reply::Done(m) => m,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        said.starts_with("nothing changed: SINK runs v1.0 (")
+            && said.ends_with("already; no transaction"),
+        "{said}"
+    );
+    assert_eq!(h.rt.history().len(), before, "no transaction was made");
+    consecutive_on(&mut h, "SINK", "T", 10);
+    // A name that is not loaded is refused before its file is read, let
+    // alone compiled: no `preparing` progress, and the missing file is
+    // not what the refusal is about.
+    let mark = h.mark();
+    let r = h.txn("Replace NOPE /nonexistent/nope.wasm");
+    assert_eq!(r.outcome, Outcome::Refused, "{}", r.to_text());
+    let reason = r.reason.clone().unwrap_or_default();
+    assert!(reason.contains("no module named `NOPE`"), "{reason}");
+    h.drain();
+    let preparing = h.seen[mark..]
+        .iter()
+        .any(|e| matches!(e, Event::Progress { text, .. } if text.starts_with("preparing")));
+    assert!(!preparing, "it prepared before refusing");
+}
