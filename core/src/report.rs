@@ -45,6 +45,9 @@ pub struct ModuleReport {
     pub buffered: usize,
     /// Bytes of state handed from the old version to the new one.
     pub state_bytes: Option<usize>,
+    /// The file was the very version the module ran (same digest): a
+    /// fresh instance took the state over, and nothing else changed.
+    pub same_version: bool,
 }
 
 /// A finished transaction.

@@ -328,12 +328,9 @@ impl Core {
             Command::Unload(name) => self.unload(&name).map(Reply::Done),
             Command::Enable(name) => self.enable(&name, true).map(Reply::Done),
             Command::Disable(name) => self.enable(&name, false).map(Reply::Done),
-            Command::Upgrade { kind, targets } => match self.unchanged(kind, &targets) {
-                Some(same) => Ok(Reply::Done(same)),
-                None => Ok(Reply::Transaction(Box::new(
-                    self.transact(admin, kind, &targets, text, origin),
-                ))),
-            },
+            Command::Upgrade { kind, targets } => Ok(Reply::Transaction(Box::new(
+                self.transact(admin, kind, &targets, text, origin),
+            ))),
             Command::SetTimer(d) => {
                 admin.bound = d;
                 self.setting("bound_ms", d.as_millis() as u64);

@@ -198,7 +198,9 @@ pub const ENTRIES: &[(&str, &str)] = &[
         "\
   Replace <name> <file.wasm> [pin sha256:<hex>]
                                    upgrade one module, state and messages kept
-                                   (the file it runs already: nothing changes)",
+                                   (the file it runs already: a fresh instance
+                                   takes the state over, and the report says
+                                   nothing else changed)",
     ),
     (
         "Syn_Replace",

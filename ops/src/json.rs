@@ -57,7 +57,8 @@ impl ToJson for TransactionReport {
             .map(|m| {
                 json!({"name": m.name, "from": m.from, "to": m.to,
                        "quiesce_us": m.quiesce_us, "pause_us": m.pause_us,
-                       "buffered": m.buffered, "state_bytes": m.state_bytes})
+                       "buffered": m.buffered, "state_bytes": m.state_bytes,
+                       "same_version": m.same_version})
             })
             .collect();
         json!({

@@ -106,6 +106,12 @@ impl ToText for TransactionReport {
                 us(m.pause_us),
                 m.buffered
             ));
+            if m.same_version {
+                out.push_str(&format!(
+                    "\n   {:<10} (the file it ran already: a fresh instance took its state over; nothing else changed)",
+                    ""
+                ));
+            }
         }
         out
     }

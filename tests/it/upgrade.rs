@@ -363,19 +363,20 @@ fn a_state_over_the_limit_aborts_and_the_old_version_serves_on() {
 }
 
 #[test]
-fn the_running_file_changes_nothing_and_an_unknown_name_reads_no_file() {
+fn the_running_file_says_nothing_else_changed_and_an_unknown_name_reads_no_file() {
     let mut h = feeding();
-    let before = h.rt.history().len();
-    let said = match h.ok(&format!("Replace SINK {V1}")) {
-        liveswap_ops::Reply::Done(m) => m,
-        other => panic!("{other:?}"),
-    };
+    let r = h.txn(&format!("Replace SINK {V1}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    assert!(r.modules[0].same_version);
     assert!(
-        said.starts_with("nothing changed: SINK runs v1.0 (")
-            && said.ends_with("already; no transaction"),
-        "{said}"
+        r.to_text().contains(
+            "(the file it ran already: a fresh instance took its state over; nothing else changed)"
+        ),
+        "{}",
+        r.to_text()
     );
-    assert_eq!(h.rt.history().len(), before, "no transaction was made");
+    let r = h.txn(&format!("Replace SINK {V2}"));
+    assert!(!r.modules[0].same_version && !r.to_text().contains("nothing else changed"));
     consecutive_on(&mut h, "SINK", "T", 10);
     // A name that is not loaded is refused before its file is read, let
     // alone compiled: no `preparing` progress, and the missing file is

@@ -100,40 +100,6 @@ impl Core {
         Ok(prepared)
     }
 
-    /// A `Replace` or `Syn_Replace` whose every file is the version its
-    /// module runs already: nothing to do, and the sentence that says so.
-    /// Only a file of the running version's size is read to be sure.
-    pub(crate) fn unchanged(&self, kind: GroupKind, targets: &[Target]) -> Option<String> {
-        if kind != GroupKind::Replace {
-            return None;
-        }
-        let mut same = Vec::new();
-        for t in targets {
-            let version = self.modules.get(&t.name)?.version();
-            let size = std::fs::metadata(&t.path).ok()?.len();
-            if size != version.size as u64 {
-                return None;
-            }
-            let file = self
-                .repo
-                .read_checked(&t.path, t.options.pin.as_deref())
-                .ok()?;
-            if file.digest() != version.digest {
-                return None;
-            }
-            same.push(format!(
-                "{} runs v{} ({}) already",
-                t.name,
-                version.label(),
-                version.short_digest()
-            ));
-        }
-        Some(format!(
-            "nothing changed: {}; no transaction",
-            same.join(", ")
-        ))
-    }
-
     /// The checks on the command itself: no name twice, `Replace` targets
     /// loaded and serving, `Syn_Load` targets not loaded, no options for a
     /// module that is loaded. The running proxies, by target.

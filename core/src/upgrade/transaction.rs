@@ -47,6 +47,10 @@ impl Core {
             Ok(prepared) => {
                 for (m, p) in report.modules.iter_mut().zip(&prepared) {
                     m.to = Some(p.imp.label().to_string());
+                    m.same_version = p
+                        .old
+                        .as_ref()
+                        .is_some_and(|o| o.version().digest == p.version.digest);
                 }
                 self.bus.record(|| Op::TxnBegin {
                     txn: id,
