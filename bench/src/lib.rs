@@ -9,6 +9,7 @@
 //! consecutive messages (`ModuleProxy::max_gap_us`), against the same
 //! measure with no swap (the noise floor).
 
+mod dashboard;
 mod durable;
 
 use std::fmt::Write as _;
@@ -766,7 +767,7 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
     };
     let mut tables = Vec::new();
     type Scenario<'b> = fn(&Bench<'b>, &mut dyn FnMut(&str)) -> anyhow::Result<Table>;
-    let scenarios: [(&str, Scenario<'_>); 9] = [
+    let scenarios: [(&str, Scenario<'_>); 10] = [
         ("pause_vs_state", Bench::state_size),
         ("pause_vs_backlog", Bench::backlog),
         ("group_scaling", Bench::group),
@@ -776,6 +777,7 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
         ("durable_relay", Bench::durable_relay),
         ("durable_restart", Bench::durable_restart),
         ("durable_handoff", Bench::durable_handoff),
+        ("dashboard", Bench::dashboard),
     ];
     for o in &opts.only {
         anyhow::ensure!(
@@ -785,7 +787,9 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
         );
     }
     for (name, s) in scenarios {
-        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == name) {
+        // The dashboard's cost starts a browser: only when asked for.
+        let asked = opts.only.iter().any(|o| o == name);
+        if (!opts.only.is_empty() || name == "dashboard") && !asked {
             continue;
         }
         let t = s(&b, say)?;

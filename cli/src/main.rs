@@ -387,7 +387,8 @@ enum Cmd {
         out: PathBuf,
         /// Run only these scenarios (comma-separated: pause_vs_state,
         /// pause_vs_backlog, group_scaling, throughput, scale, faults,
-        /// durable_relay, durable_restart, durable_handoff).
+        /// durable_relay, durable_restart, durable_handoff; and dashboard,
+        /// which runs only when named: it starts a headless Chromium).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -833,10 +834,10 @@ pub(crate) fn for_host(line: &str, t: &Target, base: &Path) -> String {
 /// this process quietly, with status 0: it had what it wanted.
 pub(crate) fn say(line: impl std::fmt::Display) {
     use std::io::Write as _;
-    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
+    if let Err(e) = writeln!(std::io::stdout().lock(), "{line}")
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
     }
 }
 

@@ -60,6 +60,7 @@ pub struct WebOptions {
 /// A running dashboard.
 pub struct WebServer {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     server: Arc<Server>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -71,6 +72,8 @@ struct Shared {
     /// Whether looking needs the token (not on loopback).
     private: bool,
     clients: AtomicUsize,
+    /// Event streams open now (pages watching).
+    streams: AtomicUsize,
     stop: Arc<AtomicBool>,
     started: SystemTime,
 }
@@ -110,11 +113,12 @@ impl WebServer {
             token: opts.token,
             private,
             clients: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             stop: stop.clone(),
             started: SystemTime::now(),
         });
         let thread = {
-            let server = server.clone();
+            let (server, shared) = (server.clone(), shared.clone());
             std::thread::Builder::new()
                 .name("liveswap-http".into())
                 .spawn(move || accept_loop(&server, shared))?
@@ -122,6 +126,7 @@ impl WebServer {
         tracing::info!("dashboard on http://{addr}/");
         Ok(WebServer {
             addr,
+            shared,
             server,
             stop,
             thread: Some(thread),
@@ -131,6 +136,11 @@ impl WebServer {
     /// Where it listens.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Pages watching now (open event streams).
+    pub fn streams(&self) -> usize {
+        self.shared.streams.load(Ordering::SeqCst)
     }
 
     /// Stop listening; event streams end within a second.
@@ -350,6 +360,13 @@ fn sse(out: &mut dyn Write, kind: &str, data: &Value) -> io::Result<()> {
 /// The event stream: written straight to the socket (no chunked
 /// buffering), until the client goes or the server stops.
 fn stream(shared: &Shared, req: Request) -> io::Result<()> {
+    shared.streams.fetch_add(1, Ordering::SeqCst);
+    let r = pump(shared, req);
+    shared.streams.fetch_sub(1, Ordering::SeqCst);
+    r
+}
+
+fn pump(shared: &Shared, req: Request) -> io::Result<()> {
     let events = shared.rt.watch();
     let mut out = req.into_writer();
     out.write_all(
