@@ -2,26 +2,17 @@
 //! admin endpoint listens on a real Unix socket. Its exit status is what
 //! shell scripts act on.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 
 use liveswap::RuntimeBuilder;
 use liveswap_ops::admin::{AdminOptions, AdminServer};
 
-fn ctl(sock: &PathBuf, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_liveswap"))
-        .arg("ctl")
-        .arg("--connect")
-        .arg(sock)
-        .args(args)
-        .output()
-        .expect("liveswap runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+fn ctl(sock: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let o = common::ctl_in(None, sock, args);
+    (o.code, o.stdout, o.stderr)
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs
 //! them): `apt-get install chromium chromium-driver`.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -205,7 +206,7 @@ fn start_host(dir: &Path, sock: &Path) -> (Proc, SocketAddr) {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_liveswap"))
+    let mut child = Command::new(common::BIN)
         .arg("run")
         .arg(&script)
         .args(["--http", "127.0.0.1:0", "--admin"])
@@ -214,15 +215,7 @@ fn start_host(dir: &Path, sock: &Path) -> (Proc, SocketAddr) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("liveswap runs");
-    let out = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for l in out.lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
+    let rx = common::lines_of(&mut child);
     let host = Proc(child);
     let until = Instant::now() + Duration::from_secs(60);
     let mut addr = None;
@@ -243,17 +236,8 @@ fn start_host(dir: &Path, sock: &Path) -> (Proc, SocketAddr) {
 }
 
 fn ctl(sock: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_liveswap"))
-        .arg("ctl")
-        .arg("--connect")
-        .arg(sock)
-        .args(args)
-        .output()
-        .expect("liveswap ctl runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let o = common::ctl_in(None, sock, args);
+    (o.code, o.stdout)
 }
 
 /// As the page writes a duration in µs.

@@ -9,6 +9,8 @@
 //! every restart, and every transaction a kill interrupted was ended,
 //! committed or aborted, and said so.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -159,14 +161,8 @@ impl Host {
 }
 
 fn ctl(sock: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_liveswap"))
-        .arg("ctl")
-        .arg("--connect")
-        .arg(sock)
-        .args(args)
-        .output()
-        .expect("liveswap ctl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    let o = common::ctl_in(None, sock, args);
+    o.stdout + &o.stderr
 }
 
 /// Stop the senders, let everything queued be served, ask each module

@@ -2,12 +2,13 @@
 //! real host on a Unix socket, the shell in a real terminal (tmux; Debian:
 //! `apt-get install tmux`, which `.ci/run` does).
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_liveswap");
+use common::{BIN, Out, lines_of};
 
 fn temp_dir(what: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("liveswap-op-{what}-{}", std::process::id()));
@@ -16,29 +17,12 @@ fn temp_dir(what: &str) -> PathBuf {
     d
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
 fn liveswap_in(cwd: &Path, args: &[&str]) -> Out {
-    let o = Command::new(BIN)
-        .current_dir(cwd)
-        .args(args)
-        .output()
-        .expect("liveswap runs");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    common::liveswap_in(Some(cwd), args)
 }
 
 fn ctl_in(cwd: &Path, sock: &Path, args: &[&str]) -> Out {
-    let mut all = vec!["ctl", "--connect", sock.to_str().unwrap()];
-    all.extend_from_slice(args);
-    liveswap_in(cwd, &all)
+    common::ctl_in(Some(cwd), sock, args)
 }
 
 /// `liveswap run SCRIPT --admin SOCK`, from `cwd`, serving after its script.
@@ -56,13 +40,7 @@ impl Host {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("liveswap runs");
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let (tx, rx) = crossbeam_channel::unbounded();
-        std::thread::spawn(move || {
-            for l in out.lines().map_while(Result::ok) {
-                let _ = tx.send(l);
-            }
-        });
+        let rx = lines_of(&mut child);
         let until = Instant::now() + Duration::from_secs(60);
         let mut seen = Vec::new();
         loop {
