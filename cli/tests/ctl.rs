@@ -4,13 +4,14 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::Path;
+
 use std::sync::Arc;
 
 use liveswap::RuntimeBuilder;
 use liveswap_ops::admin::{AdminOptions, AdminServer};
 
-fn ctl(sock: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+fn ctl(sock: &Path, args: &[&str]) -> (i32, String, String) {
     let o = common::ctl_in(None, sock, args);
     (o.code, o.stdout, o.stderr)
 }
