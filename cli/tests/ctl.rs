@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-
 use std::sync::Arc;
 
 use liveswap::RuntimeBuilder;
