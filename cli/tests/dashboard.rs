@@ -194,7 +194,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// `liveswap run` with a dashboard; returns it and the dashboard address.
+/// `liveswap run` of a pair with a dashboard on a free port; returns it
+/// and the dashboard address.
 fn start_host(dir: &Path, sock: &Path) -> (Proc, SocketAddr) {
     let script = dir.join("pair.ls");
     std::fs::write(
@@ -206,10 +207,15 @@ fn start_host(dir: &Path, sock: &Path) -> (Proc, SocketAddr) {
         ),
     )
     .unwrap();
+    start_host_with(&script, sock, "127.0.0.1:0")
+}
+
+/// `liveswap run SCRIPT --http HTTP`.
+fn start_host_with(script: &Path, sock: &Path, http: &str) -> (Proc, SocketAddr) {
     let mut child = Command::new(common::BIN)
         .arg("run")
-        .arg(&script)
-        .args(["--http", "127.0.0.1:0", "--admin"])
+        .arg(script)
+        .args(["--http", http, "--admin"])
         .arg(sock)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -255,7 +261,7 @@ fn page_us(v: u64) -> String {
 fn a_replace_appears_on_the_open_dashboard_with_its_pause_without_a_reload() {
     let dir = temp_dir("dashboard");
     let sock = dir.join("admin.sock");
-    let (_host, addr) = start_host(&dir, &sock);
+    let (host, addr) = start_host(&dir, &sock);
     let browser = Browser::start(&dir.join("profile"));
     browser.open(&format!("http://{addr}/"));
     browser.wait_for(
@@ -316,8 +322,26 @@ fn a_replace_appears_on_the_open_dashboard_with_its_pause_without_a_reload() {
     );
     // Left for a look: target/tmp/dashboard.png.
     browser.screenshot(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"));
-    let (code, _) = ctl(&sock, &["Quit"]);
-    assert_eq!(code, 0);
+
+    // The host goes, and another comes up on the same port: the page
+    // follows it by itself, without a reload.
+    drop(host);
+    let other = dir.join("other.ls");
+    std::fs::write(
+        &other,
+        format!("Load OTHER {}\n", liveswap_guests::PROBE_V1),
+    )
+    .unwrap();
+    let (_next, again) = start_host_with(&other, &sock, &addr.to_string());
+    assert_eq!(again, addr);
+    browser.wait_for(
+        "the new host's module, and no transaction of the old one",
+        r#"return !!document.querySelector('tr[data-module="OTHER"]')
+               && !document.querySelector('tr[data-module="SINK"]')
+               && document.querySelectorAll('.txn').length === 0
+               && document.getElementById("live-text").textContent === "live";"#,
+    );
+    assert_eq!(browser.eval("return window.stillTheSamePage"), json!(42));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

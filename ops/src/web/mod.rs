@@ -98,12 +98,7 @@ impl WebServer {
                 format!("the admin token must have at least {MIN_TOKEN} characters"),
             ));
         }
-        let listener = TcpListener::bind(opts.addr).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("--http {}: cannot listen there: {e}", opts.addr),
-            )
-        })?;
+        let listener = bind(opts.addr)?;
         let addr = listener.local_addr()?;
         let server = Server::from_listener(listener, None).map_err(io::Error::other)?;
         let server = Arc::new(server);
@@ -159,6 +154,27 @@ impl Drop for WebServer {
     }
 }
 
+/// Listen on `addr`. An address in use is tried again for a moment: a
+/// dashboard restarted on its port (a host handed back, say) may find the
+/// old listener still closing.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let until = Instant::now() + Duration::from_secs(2);
+    loop {
+        match TcpListener::bind(addr) {
+            Ok(l) => return Ok(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("--http {addr}: cannot listen there: {e}"),
+                ));
+            }
+        }
+    }
+}
+
 fn accept_loop(server: &Server, shared: Arc<Shared>) {
     while !shared.stop.load(Ordering::SeqCst) {
         let req = match server.recv_timeout(Duration::from_millis(200)) {
@@ -168,7 +184,7 @@ fn accept_loop(server: &Server, shared: Arc<Shared>) {
         };
         if shared.clients.fetch_add(1, Ordering::SeqCst) >= MAX_HTTP_CLIENTS {
             shared.clients.fetch_sub(1, Ordering::SeqCst);
-            let _ = req.respond(text(503, "too many clients; try again later"));
+            let _ = respond(req, text(503, "too many clients; try again later"));
             continue;
         }
         let s = shared.clone();
@@ -182,6 +198,14 @@ fn accept_loop(server: &Server, shared: Arc<Shared>) {
             shared.clients.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// Answer `req` and close the connection: a browser never reuses a
+/// socket to this server, so a server that stops (or starts again on its
+/// port) leaves no connection behind that a request could be sent down and
+/// never be read from.
+fn respond<R: Read>(req: Request, r: Response<R>) -> io::Result<()> {
+    req.respond(r.with_header(header("Connection", "close")))
 }
 
 fn header(name: &str, value: &str) -> Header {
@@ -241,26 +265,28 @@ fn handle(shared: &Shared, req: Request) {
     let path = req.url().split('?').next().unwrap_or("/").to_string();
     let method = req.method().clone();
     if shared.private && path != "/" && !authorized(shared, &req, true) {
-        let _ = req.respond(text(401, "the admin token is needed"));
+        let _ = respond(req, text(401, "the admin token is needed"));
         return;
     }
     let r = match (method, path.as_str()) {
-        (Method::Get, "/") => req.respond(
+        (Method::Get, "/") => respond(
+            req,
             Response::from_string(PAGE)
                 .with_header(header("Content-Type", "text/html; charset=utf-8"))
                 .with_header(header("Cache-Control", "no-store")),
         ),
-        (Method::Get, "/api/snapshot") => req.respond(json_reply(200, &snapshot(shared))),
-        (Method::Get, "/metrics") => req.respond(
+        (Method::Get, "/api/snapshot") => respond(req, json_reply(200, &snapshot(shared))),
+        (Method::Get, "/metrics") => respond(
+            req,
             Response::from_string(metrics::render(&shared.rt))
                 .with_header(header("Content-Type", metrics::CONTENT_TYPE)),
         ),
         (Method::Get, "/events") => stream(shared, req),
         (Method::Post, "/api/command") => command(shared, req),
         (_, "/" | "/api/snapshot" | "/metrics" | "/events" | "/api/command") => {
-            req.respond(text(405, "method not allowed"))
+            respond(req, text(405, "method not allowed"))
         }
-        _ => req.respond(text(404, "not found")),
+        _ => respond(req, text(404, "not found")),
     };
     if let Err(e) = r {
         tracing::debug!("dashboard client: {e}");
@@ -305,16 +331,19 @@ fn snapshot(shared: &Shared) -> Value {
 /// Run the body's command line, as the admin endpoint would.
 fn command(shared: &Shared, mut req: Request) -> io::Result<()> {
     if shared.token.is_none() {
-        return req.respond(text(
-            403,
-            "this host was started without an admin token (--token-file): the dashboard only shows",
-        ));
+        return respond(
+            req,
+            text(
+                403,
+                "this host was started without an admin token (--token-file): the dashboard only shows",
+            ),
+        );
     }
     if !authorized(shared, &req, false) {
-        return req.respond(text(
-            401,
-            "the admin token is needed (Authorization: Bearer)",
-        ));
+        return respond(
+            req,
+            text(401, "the admin token is needed (Authorization: Bearer)"),
+        );
     }
     let mut body = String::new();
     if req
@@ -324,7 +353,7 @@ fn command(shared: &Shared, mut req: Request) -> io::Result<()> {
         .is_err()
         || body.len() as u64 > MAX_BODY
     {
-        return req.respond(text(400, "the body must be one command line in UTF-8"));
+        return respond(req, text(400, "the body must be one command line in UTF-8"));
     }
     let origin = match req.remote_addr() {
         Some(a) => format!("http:{a}"),
@@ -342,7 +371,7 @@ fn command(shared: &Shared, mut req: Request) -> io::Result<()> {
             "outcome": r.outcome.as_str(), "output": r.to_text(), "transaction": r.to_json()}),
         Err(e) => json!({"ok": false, "error": e.to_string()}),
     };
-    req.respond(json_reply(200, &v))
+    respond(req, json_reply(200, &v))
 }
 
 /// Whether an event goes to the page.
@@ -358,7 +387,10 @@ fn sse(out: &mut dyn Write, kind: &str, data: &Value) -> io::Result<()> {
 }
 
 /// The event stream: written straight to the socket (no chunked
-/// buffering), until the client goes or the server stops.
+/// buffering), until the client goes or the server stops. A stop ends it
+/// with a `bye` event, on which the page closes the stream and connects
+/// again: the connection is the browser's to close (the HTTP server would
+/// keep it open for a next request).
 fn stream(shared: &Shared, req: Request) -> io::Result<()> {
     shared.streams.fetch_add(1, Ordering::SeqCst);
     let r = pump(shared, req);
@@ -390,8 +422,9 @@ fn pump(shared: &Shared, req: Request) -> io::Result<()> {
             }
             Ok(_) => {}
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
     }
-    Ok(())
+    sse(&mut out, "bye", &json!({}))?;
+    out.flush()
 }
