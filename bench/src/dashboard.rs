@@ -108,7 +108,7 @@ impl Bench<'_> {
         let (rounds, n, swaps) = if self.opts.quick {
             (1, 20_000, 5)
         } else {
-            (5, 300_000, 50)
+            (5, 1_000_000, 50)
         };
         let mut t = Table::new(
             "dashboard",
