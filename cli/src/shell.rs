@@ -347,6 +347,7 @@ pub(crate) fn run(
     .context("installing the Ctrl-C handler")?;
     let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     println!("liveswap shell — `Help` for the commands, `Help <command>` for one, Ctrl-D to leave");
+    let mut code = ExitCode::SUCCESS;
     loop {
         let line = match editor.readline("liveswap> ") {
             Ok(l) => l,
@@ -371,8 +372,14 @@ pub(crate) fn run(
         if word == "quit" || word == "exit" {
             break;
         }
-        if !one_line(&mut backend.borrow_mut(), trimmed, (target, &here), &ctrl_c) {
-            break;
+        match one_line(&mut backend.borrow_mut(), trimmed, (target, &here), &ctrl_c) {
+            Next::Prompt => {}
+            Next::End => break,
+            Next::HostGone => {
+                // As `ctl` says it: the host could not be reached.
+                code = ExitCode::from(liveswap_ops::admin::EXIT_UNREACHABLE);
+                break;
+            }
         }
     }
     if let Backend::Local(rt, endpoint) = &mut *backend.borrow_mut() {
@@ -382,16 +389,25 @@ pub(crate) fn run(
         }
         rt.shutdown();
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }
 
-/// Run one line; false when the shell should end (the host went away).
+/// What the shell does after a line.
+enum Next {
+    Prompt,
+    /// `Quit` on a local host.
+    End,
+    /// The remote host went away: the shell ends with status 4.
+    HostGone,
+}
+
+/// Run one line.
 fn one_line(
     backend: &mut Backend,
     line: &str,
     (target, here): (&Target, &Path),
     ctrl_c: &Receiver<()>,
-) -> bool {
+) -> Next {
     let line = for_host(line, target, here);
     let is_watch = line.eq_ignore_ascii_case("watch");
     match backend {
@@ -408,7 +424,7 @@ fn one_line(
                 Ok(Final::Err(e)) => println!("error: {e}"),
                 Err(e) => {
                     println!("the host went away: {e}");
-                    return false;
+                    return Next::HostGone;
                 }
             }
         }
@@ -418,12 +434,12 @@ fn one_line(
         Backend::Local(rt, _) => match liveswap_ops::execute_line(rt, &line, "shell") {
             Ok(Some(Reply::Done(m))) | Ok(Some(Reply::Text(m))) => println!("{m}"),
             Ok(Some(Reply::Transaction(_))) => {} // printed from the event stream
-            Ok(Some(Reply::Quit)) => return false,
+            Ok(Some(Reply::Quit)) => return Next::End,
             Ok(None) => {}
             Err(e) => println!("error: {e}"),
         },
     }
-    true
+    Next::Prompt
 }
 
 #[cfg(test)]

@@ -381,15 +381,20 @@ fn the_shell_completes_by_position_stops_watch_and_keeps_history_as_it_goes() {
     std::fs::copy(liveswap_guests::PROBE_V2, dir.join("probe_v2.wasm")).unwrap();
     std::fs::write(dir.join("probe_v2.d"), "a build's dependency file").unwrap();
     let sock = dir.join("admin.sock");
-    let _host = Host::start(
+    let host = Host::start(
         &dir,
         &pair_script(&dir, liveswap_guests::PROBE_V1, 100),
         &sock,
     );
+    // The shell's exit status is shown on the screen when it ends (the
+    // wrapper lives through Ctrl-C: the shell is the one it is meant for).
     let t = Tmux::start(
         &dir,
         &home,
-        &format!("{BIN} shell --connect {}", sock.display()),
+        &format!(
+            "sh -c 'trap true INT; {BIN} shell --connect {}; echo EXIT=$?; sleep 60'",
+            sock.display()
+        ),
     );
     t.prompt();
 
@@ -432,6 +437,13 @@ fn the_shell_completes_by_position_stops_watch_and_keeps_history_as_it_goes() {
     t.keys(&["Status", "Enter"]);
     let s = t.prompt();
     assert!(s.contains("SINK") && s.contains("v2.0"), "{s}");
-    t.keys(&["Quit", "Enter"]);
+    // The host goes away: the shell says so and ends with 4, as ctl would.
+    drop(host);
+    t.keys(&["Status", "Enter"]);
+    let s = t.wait("the shell's end", |s| s.contains("EXIT="));
+    assert!(
+        s.contains("the host went away") && s.contains("EXIT=4"),
+        "{s}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
