@@ -153,3 +153,46 @@ fn a_script_error_names_the_file_the_line_and_the_command() {
     h.ok("Unload A");
     still_serving(&mut h);
 }
+
+#[test]
+fn a_component_of_another_world_is_refused_before_compiling_naming_what_does_not_fit() {
+    let mut h = running();
+    let held = h.rt.repository().all().len();
+    // What componentize-js makes by default: a component that imports
+    // wasi:http, which the host does not provide (beside one it does).
+    let http = wat::parse_str(
+        r#"(component
+             (import "wasi:http/outgoing-handler@0.2.0" (instance))
+             (import "wasi:io/streams@0.2.3" (instance)))"#,
+    )
+    .unwrap();
+    let path = temp_file("http.wasm", &http);
+    let t0 = std::time::Instant::now();
+    let err = h.err(&format!("Load X {}", path.display()));
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(
+        err.contains(&format!(
+            "{}: not a liveswap module (world `module-imp`): it imports `wasi:http/outgoing-handler@0.2.0`, which this host does not provide",
+            path.display()
+        )) && !err.contains("wasi:io/streams")
+            && err.ends_with("nothing was compiled"),
+        "{err}"
+    );
+    // A component of the right imports that is no module: its missing
+    // exports are named.
+    let bare =
+        wat::parse_str(r#"(component (import "liveswap:module/host@0.1.0" (instance)))"#).unwrap();
+    let path = temp_file("bare.wasm", &bare);
+    let err = h.err(&format!("Load X {}", path.display()));
+    assert!(
+        err.contains("it does not export `info`, `init`, `service`, `enable`, `disable`, `put-state`, `get-state`"),
+        "{err}"
+    );
+    assert_eq!(h.rt.repository().all().len(), held, "nothing was kept");
+    assert!(h.rt.module("X").is_none());
+    still_serving(&mut h);
+}

@@ -4,6 +4,7 @@
 
 mod repository;
 pub mod signing;
+mod world;
 
 pub use repository::{CheckedFile, Repository, Version};
 pub use signing::digest;

@@ -295,6 +295,8 @@ impl Repository {
             return Ok(v);
         }
         check_header(path, &bytes)?;
+        // Before the slow part: what it imports and exports.
+        super::world::check(path, &bytes)?;
         let started = Instant::now();
         let (component, precompiled) = self.component(path, &bytes, &digest)?;
         let instance_pre =
