@@ -324,7 +324,7 @@ impl Core {
                 name,
                 path,
                 options,
-            } => self.load(&name, &path, &options).map(Reply::Done),
+            } => self.load(&name, &path, &options, origin).map(Reply::Done),
             Command::Unload(name) => self.unload(&name).map(Reply::Done),
             Command::Enable(name) => self.enable(&name, true).map(Reply::Done),
             Command::Disable(name) => self.enable(&name, false).map(Reply::Done),

@@ -104,8 +104,22 @@ fn a_restart_loads_an_18_mb_python_guest_from_its_compiled_artifact() {
     let t = TempDir::new("python");
     let dir = t.0.join("state");
     let compiled = {
-        let h = Host::with(on(&dir));
+        let mut h = Host::with(on(&dir));
+        let mark = h.mark();
         h.ok(&format!("Load P {}", wasm.display()));
+        // The long compile said how it went, each second, to whoever
+        // asked for the Load.
+        h.drain();
+        let expected = format!("compiling {}: ", wasm.display());
+        let ticks: Vec<String> = h.seen[mark..]
+            .iter()
+            .filter_map(|e| match e {
+                liveswap::Event::Progress { origin, text } if origin == "test" => {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .collect();
         h.ok(&format!(
             "Load T {} config \"timer t 2; tick-send P; quiet\"",
             liveswap_guests::PROBE_V2
@@ -113,6 +127,16 @@ fn a_restart_loads_an_18_mb_python_guest_from_its_compiled_artifact() {
         std::thread::sleep(Duration::from_millis(300));
         let v = python_version(&h, size);
         assert!(!v.precompiled, "the first load compiles");
+        if v.compile_us > 1_500_000 {
+            assert!(
+                !ticks.is_empty()
+                    && ticks
+                        .iter()
+                        .all(|t| t.starts_with(&expected) && t.ends_with(" s so far")),
+                "{ticks:?}"
+            );
+            assert_eq!(ticks[0], format!("{expected}1 s so far"));
+        }
         h.rt.shutdown();
         v.compile_us
     };

@@ -94,17 +94,21 @@ impl Core {
     }
 
     /// The thesis' addition protocol: upload, instantiate, init, register,
-    /// enable.
+    /// enable. A compile that takes a while is reported to `origin` as it
+    /// goes.
     pub(super) fn load(
         &self,
         name: &str,
         path: &std::path::Path,
         options: &LoadOptions,
+        origin: &str,
     ) -> Result<String, CommandError> {
         if self.modules.contains(name) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
-        let version = self.repo.fetch_pinned(path, options.pin.as_deref())?;
+        let file = self.repo.read_checked(path, options.pin.as_deref())?;
+        let what = format!("compiling {}", path.display());
+        let version = self.timed(origin, &what, || self.repo.version_of(file))?;
         let grants: Arc<[Grant]> = Arc::from(options.grants.as_slice());
         let limits = self.limits_for(options);
         let mut imp = self.instantiate(&version, name, &grants, &limits)?;

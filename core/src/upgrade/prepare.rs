@@ -69,8 +69,9 @@ impl Core {
         }
         // Compile (or find) every version first: the slow part.
         let mut versions = Vec::new();
-        for f in files {
-            versions.push(self.repo.version_of(f)?);
+        for (f, t) in files.into_iter().zip(targets) {
+            let what = format!("compiling {}", t.path.display());
+            versions.push(self.timed(origin, &what, || self.repo.version_of(f))?);
         }
 
         // Instantiate and make the first call (`info`) now, so the pause

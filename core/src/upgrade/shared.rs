@@ -87,6 +87,26 @@ impl Core {
         });
     }
 
+    /// Run `f`, a slow step (`what`: `compiling x.wasm`), telling `origin`
+    /// each second it takes how long it has taken so far.
+    pub(crate) fn timed<T>(&self, origin: &str, what: &str, f: impl FnOnce() -> T) -> T {
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let started = std::time::Instant::now();
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    done_rx.recv_timeout(std::time::Duration::from_secs(1))
+                {
+                    let secs = started.elapsed().as_secs();
+                    self.progress(origin, format!("{what}: {secs} s so far"));
+                }
+            });
+            let r = f();
+            drop(done_tx);
+            r
+        })
+    }
+
     /// What command is running now, and for whom: (line, origin).
     pub(crate) fn current_command(&self) -> Option<(String, String)> {
         self.current.lock().expect("poisoned").clone()
