@@ -43,37 +43,94 @@ pub fn render(rt: &Runtime) -> String {
     out
 }
 
-/// One counter family, filled with `value` per module.
-fn counter(
-    reg: &mut Registry,
-    mods: &[ProxyStatus],
-    name: &str,
-    help: &str,
-    value: fn(&ProxyStatus) -> u64,
-) {
-    let f = Family::<Labels, Counter>::default();
-    for m in mods {
-        f.get_or_create(&module(&m.name)).inc_by(value(m));
-    }
-    reg.register(name, help, f);
-}
+/// A per-module figure: its name, help and unit, and its value (none:
+/// the module has no such figure now).
+type Figure = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&ProxyStatus) -> Option<u64>,
+);
 
-/// One gauge family, filled with `value` per module (none: left out).
-fn gauge(
+/// The counters per module.
+const COUNTERS: &[Figure] = &[
+    ("messages_served", "Messages a module served", None, |m| {
+        Some(m.served)
+    }),
+    (
+        "messages_refused",
+        "Messages refused for a full mailbox (messages or bytes)",
+        None,
+        |m| Some(m.refused),
+    ),
+    (
+        "service_errors",
+        "Messages whose service call returned an error",
+        None,
+        |m| Some(m.errors),
+    ),
+    (
+        "faults",
+        "Traps and deadline overruns of a module's calls",
+        None,
+        |m| Some(m.faults),
+    ),
+    (
+        "recoveries",
+        "Rebuilds of a module from its recovery point after a fault",
+        None,
+        |m| Some(m.recoveries),
+    ),
+];
+
+/// The gauges per module.
+const GAUGES: &[Figure] = &[
+    (
+        "mailbox_depth",
+        "Messages queued, not yet served",
+        None,
+        |m| Some(m.depth as u64),
+    ),
+    (
+        "mailbox_capacity",
+        "Most messages a mailbox holds",
+        None,
+        |m| Some(m.capacity as u64),
+    ),
+    (
+        "mailbox_queued",
+        "Bytes queued in a mailbox",
+        Some(Unit::Bytes),
+        |m| Some(m.queued_bytes.0 as u64),
+    ),
+    (
+        "recovery_log",
+        "Bytes logged since the recovery point",
+        Some(Unit::Bytes),
+        |m| Some(m.logged_bytes as u64),
+    ),
+    (
+        "poison_messages",
+        "Messages set aside as poison",
+        None,
+        |m| Some(m.poisoned as u64),
+    ),
+    (
+        "probation_remaining",
+        "Time left on probation after a commit (modules on probation only)",
+        Some(Unit::Seconds),
+        |m| m.probation_left.map(|d| d.as_secs()),
+    ),
+];
+
+fn register(
     reg: &mut Registry,
-    mods: &[ProxyStatus],
     (name, help, unit): (&str, &str, Option<Unit>),
-    value: impl Fn(&ProxyStatus) -> Option<i64>,
+    metric: impl prometheus_client::registry::Metric,
 ) {
-    let f = Family::<Labels, Gauge>::default();
-    for m in mods {
-        if let Some(v) = value(m) {
-            f.get_or_create(&module(&m.name)).set(v);
-        }
-    }
     match unit {
-        Some(u) => reg.register_with_unit(name, help, u, f),
-        None => reg.register(name, help, f),
+        Some(u) => reg.register_with_unit(name, help, u, metric),
+        None => reg.register(name, help, metric),
     }
 }
 
@@ -93,90 +150,25 @@ fn modules(reg: &mut Registry, mods: &[ProxyStatus]) {
         "Each module: the version it runs and its state (always 1)",
         info,
     );
-    counter(
-        reg,
-        mods,
-        "messages_served",
-        "Messages a module served",
-        |m| m.served,
-    );
-    counter(
-        reg,
-        mods,
-        "messages_refused",
-        "Messages refused for a full mailbox (messages or bytes)",
-        |m| m.refused,
-    );
-    counter(
-        reg,
-        mods,
-        "service_errors",
-        "Messages whose service call returned an error",
-        |m| m.errors,
-    );
-    counter(
-        reg,
-        mods,
-        "faults",
-        "Traps and deadline overruns of a module's calls",
-        |m| m.faults,
-    );
-    counter(
-        reg,
-        mods,
-        "recoveries",
-        "Rebuilds of a module from its recovery point after a fault",
-        |m| m.recoveries,
-    );
-    let n = |v: usize| Some(i64::try_from(v).unwrap_or(i64::MAX));
-    gauge(
-        reg,
-        mods,
-        ("mailbox_depth", "Messages queued, not yet served", None),
-        |m| n(m.depth),
-    );
-    gauge(
-        reg,
-        mods,
-        ("mailbox_capacity", "Most messages a mailbox holds", None),
-        |m| n(m.capacity),
-    );
-    gauge(
-        reg,
-        mods,
-        (
-            "mailbox_queued",
-            "Bytes queued in a mailbox",
-            Some(Unit::Bytes),
-        ),
-        |m| n(m.queued_bytes.0),
-    );
-    gauge(
-        reg,
-        mods,
-        (
-            "recovery_log",
-            "Bytes logged since the recovery point",
-            Some(Unit::Bytes),
-        ),
-        |m| n(m.logged_bytes),
-    );
-    gauge(
-        reg,
-        mods,
-        ("poison_messages", "Messages set aside as poison", None),
-        |m| n(m.poisoned),
-    );
-    gauge(
-        reg,
-        mods,
-        (
-            "probation_remaining",
-            "Time left on probation after a commit (modules on probation only)",
-            Some(Unit::Seconds),
-        ),
-        |m| m.probation_left.map(|d| d.as_secs() as i64),
-    );
+    for (name, help, unit, value) in COUNTERS {
+        let f = Family::<Labels, Counter>::default();
+        for m in mods {
+            if let Some(v) = value(m) {
+                f.get_or_create(&module(&m.name)).inc_by(v);
+            }
+        }
+        register(reg, (name, help, unit.clone()), f);
+    }
+    for (name, help, unit, value) in GAUGES {
+        let f = Family::<Labels, Gauge>::default();
+        for m in mods {
+            if let Some(v) = value(m) {
+                f.get_or_create(&module(&m.name))
+                    .set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+        }
+        register(reg, (name, help, unit.clone()), f);
+    }
 }
 
 fn transactions(reg: &mut Registry, txns: &[TransactionReport]) {
