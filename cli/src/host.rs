@@ -80,6 +80,7 @@ fn builder(args: &RunArgs, taking_over: bool) -> anyhow::Result<RuntimeBuilder> 
         .trusted_keys(args.trust.read()?)
         .limits(args.limits.limits())
         .state_dir(args.durable.state_dir.clone())
+        .compile_cache(super::compile_cache(args.compile_cache.as_deref()))
         .sync(args.durable.sync))
 }
 

@@ -112,6 +112,12 @@ struct RunArgs {
     /// a larger one votes NO.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     max_state: usize,
+    /// Keep compiled code here (made 0700), so that a guest compiled once
+    /// loads in milliseconds in every later host; `none` for no cache
+    /// [default: $XDG_CACHE_HOME/liveswap/compiled, or
+    /// ~/.cache/liveswap/compiled].
+    #[arg(long, value_name = "DIR|none")]
+    compile_cache: Option<PathBuf>,
     #[command(flatten)]
     trust: Trust,
     #[command(flatten)]
@@ -434,6 +440,19 @@ enum Cmd {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     liveswap_ops::command::parse_duration(s)
+}
+
+/// Where `run` keeps compiled code, if anywhere.
+fn compile_cache(asked: Option<&Path>) -> Option<PathBuf> {
+    match asked {
+        Some(p) if p == Path::new("none") => None,
+        Some(p) => Some(p.to_path_buf()),
+        None => std::env::var_os("XDG_CACHE_HOME")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|d| d.join("liveswap").join("compiled")),
+    }
 }
 
 fn guests_dir() -> PathBuf {

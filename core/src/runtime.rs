@@ -54,6 +54,7 @@ pub struct RuntimeBuilder {
     state_dir: Option<PathBuf>,
     sync: SyncPolicy,
     all_or_nothing: bool,
+    compile_cache: Option<PathBuf>,
 }
 
 impl Default for RuntimeBuilder {
@@ -70,6 +71,7 @@ impl Default for RuntimeBuilder {
             max_state_bytes: 64 << 20,
             trusted_keys: Vec::new(),
             limits: Limits::default(),
+            compile_cache: None,
             state_dir: None,
             sync: SyncPolicy::DEFAULT,
             all_or_nothing: false,
@@ -163,6 +165,15 @@ impl RuntimeBuilder {
         self.sync = policy;
         self
     }
+    /// Keep compiled code in `dir` (wasmtime's cache, keyed by the bytes,
+    /// the engine's settings and wasmtime's version), so that a big guest
+    /// compiled once loads in milliseconds in every later host, with or
+    /// without a state directory. Default: none. The folder is made 0700;
+    /// one that others may write is refused (what is in it runs).
+    pub fn compile_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.compile_cache = dir;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -171,7 +182,11 @@ impl RuntimeBuilder {
 
     /// Start the runtime (on a state directory: bring back what it holds).
     pub fn build(self) -> anyhow::Result<Runtime> {
-        let engine = wasmtime::Engine::new(&self.engine_config())?;
+        let mut config = self.engine_config();
+        if let Some(dir) = &self.compile_cache {
+            config.cache(Some(compile_cache(dir)?));
+        }
+        let engine = wasmtime::Engine::new(&config)?;
         let mut repo = Repository::new(engine.clone())?
             .with_trusted_keys(self.trusted_keys.clone())
             .with_max_file(self.limits.wasm_bytes);
@@ -287,6 +302,31 @@ impl RuntimeBuilder {
         }
         config
     }
+}
+
+/// wasmtime's compilation cache in `dir`, made 0700 if it is new; a
+/// folder others may write is refused, since what is in it is run.
+fn compile_cache(dir: &std::path::Path) -> anyhow::Result<wasmtime::Cache> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("compile cache {}: cannot make it", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("compile cache {}", dir.display()))?
+        .permissions()
+        .mode();
+    anyhow::ensure!(
+        mode & 0o022 == 0,
+        "compile cache {}: mode {:o}: others may write in it, and what is in it is run (chmod 700 it, or choose another)",
+        dir.display(),
+        mode & 0o777
+    );
+    let mut c = wasmtime::CacheConfig::new();
+    c.with_directory(dir);
+    wasmtime::Cache::new(c).map_err(|e| anyhow::anyhow!("compile cache {}: {e}", dir.display()))
 }
 
 /// What a command produced. Inspections are data; `liveswap-ops` renders

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use liveswap::RuntimeBuilder;
 
-use crate::support::{Host, TempDir};
+use crate::support::{Host, TempDir, V1};
 
 fn on(dir: &Path) -> RuntimeBuilder {
     RuntimeBuilder::default()
@@ -194,4 +194,59 @@ fn poison_messages_are_kept_across_a_restart() {
         "the poison message, its version and its trap came back: {after}"
     );
     h.rt.shutdown();
+}
+
+/// Files under `dir`, however deep.
+fn files_under(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    let p = e.path();
+                    if p.is_dir() { files_under(&p) } else { 1 }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_compile_cache_lets_a_later_host_load_a_guest_without_compiling_it() {
+    let t = TempDir::new("compile-cache");
+    let cache = t.0.join("compiled");
+    let cached = || RuntimeBuilder::default().compile_cache(Some(cache.clone()));
+    let compile_us = |h: &Host| {
+        h.rt.repository()
+            .all()
+            .iter()
+            .map(|v| v.compile_us)
+            .max()
+            .expect("a version")
+    };
+    let first = {
+        let h = Host::with(cached());
+        h.ok(&format!("Load A {V1}"));
+        let us = compile_us(&h);
+        h.rt.shutdown();
+        us
+    };
+    assert!(files_under(&cache) > 0, "nothing was kept in the cache");
+    assert_eq!(mode(&cache), 0o700);
+    // A new host, no state directory: the same file comes from the cache.
+    let h = Host::with(cached());
+    h.ok(&format!("Load A {V1}"));
+    let second = compile_us(&h);
+    h.rt.shutdown();
+    eprintln!("probe v1: compiled in {first} µs; from the compile cache in {second} µs");
+    assert!(
+        second * 3 < first,
+        "loaded from the cache in {second} µs, compiled in {first} µs"
+    );
+    // A cache others may write is refused: what is in it is run.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = cached().build().err().expect("refused");
+    assert!(
+        format!("{err:#}").contains("others may write in it"),
+        "{err:#}"
+    );
 }
