@@ -253,21 +253,8 @@ fn parse_size(s: &str) -> Result<usize, String> {
     })
 }
 
-/// A linear-memory size: at least one WebAssembly page, so that a bare
-/// `64` (64 bytes) is caught rather than refused by every Load.
 fn parse_memory(s: &str) -> Result<usize, String> {
-    let n = parse_size(s)?;
-    if n < 64 * 1024 {
-        let hint = if s.trim().chars().all(|c| c.is_ascii_digit()) {
-            format!("; did you mean {}MiB?", s.trim())
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "`{s}` is {n} bytes, less than one WebAssembly page (64KiB){hint}"
-        ));
-    }
-    Ok(n)
+    liveswap_ops::command::parse_memory(s)
 }
 
 /// The keys a host started here requires signatures by.

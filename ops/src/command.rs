@@ -41,20 +41,7 @@ fn options(
             }
             "memory" => {
                 let v = value()?;
-                let n = parse_size(v).ok_or_else(|| {
-                    format!("{cmd}: memory `{v}` is not a size (like 512KiB, 16MiB, 1GB)")
-                })?;
-                if n < 64 * 1024 {
-                    return Err(format!(
-                        "{cmd}: memory `{v}` is {n} bytes, less than one WebAssembly page (64KiB){}",
-                        if v.chars().all(|c| c.is_ascii_digit()) {
-                            format!("; did you mean {v}MiB?")
-                        } else {
-                            String::new()
-                        }
-                    ));
-                }
-                options.memory = Some(n);
+                options.memory = Some(parse_memory(v).map_err(|e| format!("{cmd}: memory {e}"))?);
             }
             "capacity" => {
                 let v = value()?;
@@ -469,6 +456,25 @@ pub fn parse_size(s: &str) -> Option<usize> {
         .find_map(|(unit, m)| lower.strip_suffix(unit).map(|n| (n, *m)))
         .unwrap_or((lower.as_str(), 1));
     num.trim().parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// A linear-memory size ([`parse_size`]): at least one WebAssembly page,
+/// so that a bare `64` (64 bytes) is caught with a hint rather than
+/// refused by every instance.
+pub fn parse_memory(v: &str) -> Result<usize, String> {
+    let n = parse_size(v)
+        .ok_or_else(|| format!("`{v}` is not a size (like 65536, 512KiB, 16MiB, 1GiB, 1GB)"))?;
+    if n < 64 * 1024 {
+        let hint = if v.trim().chars().all(|c| c.is_ascii_digit()) {
+            format!("; did you mean {}MiB?", v.trim())
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "`{v}` is {n} bytes, less than one WebAssembly page (64KiB){hint}"
+        ));
+    }
+    Ok(n)
 }
 
 fn name_arg(cmd: &str, word: &str) -> Result<String, String> {
