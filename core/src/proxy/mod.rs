@@ -325,6 +325,20 @@ impl ModuleProxy {
         &self.0.seat.name
     }
 
+    /// The poison messages a state directory kept (at a restart).
+    pub(crate) fn restore_poison(&self, list: Vec<crate::store::PoisonImage>) {
+        *self.0.poison.lock().expect("proxy poisoned") = list
+            .into_iter()
+            .map(|p| Poisoned {
+                at: std::time::UNIX_EPOCH + Duration::from_millis(p.at_ms),
+                version: p.version,
+                body_bytes: p.message.body.len(),
+                message: p.message,
+                reason: p.reason,
+            })
+            .collect();
+    }
+
     /// The sending half of its mailbox.
     pub fn mailbox(&self) -> &Mailbox {
         &self.0.mailbox

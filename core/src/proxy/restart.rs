@@ -57,17 +57,6 @@ impl Worker {
         });
         self.serving = image.enabled;
         let replayed = self.recovery.log.len();
-        *self.shared.poison.lock().expect("proxy poisoned") = image
-            .poison
-            .into_iter()
-            .map(|p| super::Poisoned {
-                at: std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.at_ms),
-                version: p.version,
-                body_bytes: p.message.body.len(),
-                message: p.message,
-                reason: p.reason,
-            })
-            .collect();
         let Some(fresh) = self.rebuild_restored() else {
             return;
         };

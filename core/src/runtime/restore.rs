@@ -66,6 +66,9 @@ impl Core {
                 proxy.mailbox().restore(msg, id);
                 summary.queued += 1;
             }
+            // Before the start returns, as the queue: a `Poison` right
+            // after a restart lists what was set aside.
+            proxy.restore_poison(std::mem::take(&mut m.poison));
         }
         for ((proxy, ends, imp), m) in ready {
             let finish = m.finish.as_ref().and_then(|(txn, digest)| {
