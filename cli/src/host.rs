@@ -137,11 +137,12 @@ struct Serving {
 
 impl Serving {
     fn start(args: &RunArgs, inherited: Listeners, taking_over: bool) -> anyhow::Result<Serving> {
-        let rt = Arc::new(
-            builder(args, taking_over)?
-                .build()
-                .context("starting the host")?,
-        );
+        // Watched from the first event: what the restored modules log while
+        // the host starts is printed too.
+        let (rt, events) = builder(args, taking_over)?
+            .build_watched()
+            .context("starting the host")?;
+        let rt = Arc::new(rt);
         // A takeover restores every module or gives the directory back
         // before it serves anything (the admin sockets untouched).
         if let Some(s) = rt
@@ -153,7 +154,7 @@ impl Serving {
             rt.shutdown();
             anyhow::bail!(why);
         }
-        let printer = Printer::start(rt.watch(), args.json, args.verbose);
+        let printer = Printer::start(events, args.json, args.verbose);
         let endpoint = start_admin_with(&rt, &args.serve, inherited)?;
         let web = start_web(&rt, &args.serve)?;
         if !args.json {

@@ -182,6 +182,18 @@ impl RuntimeBuilder {
 
     /// Start the runtime (on a state directory: bring back what it holds).
     pub fn build(self) -> anyhow::Result<Runtime> {
+        self.assemble(false).map(|(rt, _)| rt)
+    }
+
+    /// As [`build`](Self::build), with a receiver of every event from the
+    /// first: what the restored modules do while the host starts (their
+    /// logs, a recovery) is in it, which a `watch` after `build` misses.
+    pub fn build_watched(self) -> anyhow::Result<(Runtime, Receiver<Event>)> {
+        self.assemble(true)
+            .map(|(rt, rx)| (rt, rx.expect("asked for a receiver")))
+    }
+
+    fn assemble(self, watched: bool) -> anyhow::Result<(Runtime, Option<Receiver<Event>>)> {
         let mut config = self.engine_config();
         if let Some(dir) = &self.compile_cache {
             config.cache(Some(compile_cache(dir)?));
@@ -199,6 +211,7 @@ impl RuntimeBuilder {
             }
         };
         let events = Arc::new(EventBus::new(self.limits.watch_queue));
+        let watcher = watched.then(|| events.watch());
         let bus = Bus::new(events, self.limits.clone(), journal);
         let env = Env {
             bus: bus.clone(),
@@ -206,18 +219,7 @@ impl RuntimeBuilder {
             reaper: Reaper::start(),
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let ticker = {
-            let stop = stop.clone();
-            let engine = engine.clone();
-            std::thread::Builder::new()
-                .name("liveswap-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_PERIOD);
-                        engine.increment_epoch();
-                    }
-                })?
-        };
+        let ticker = epoch_ticker(engine.clone(), stop.clone())?;
         let ticks = (self.call_deadline.as_nanos() / EPOCH_PERIOD.as_nanos()).max(1) as u64;
         let (rollbacks, requests) = unbounded::<RollbackRequest>();
         let core = Arc::new(Core {
@@ -252,13 +254,14 @@ impl RuntimeBuilder {
             .spawn(move || crate::upgrade::rollback::serve(weak, requests))?;
         let all_or_nothing = self.all_or_nothing;
         let restart = image.map(|image| core.restore(image, all_or_nothing));
-        Ok(Runtime {
+        let rt = Runtime {
             core,
             epoch_stop: stop,
             epoch: Mutex::new(Some(ticker)),
             restart,
             state,
-        })
+        };
+        Ok((rt, watcher))
     }
 
     /// Open the state directory, and start its journal's writer from the
@@ -572,4 +575,20 @@ impl Drop for Runtime {
             self.shutdown();
         }
     }
+}
+
+/// The thread that advances the engine's epoch (the call deadlines) until
+/// `stop`.
+fn epoch_ticker(
+    engine: wasmtime::Engine,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("liveswap-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_PERIOD);
+                engine.increment_epoch();
+            }
+        })
 }

@@ -200,19 +200,15 @@ pub fn run(
         let _ = std::fs::remove_dir_all(d);
     }
     let state_dir = opts.state_dir.clone().or(own_dir.clone());
-    let build = || -> anyhow::Result<Arc<Runtime>> {
-        Ok(Arc::new(
-            RuntimeBuilder::default()
-                .trusted_keys(opts.trusted_keys.clone())
-                .state_dir(state_dir.clone())
-                .build()?,
-        ))
-    };
-    let mut rt = build()?;
-    // Every host's events, one stream (a handoff starts a new host).
+    // Every host's events, one stream (a handoff starts a new host), each
+    // from its first: a restored OSPF's first relays are in it.
     let (events_tx, events) = unbounded::<Event>();
-    let forward = |rt: &Runtime| {
-        let (rx, tx) = (rt.watch(), events_tx.clone());
+    let build = || -> anyhow::Result<Arc<Runtime>> {
+        let (rt, rx) = RuntimeBuilder::default()
+            .trusted_keys(opts.trusted_keys.clone())
+            .state_dir(state_dir.clone())
+            .build_watched()?;
+        let tx = events_tx.clone();
         std::thread::spawn(move || {
             for e in rx {
                 if tx.send(e).is_err() {
@@ -220,8 +216,9 @@ pub fn run(
                 }
             }
         });
+        Ok(Arc::new(rt))
     };
-    forward(&rt);
+    let mut rt = build()?;
     let mut endpoint = match opts.admin.clone() {
         None => None,
         Some(a) => match liveswap_ops::admin::AdminServer::start(rt.clone(), a) {
@@ -351,7 +348,6 @@ pub fn run(
                         &events_tx,
                         opts.handoff_stay,
                     )?;
-                    forward(&rt);
                     narrate(Narration::Reply(format!(
                         "pid {pid} took the router over (modules paused {:.0} ms), served it, and handed it back to a fresh host here: {} modules and {} queued messages restored (paused {:.0} ms)",
                         (away.window.1 - away.window.0).as_secs_f64() * 1000.0,
@@ -367,7 +363,6 @@ pub fn run(
                     let t0 = Instant::now();
                     rt.shutdown();
                     rt = build()?;
-                    forward(&rt);
                     let t1 = Instant::now();
                     let restored = rt
                         .restart_summary()
