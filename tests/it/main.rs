@@ -12,6 +12,7 @@ mod invariants;
 mod layers;
 mod router;
 mod sandbox;
+mod sdk;
 mod support;
 mod upgrade;
 mod verify;

@@ -21,7 +21,9 @@ pub(crate) fn feeding() -> Host {
 pub(crate) fn consecutive_on(h: &mut Host, receiver: &str, sender: &str, more: u64) {
     h.drain();
     let n = *h.got(receiver, sender).last().unwrap();
-    h.wait_line(receiver, &format!("got {} from {sender}", n + more));
+    h.wait_log(receiver, |l| {
+        parse_got(l).is_some_and(|(m, s)| m == n + more && s == sender)
+    });
     let got = h.got(receiver, sender);
     assert_eq!(got, one_to(got.len() as u64), "{receiver} from {sender}");
     assert!(

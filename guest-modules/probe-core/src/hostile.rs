@@ -22,8 +22,8 @@
 
 use std::cell::RefCell;
 
-use crate::bindings::liveswap::module::host;
 use crate::{Level, Message, log};
+use liveswap_guest::host;
 
 thread_local! {
     /// What the host calls made inside `info` returned, for `init` to log.

@@ -56,19 +56,9 @@ use serde::{Deserialize, Serialize};
 mod hostile;
 mod sandbox;
 
-/// Guest bindings of the `module-imp` world.
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "module-imp",
-        pub_export_macro: true,
-        default_bindings_module: "probe_core::bindings",
-    });
-}
-
-pub use bindings::Guest;
-use bindings::liveswap::module::host;
-pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
+pub use liveswap_guest as sdk;
+use liveswap_guest::host;
+pub use liveswap_guest::{Level, Message, ModuleInfo};
 
 /// Define a probe component crate:
 /// `probe_module!("2.0", shape 2, speaks [1], accepts [1]);`
@@ -86,16 +76,20 @@ macro_rules! probe_module {
             accepts: &[$($a),*],
             defect: $defect,
         };
-        impl $crate::Guest for Module {
+        // The probe keeps its state itself (and its own shapes of it).
+        impl $crate::sdk::Module for Module {
+            const VERSION: &'static str = $version;
             fn info() -> $crate::ModuleInfo { PROBE.info() }
-            fn init(config: Vec<u8>) -> Result<(), String> { PROBE.init(config) }
-            fn service(msg: $crate::Message) -> Result<(), String> { PROBE.service(msg) }
-            fn enable() { PROBE.enable() }
-            fn disable() { PROBE.disable() }
-            fn put_state() -> Result<Vec<u8>, String> { PROBE.put_state() }
-            fn get_state(state: Vec<u8>) -> Result<(), String> { PROBE.get_state(state) }
+            fn init(config: &[u8]) -> Result<Self, String> { PROBE.init(config.to_vec()).map(|()| Module) }
+            fn service(&mut self, msg: $crate::Message) -> Result<(), String> { PROBE.service(msg) }
+            fn enable(&mut self) { PROBE.enable() }
+            fn disable(&mut self) { PROBE.disable() }
         }
-        $crate::bindings::export!(Module);
+        impl $crate::sdk::RawState for Module {
+            fn save(&self) -> Result<Vec<u8>, String> { PROBE.put_state() }
+            fn restore(state: &[u8]) -> Result<Self, String> { PROBE.get_state(state.to_vec()).map(|()| Module) }
+        }
+        $crate::sdk::export!(Module, state Raw);
     };
 }
 

@@ -28,19 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// Guest bindings of the `module-imp` world.
-pub mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "module-imp",
-        pub_export_macro: true,
-        default_bindings_module: "router_core::bindings",
-    });
-}
-
-pub use bindings::Guest;
-use bindings::liveswap::module::host;
-pub use bindings::liveswap::module::types::{Level, Message, ModuleInfo};
+pub use liveswap_guest as sdk;
+use liveswap_guest::host;
+pub use liveswap_guest::{Level, Message, ModuleInfo};
 
 /// Which part of the router a module plays.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,16 +75,18 @@ macro_rules! router_module {
             accepts: &[$($accepts),*],
             defect: $defect,
         };
-        impl $crate::Guest for Module {
-            fn info() -> $crate::ModuleInfo { SPEC.info() }
-            fn init(config: Vec<u8>) -> Result<(), String> { SPEC.init(config) }
-            fn service(msg: $crate::Message) -> Result<(), String> { SPEC.service(msg) }
-            fn enable() {}
-            fn disable() {}
-            fn put_state() -> Result<Vec<u8>, String> { SPEC.put_state() }
-            fn get_state(state: Vec<u8>) -> Result<(), String> { SPEC.get_state(state) }
+        impl $crate::sdk::Module for Module {
+            const VERSION: &'static str = $version;
+            const SPEAKS: &'static [u32] = &[$($speaks),*];
+            const ACCEPTS: &'static [u32] = &[$($accepts),*];
+            fn init(config: &[u8]) -> Result<Self, String> { SPEC.init(config.to_vec()).map(|()| Module) }
+            fn service(&mut self, msg: $crate::Message) -> Result<(), String> { SPEC.service(msg) }
         }
-        $crate::bindings::export!(Module);
+        impl $crate::sdk::RawState for Module {
+            fn save(&self) -> Result<Vec<u8>, String> { SPEC.put_state() }
+            fn restore(state: &[u8]) -> Result<Self, String> { SPEC.get_state(state.to_vec()).map(|()| Module) }
+        }
+        $crate::sdk::export!(Module, state Raw);
     };
 }
 

@@ -1,0 +1,203 @@
+//! How a module's state travels between versions.
+//!
+//! A typed state is one CBOR map, `{"liveswap-state": V, "state": S}`: `V`
+//! is the writer's [`Module::STATE_VERSION`](crate::Module::STATE_VERSION)
+//! and `S` the module itself, serialized with serde. A reader of the same
+//! `V` deserializes `S`; a newer reader migrates it; an older one refuses.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Module, RawState, Value};
+
+#[derive(Serialize)]
+struct Outgoing<'a, T> {
+    #[serde(rename = "liveswap-state")]
+    version: u32,
+    state: &'a T,
+}
+
+#[derive(Deserialize)]
+struct Incoming {
+    #[serde(rename = "liveswap-state")]
+    version: u32,
+    state: Value,
+}
+
+/// The typed state codec (`export!(T)`).
+pub struct Typed;
+
+impl Typed {
+    /// `m` with its state version.
+    pub fn save<M: Module + Serialize>(m: &M) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        ciborium::into_writer(
+            &Outgoing {
+                version: M::STATE_VERSION,
+                state: m,
+            },
+            &mut out,
+        )
+        .map_err(|e| format!("{} could not encode its state: {e}", M::VERSION))?;
+        Ok(out)
+    }
+
+    /// A module from a state some version saved.
+    pub fn restore<M: Module + DeserializeOwned>(bytes: &[u8]) -> Result<M, String> {
+        let got: Incoming = ciborium::from_reader(bytes).map_err(|e| {
+            format!(
+                "{} cannot read this state: it is not a typed liveswap state \
+                 (a map with `liveswap-state` and `state`): {e}",
+                M::VERSION
+            )
+        })?;
+        let ours = M::STATE_VERSION;
+        match got.version {
+            v if v == ours => got.state.deserialized().map_err(|e| {
+                format!(
+                    "{} cannot read state version {v} although it is its own: {e}",
+                    M::VERSION
+                )
+            }),
+            v if v > ours => Err(format!(
+                "{} reads state version {ours} and older; this state is version {v}, \
+                 written by a newer version: use a version that knows it",
+                M::VERSION
+            )),
+            v => M::migrate(v, got.state),
+        }
+    }
+}
+
+/// The codec of a [`RawState`] (`export!(T, state Raw)`): its own bytes.
+pub struct Raw;
+
+impl Raw {
+    /// `m`'s bytes.
+    pub fn save<M: RawState>(m: &M) -> Result<Vec<u8>, String> {
+        m.save()
+    }
+
+    /// A module from bytes.
+    pub fn restore<M: RawState>(bytes: &[u8]) -> Result<M, String> {
+        M::restore(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Message;
+
+    #[derive(Default, Serialize, Deserialize, Debug, PartialEq)]
+    struct V1 {
+        count: u64,
+    }
+
+    #[derive(Default, Serialize, Deserialize, Debug, PartialEq)]
+    struct V2 {
+        count: u64,
+        senders: Vec<String>,
+    }
+
+    impl Module for V1 {
+        const VERSION: &'static str = "1.0";
+        fn init(_: &[u8]) -> Result<Self, String> {
+            Ok(V1::default())
+        }
+        fn service(&mut self, _: Message) -> Result<(), String> {
+            self.count += 1;
+            Ok(())
+        }
+    }
+
+    impl Module for V2 {
+        const VERSION: &'static str = "2.0";
+        const STATE_VERSION: u32 = 2;
+        fn init(_: &[u8]) -> Result<Self, String> {
+            Ok(V2::default())
+        }
+        fn service(&mut self, msg: Message) -> Result<(), String> {
+            self.count += 1;
+            self.senders.push(msg.from);
+            Ok(())
+        }
+        fn migrate(from: u32, old: Value) -> Result<Self, String> {
+            assert_eq!(from, 1);
+            let v1: V1 = old.deserialized().map_err(|e| e.to_string())?;
+            Ok(V2 {
+                count: v1.count,
+                senders: Vec::new(),
+            })
+        }
+    }
+
+    fn msg(from: &str) -> Message {
+        Message {
+            from: from.into(),
+            kind: "tick".into(),
+            proto: 1,
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_state_comes_back_as_it_left() {
+        let mut m = V2::default();
+        m.service(msg("a")).unwrap();
+        m.service(msg("b")).unwrap();
+        let back: V2 = Typed::restore(&Typed::save(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_newer_version_migrates_an_older_state() {
+        let v1 = V1 { count: 41 };
+        let v2: V2 = Typed::restore(&Typed::save(&v1).unwrap()).unwrap();
+        assert_eq!(v2.count, 41);
+    }
+
+    #[test]
+    fn an_older_version_refuses_a_newer_state_saying_why() {
+        let v2 = V2 {
+            count: 3,
+            senders: vec!["a".into()],
+        };
+        let err = Typed::restore::<V1>(&Typed::save(&v2).unwrap()).unwrap_err();
+        assert!(
+            err.contains("1.0 reads state version 1") && err.contains("this state is version 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn no_migration_is_a_refusal_not_a_guess() {
+        #[derive(Serialize, Deserialize)]
+        struct V3 {
+            count: u64,
+        }
+        impl Module for V3 {
+            const VERSION: &'static str = "3.0";
+            const STATE_VERSION: u32 = 3;
+            fn init(_: &[u8]) -> Result<Self, String> {
+                Ok(V3 { count: 0 })
+            }
+            fn service(&mut self, _: Message) -> Result<(), String> {
+                Ok(())
+            }
+        }
+        let err = Typed::restore::<V3>(&Typed::save(&V1 { count: 1 }).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            err.contains("3.0 reads state version 3 and has no migration from state version 1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_typed_state_are_refused_by_name() {
+        let err = Typed::restore::<V1>(b"\x01\x02garbage").unwrap_err();
+        assert!(err.contains("not a typed liveswap state"), "{err}");
+    }
+}
