@@ -1,5 +1,6 @@
 //! The `liveswap` binary: parses arguments, calls the host library, prints.
 
+mod guest;
 mod host;
 mod shell;
 
@@ -405,6 +406,26 @@ enum Cmd {
         #[arg(required = true, value_name = "FILE.wasm")]
         files: Vec<PathBuf>,
     },
+    /// Make a guest project that builds as it is: a module that checks
+    /// each sender's numbers arrive in order, with typed, versioned state,
+    /// on the SDK of its language (Rust: a crate with the wasm32-wasip2
+    /// target configured; Python: a componentize-py project with unit
+    /// tests that run without a host).
+    New {
+        /// The project's folder; its last part names it (e.g. `counter`).
+        path: PathBuf,
+        /// The guest's language.
+        #[arg(long, value_enum, default_value = "rust")]
+        lang: guest::Lang,
+    },
+    /// Build the guest project in a folder (default: this one) into a
+    /// component, whatever its language, and say where the .wasm went.
+    /// A missing target or tool is named with the command that installs it.
+    Build {
+        /// The project's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Print the command language.
     HelpCommands,
     /// Print a completion script for a shell, e.g.
@@ -478,6 +499,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run(args) => host::run(&args),
+        Cmd::New { path, lang } => guest::new(&path, lang),
+        Cmd::Build { dir } => guest::build(&dir),
         Cmd::Completions { shell } => {
             use clap::CommandFactory as _;
             let mut out = std::io::stdout().lock();
