@@ -155,6 +155,13 @@ class _Recorder:
         self.name = "test"
 
 
+# Imported when the app is (componentize-py runs that at build time): a
+# component cannot import modules later, it has no file system for them.
+try:
+    from wit_world.imports import host as _wit_host, types as _wit_types
+except ImportError:
+    _wit_host = _wit_types = None
+
 _host = None
 _proto = 1
 
@@ -162,12 +169,7 @@ _proto = 1
 def _bind():
     global _host
     if _host is None:
-        try:
-            from wit_world.imports import host, types
-
-            _host = (host, types)
-        except ImportError:
-            _host = _Recorder()
+        _host = (_wit_host, _wit_types) if _wit_host is not None else _Recorder()
     return _host
 
 

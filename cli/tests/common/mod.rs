@@ -10,6 +10,8 @@ use std::process::{Child, Command};
 
 use crossbeam_channel::Receiver;
 
+pub mod componentize;
+
 /// The `liveswap` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_liveswap");
 
