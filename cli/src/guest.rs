@@ -15,9 +15,16 @@ const RUST_TEMPLATE: &str = include_str!("../../guest-modules/counter-v1/src/lib
 const PY_SDK: &str = include_str!("../../guest-sdk/python/liveswap_guest.py");
 const PY_TEMPLATE: &str = include_str!("../../guest-sdk/python/template/app.py");
 const PY_TEMPLATE_TEST: &str = include_str!("../../guest-sdk/python/template/test_app.py");
+const JS_SDK: &str = include_str!("../../guest-sdk/js/liveswap-guest.js");
+const JS_APP: &str = include_str!("../../guest-sdk/js/template/app.js");
+const JS_COUNTER: &str = include_str!("../../guest-sdk/js/template/counter.js");
+const JS_TEST: &str = include_str!("../../guest-sdk/js/template/counter.test.js");
+const JS_PACKAGE: &str = include_str!("../../guest-sdk/js/template/package.json");
 
 /// The componentize-py release the Python SDK is built and tested with.
 pub const COMPONENTIZE_PY: &str = "0.25.1";
+/// The componentize-js release the JavaScript SDK is built and tested with.
+pub const COMPONENTIZE_JS: &str = "0.23.0";
 const TARGET: &str = "wasm32-wasip2";
 
 /// A guest's language.
@@ -28,6 +35,9 @@ pub enum Lang {
     /// A Python module on the liveswap_guest helper, built with
     /// componentize-py.
     Python,
+    /// A JavaScript module on the liveswap-guest.js helper, built with
+    /// componentize-js.
+    Js,
 }
 
 /// Write a new guest project `dir` (its last component is the name).
@@ -51,6 +61,7 @@ pub fn new(dir: &Path, lang: Lang) -> anyhow::Result<ExitCode> {
     let files = match lang {
         Lang::Rust => rust_files(name),
         Lang::Python => python_files(),
+        Lang::Js => js_files(name),
     };
     for (path, text) in &files {
         let path = dir.join(path);
@@ -64,8 +75,12 @@ pub fn new(dir: &Path, lang: Lang) -> anyhow::Result<ExitCode> {
         files.len(),
         dir.display()
     );
-    if lang == Lang::Python {
-        println!("  its handlers run without a host too: python3 -m unittest");
+    match lang {
+        Lang::Rust => {}
+        Lang::Python => println!("  its handlers run without a host too: python3 -m unittest"),
+        Lang::Js => println!(
+            "  npm install (componentize-js {COMPONENTIZE_JS}) first; its handlers run without a host too: node --test"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -131,6 +146,21 @@ fn python_files() -> Vec<(&'static str, String)> {
     ]
 }
 
+fn js_files(name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("app.js", JS_APP.into()),
+        ("counter.js", JS_COUNTER.into()),
+        ("counter.test.js", JS_TEST.into()),
+        ("liveswap-guest.js", JS_SDK.into()),
+        (
+            "package.json",
+            JS_PACKAGE.replace("\"name\": \"NAME\"", &format!("\"name\": \"{name}\"")),
+        ),
+        ("wit/module.wit", WIT.into()),
+        (".gitignore", "/*.wasm\nnode_modules/\n".into()),
+    ]
+}
+
 /// Build the guest project in `dir` into a component; print where it went.
 pub fn build(dir: &Path) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
@@ -138,9 +168,11 @@ pub fn build(dir: &Path) -> anyhow::Result<ExitCode> {
         (Lang::Rust, build_rust(dir)?)
     } else if dir.join("app.py").exists() {
         (Lang::Python, build_python(dir)?)
+    } else if dir.join("app.js").exists() {
+        (Lang::Js, build_js(dir)?)
     } else {
         bail!(
-            "{} holds no guest project (no Cargo.toml, no app.py): make one with `liveswap new NAME --lang rust|python`",
+            "{} holds no guest project (no Cargo.toml, app.py or app.js): make one with `liveswap new NAME --lang rust|python|js`",
             dir.display()
         );
     };
@@ -217,18 +249,7 @@ fn target_installed() -> anyhow::Result<()> {
 }
 
 fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = dir
-        .canonicalize()?
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("app")
-        .to_string();
-    if !dir.join("wit").is_dir() {
-        bail!(
-            "{} has no wit/ folder: copy it from a project made by `liveswap new NAME --lang python`",
-            dir.display()
-        );
-    }
+    let name = project_name(dir, "python")?;
     let tool = std::env::var_os("COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
     let fix = format!(
         "install it: pip install componentize-py=={COMPONENTIZE_PY} (or set COMPONENTIZE_PY to its path)"
@@ -266,6 +287,68 @@ fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
         .status()?;
     if !status.success() {
         bail!("componentize-py failed (its output is above)");
+    }
+    Ok(out)
+}
+
+/// The folder's name, which names the .wasm; the project must have the WIT.
+fn project_name(dir: &Path, lang: &str) -> anyhow::Result<String> {
+    if !dir.join("wit").is_dir() {
+        bail!(
+            "{} has no wit/ folder: copy it from a project made by `liveswap new NAME --lang {lang}`",
+            dir.display()
+        );
+    }
+    Ok(dir
+        .canonicalize()?
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("app")
+        .to_string())
+}
+
+fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
+    let name = project_name(dir, "js")?;
+    let local = dir.join("node_modules/.bin/componentize-js");
+    let tool = std::env::var_os("COMPONENTIZE_JS")
+        .map(PathBuf::from)
+        .or_else(|| local.exists().then_some(local))
+        .unwrap_or_else(|| "componentize-js".into());
+    let version = Command::new(&tool).arg("--version").output().map_err(|_| {
+        anyhow::anyhow!(
+            "componentize-js not found: npm install (it is a devDependency of the project), or npm install -g @bytecodealliance/componentize-js@{COMPONENTIZE_JS} (or set COMPONENTIZE_JS to its path)"
+        )
+    })?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if !version.contains(COMPONENTIZE_JS) {
+        eprintln!(
+            "note: componentize-js {} is not {COMPONENTIZE_JS}, the version the SDK is tested with",
+            version.trim()
+        );
+    }
+    let out = dir.join(format!("{name}.wasm"));
+    eprintln!(
+        "componentize-js: building {} (about 10-20 s)",
+        out.display()
+    );
+    // wasi:http is not among what the host provides: leave it out.
+    let status = Command::new(&tool)
+        .current_dir(dir)
+        .args([
+            "app.js",
+            "-w",
+            "wit",
+            "-n",
+            "module-imp",
+            "-d",
+            "http",
+            "fetch-event",
+        ])
+        .arg("-o")
+        .arg(format!("{name}.wasm"))
+        .status()?;
+    if !status.success() {
+        bail!("componentize-js failed (its output is above)");
     }
     Ok(out)
 }

@@ -409,8 +409,9 @@ enum Cmd {
     /// Make a guest project that builds as it is: a module that checks
     /// each sender's numbers arrive in order, with typed, versioned state,
     /// on the SDK of its language (Rust: a crate with the wasm32-wasip2
-    /// target configured; Python: a componentize-py project with unit
-    /// tests that run without a host).
+    /// target configured; Python: a componentize-py project; JavaScript: a
+    /// componentize-js project; both with unit tests that run without a
+    /// host).
     New {
         /// The project's folder; its last part names it (e.g. `counter`).
         path: PathBuf,

@@ -1,16 +1,17 @@
-//! Writing guests as a user does: `liveswap new` in Rust and Python,
-//! `liveswap build`, and the two builds taking over from each other in a
-//! running host under a steady load, state carried every time. Needs the
-//! wasm32-wasip2 target (rustup target add wasm32-wasip2) and python3 with
-//! venv, which installs componentize-py (Debian: apt-get install python3
-//! python3-venv; `.ci/run` does).
+//! Writing guests as a user does: `liveswap new` in Rust, Python and
+//! JavaScript, `liveswap build`, and the builds taking over from each
+//! other in a running host under a steady load, state carried every time.
+//! Needs the wasm32-wasip2 target (rustup target add wasm32-wasip2),
+//! python3 with venv, which installs componentize-py, and node with npm,
+//! which installs componentize-js (Debian: apt-get install python3
+//! python3-venv nodejs npm; `.ci/run` does).
 
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::componentize::componentize_py;
+use common::componentize::{componentize_js, componentize_py};
 use common::{BIN, Out, liveswap_in};
 
 fn temp_dir(what: &str) -> PathBuf {
@@ -55,7 +56,7 @@ fn built(o: &Out) -> PathBuf {
 }
 
 #[test]
-fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
+fn rust_python_and_js_scaffolds_build_and_take_over_from_each_other_under_load() {
     let dir = temp_dir("scaffolds");
     let made = liveswap_in(Some(&dir), &["new", "counter"]);
     assert_eq!(made.code, 0, "{}", made.stderr);
@@ -65,6 +66,8 @@ fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
         made.stdout
     );
     let made = liveswap_in(Some(&dir), &["new", "pycounter", "--lang", "python"]);
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    let made = liveswap_in(Some(&dir), &["new", "jscounter", "--lang", "js"]);
     assert_eq!(made.code, 0, "{}", made.stderr);
 
     // Bad input changes nothing and says why.
@@ -98,7 +101,27 @@ fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
         no_tool.stderr
     );
 
-    // The Python handlers' unit tests run without a host.
+    let no_js = build(
+        &dir.join("jscounter"),
+        &[("COMPONENTIZE_JS", Path::new("/nonexistent/componentize-js"))],
+    );
+    assert_eq!(no_js.code, 1);
+    assert!(
+        no_js
+            .stderr
+            .contains("npm install -g @bytecodealliance/componentize-js@0.23.0"),
+        "{}",
+        no_js.stderr
+    );
+
+    // The handlers' unit tests run without a host.
+    let unit = Command::new("node")
+        .current_dir(dir.join("jscounter"))
+        .arg("--test")
+        .output()
+        .expect("node runs");
+    let said = String::from_utf8_lossy(&unit.stdout);
+    assert!(unit.status.success() && said.contains("# pass 3"), "{said}");
     let unit = Command::new("python3")
         .current_dir(dir.join("pycounter"))
         .args(["-B", "-m", "unittest", "-v"])
@@ -121,20 +144,28 @@ fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
         &dir.join("pycounter"),
         &[("COMPONENTIZE_PY", &componentize_py())],
     ));
+    let js = built(&build(
+        &dir.join("jscounter"),
+        &[("COMPONENTIZE_JS", &componentize_js())],
+    ));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
     eprintln!(
-        "scaffolds built: Rust {} bytes, Python {} bytes",
-        std::fs::metadata(&rust).unwrap().len(),
-        std::fs::metadata(&py).unwrap().len()
+        "scaffolds built: Rust {} bytes, Python {} bytes, JavaScript {} bytes",
+        size(&rust),
+        size(&py),
+        size(&js)
     );
 
-    // Rust -> Python -> Rust -> Rust v2 (migrates) -> Python (refuses v2's
-    // state), while T sends C a number every 5 ms.
+    // Rust -> Python -> JavaScript -> Rust -> Rust v2 (migrates) -> Python
+    // (refuses v2's state), while T sends C a number every 5 ms.
     let v2 = liveswap_guests::COUNTER_V2;
     let script = format!(
         "Load C {rust}\n\
          Load T $GUESTS/probe_v1.wasm config \"timer t 5; tick-send C\"\n\
          Wait 300ms\n\
          Replace C {py}\n\
+         Wait 300ms\n\
+         Replace C {js}\n\
          Wait 300ms\n\
          Replace C {rust}\n\
          Wait 300ms\n\
@@ -147,6 +178,7 @@ fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
          Quit\n",
         rust = rust.display(),
         py = py.display(),
+        js = js.display(),
     );
     std::fs::write(dir.join("swaps.txt"), script).unwrap();
     let cache = dir.join("compiled");
@@ -171,7 +203,13 @@ fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
         .collect();
     assert_eq!(
         outcomes,
-        ["COMMITTED:", "COMMITTED:", "COMMITTED:", "ABORTED:"],
+        [
+            "COMMITTED:",
+            "COMMITTED:",
+            "COMMITTED:",
+            "COMMITTED:",
+            "ABORTED:"
+        ],
         "{out}"
     );
     assert!(
@@ -215,13 +253,13 @@ fn rust_and_python_scaffolds_build_and_take_over_from_each_other_under_load() {
         numbers[0],
         dir.join("run.out").display()
     );
-    assert_eq!(versions, ["v1", "vpy-1", "v1", "v2"], "{out}");
+    assert_eq!(versions, ["v1", "vpy-1", "vjs-1", "v1", "v2"], "{out}");
     assert!(!out.contains("GAP"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
-fn the_python_helper_passes_its_own_tests_without_a_host() {
+fn the_python_and_js_helpers_pass_their_own_tests_without_a_host() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/python");
     let o = Command::new("python3")
         .current_dir(&dir)
@@ -231,6 +269,17 @@ fn the_python_helper_passes_its_own_tests_without_a_host() {
     let said = String::from_utf8_lossy(&o.stderr);
     assert!(
         o.status.success() && said.trim_end().ends_with("OK"),
+        "{said}"
+    );
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guest-sdk/js");
+    let o = Command::new("node")
+        .current_dir(&dir)
+        .args(["--test", "liveswap-guest.test.js"])
+        .output()
+        .expect("node runs");
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success() && said.contains("# pass 7") && said.contains("# fail 0"),
         "{said}"
     );
 }

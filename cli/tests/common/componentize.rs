@@ -38,3 +38,25 @@ pub fn componentize_py() -> PathBuf {
     );
     bin
 }
+
+/// `componentize-js` 0.23.0: installed here (under the target directory)
+/// with npm.
+pub fn componentize_js() -> PathBuf {
+    const VERSION: &str = "0.23.0";
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("componentize-js");
+    let bin = prefix.join("node_modules/.bin/componentize-js");
+    if bin.exists() {
+        return bin;
+    }
+    std::fs::create_dir_all(&prefix).expect("a folder for componentize-js");
+    let installed = std::process::Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&prefix)
+        .arg(format!("@bytecodealliance/componentize-js@{VERSION}"))
+        .status();
+    assert!(
+        installed.is_ok_and(|s| s.success()),
+        "the JavaScript guest test needs componentize-js {VERSION}, and node with npm to install it (Debian: apt-get install nodejs npm; or npm install -g @bytecodealliance/componentize-js@{VERSION})"
+    );
+    bin
+}

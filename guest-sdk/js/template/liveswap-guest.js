@@ -1,0 +1,1 @@
+../liveswap-guest.js
