@@ -81,6 +81,9 @@ fn builder(args: &RunArgs, taking_over: bool) -> anyhow::Result<RuntimeBuilder> 
         .limits(args.limits.limits())
         .state_dir(args.durable.state_dir.clone())
         .compile_cache(super::compile_cache(args.compile_cache.as_deref()))
+        .fetcher(Some(Arc::new(
+            liveswap_ops::oci::OciFetcher::default_cache(),
+        )))
         .sync(args.durable.sync))
 }
 

@@ -427,6 +427,20 @@ enum Cmd {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Publish a component to an OCI registry, as the Wasm OCI artifact
+    /// (config application/vnd.wasm.config.v0+json, layer
+    /// application/wasm), with its signature (FILE.wasm.sig, if there is
+    /// one) as an annotation of the manifest. Hosts then take it by tag or
+    /// digest: `Load NAME oci://REGISTRY/REPO:TAG`, `Replace NAME
+    /// oci://REGISTRY/REPO@sha256:...`; they check the blob against its
+    /// digest and, with --trust, the signature, before compiling. A
+    /// registry on a loopback address is spoken to in plain HTTP.
+    Push {
+        /// The component.
+        file: PathBuf,
+        /// Where: oci://REGISTRY/REPOSITORY:TAG.
+        reference: String,
+    },
     /// Print the command language.
     HelpCommands,
     /// Print a completion script for a shell, e.g.
@@ -553,6 +567,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sign { key, files } => sign(&key, &files),
+        Cmd::Push { file, reference } => {
+            let p = liveswap_ops::oci::push(&file, &reference)?;
+            let repo = reference
+                .rsplit_once(':')
+                .filter(|(_, tag)| !tag.contains('/'))
+                .map_or(reference.as_str(), |(r, _)| r);
+            say(format_args!(
+                "pushed {} ({}, {}) to {reference}: {repo}@{}",
+                file.display(),
+                p.component,
+                if p.signed { "signed" } else { "unsigned" },
+                p.manifest
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Monitor { listen, gap, every } => monitor(listen, gap, every),
         Cmd::Bench { quick, out, only } => {
             if cfg!(debug_assertions) {

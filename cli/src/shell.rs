@@ -287,6 +287,9 @@ pub(crate) fn run(
             let rt = Arc::new(
                 RuntimeBuilder::default()
                     .trusted_keys(trusted_keys)
+                    .fetcher(Some(Arc::new(
+                        liveswap_ops::oci::OciFetcher::default_cache(),
+                    )))
                     .build()
                     .context("starting the host")?,
             );

@@ -5,6 +5,15 @@ use std::path::PathBuf;
 /// Why a `.wasm` file could not become a version in the repository.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    /// A reference (`oci://...`) could not be fetched, or what came back
+    /// is not what it names.
+    #[error("{reference}: {reason}")]
+    Fetch {
+        /// The reference named in the command.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
     /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
     Read {

@@ -55,6 +55,7 @@ pub struct RuntimeBuilder {
     sync: SyncPolicy,
     all_or_nothing: bool,
     compile_cache: Option<PathBuf>,
+    fetcher: Option<Arc<dyn crate::repo::Fetcher>>,
 }
 
 impl Default for RuntimeBuilder {
@@ -72,6 +73,7 @@ impl Default for RuntimeBuilder {
             trusted_keys: Vec::new(),
             limits: Limits::default(),
             compile_cache: None,
+            fetcher: None,
             state_dir: None,
             sync: SyncPolicy::DEFAULT,
             all_or_nothing: false,
@@ -174,6 +176,12 @@ impl RuntimeBuilder {
         self.compile_cache = dir;
         self
     }
+    /// Fetch the versions commands name by reference (`oci://...`) with
+    /// `fetcher`. Default: none (such a command is refused).
+    pub fn fetcher(mut self, fetcher: Option<Arc<dyn crate::repo::Fetcher>>) -> Self {
+        self.fetcher = fetcher;
+        self
+    }
     /// Initial vote mode, as `SetMode` (default concurrent).
     pub fn mode(mut self, m: Mode) -> Self {
         self.mode = m;
@@ -201,7 +209,8 @@ impl RuntimeBuilder {
         let engine = wasmtime::Engine::new(&config)?;
         let mut repo = Repository::new(engine.clone())?
             .with_trusted_keys(self.trusted_keys.clone())
-            .with_max_file(self.limits.wasm_bytes);
+            .with_max_file(self.limits.wasm_bytes)
+            .with_fetcher(self.fetcher.clone());
         let (state, image, journal) = match &self.state_dir {
             None => (None, None, None),
             Some(dir) => {

@@ -333,7 +333,8 @@ pub fn did_you_mean<'a>(word: &str, known: impl IntoIterator<Item = &'a str>) ->
 /// or names no relative path, comes back as it is.
 pub fn resolve_paths(line: &str, base: &Path) -> String {
     fn fix(p: &mut PathBuf, base: &Path) -> bool {
-        let relative = p.is_relative() && !p.as_os_str().is_empty();
+        let relative =
+            p.is_relative() && !p.as_os_str().is_empty() && !liveswap::repo::is_reference(p);
         if relative {
             *p = base.join(&*p);
         }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod command;
 pub mod handoff;
 pub mod json;
+pub mod oci;
 pub mod script;
 pub mod text;
 pub mod web;

@@ -6,5 +6,5 @@ mod repository;
 pub mod signing;
 mod world;
 
-pub use repository::{CheckedFile, Repository, Version};
+pub use repository::{CheckedFile, Fetcher, Repository, Version, is_reference};
 pub use signing::digest;

@@ -102,6 +102,22 @@ pub struct Repository {
     /// artifact are kept there, and a compile is skipped when the
     /// artifact for these engine settings is found.
     store: Option<Arc<StateDir>>,
+    /// Brings versions named by a reference (`oci://...`) into local files.
+    fetcher: Option<Arc<dyn Fetcher>>,
+}
+
+/// Brings a version that a command names by a reference, not a path
+/// (`oci://registry/repo:tag`), into a local file, with its signature
+/// beside it if it has one. The file is then read and checked as any
+/// other: its pin, its signature on a trusting host, its world.
+pub trait Fetcher: Send + Sync + std::fmt::Debug {
+    /// The local file of `reference`, or why there is none.
+    fn fetch(&self, reference: &str) -> Result<PathBuf, String>;
+}
+
+/// A reference to fetch rather than a path to read.
+pub fn is_reference(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.starts_with("oci://"))
 }
 
 const WASM_MAGIC: &[u8] = b"\0asm";
@@ -128,6 +144,7 @@ impl Repository {
             trusted: Vec::new(),
             max_file: crate::limits::Limits::default().wasm_bytes,
             store: None,
+            fetcher: None,
         })
     }
 
@@ -221,6 +238,12 @@ impl Repository {
         self
     }
 
+    /// Fetch `oci://` references with `fetcher`.
+    pub fn with_fetcher(mut self, fetcher: Option<Arc<dyn Fetcher>>) -> Self {
+        self.fetcher = fetcher;
+        self
+    }
+
     /// Take only files with a valid signature by one of `keys` (none: take
     /// every file, and ignore `.sig` files).
     pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> Self {
@@ -260,6 +283,13 @@ impl Repository {
     /// check its pin and signature, compiling nothing. A group command
     /// checks every file this way before it compiles any.
     pub fn read_checked(&self, path: &Path, pin: Option<&str>) -> Result<CheckedFile, LoadError> {
+        let fetched;
+        let path = if is_reference(path) {
+            fetched = self.fetch_reference(path)?;
+            fetched.as_path()
+        } else {
+            path
+        };
         let bytes = read_file(path, self.max_file).map_err(|source| LoadError::Read {
             path: path.to_path_buf(),
             source,
@@ -323,6 +353,20 @@ impl Repository {
         let mut versions = self.versions.lock().expect("repository poisoned");
         // Another command may have compiled the same bytes meanwhile: keep one.
         Ok(versions.entry(digest).or_insert(version).clone())
+    }
+
+    /// The local file of a reference, fetched.
+    fn fetch_reference(&self, reference: &Path) -> Result<PathBuf, LoadError> {
+        let reference = reference.to_string_lossy().into_owned();
+        let Some(fetcher) = &self.fetcher else {
+            return Err(LoadError::Fetch {
+                reference,
+                reason: "this host fetches no references (it was built without a fetcher)".into(),
+            });
+        };
+        fetcher
+            .fetch(&reference)
+            .map_err(|reason| LoadError::Fetch { reference, reason })
     }
 
     /// With trusted keys, refuse `path` unless its `.sig` verifies over
