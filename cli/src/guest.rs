@@ -249,44 +249,72 @@ fn target_installed() -> anyhow::Result<()> {
 }
 
 fn build_python(dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = project_name(dir, "python")?;
-    let tool = std::env::var_os("COMPONENTIZE_PY").unwrap_or_else(|| "componentize-py".into());
-    let fix = format!(
-        "install it: pip install componentize-py=={COMPONENTIZE_PY} (or set COMPONENTIZE_PY to its path)"
-    );
-    let version = Command::new(&tool)
+    let tool = std::env::var_os("COMPONENTIZE_PY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "componentize-py".into());
+    componentize(
+        dir,
+        Componentizer {
+            lang: "python",
+            tool,
+            name: "componentize-py",
+            version: COMPONENTIZE_PY,
+            fix: format!(
+                "install it: pip install componentize-py=={COMPONENTIZE_PY} (or set COMPONENTIZE_PY to its path)"
+            ),
+            args: &[
+                "-d",
+                "wit",
+                "-w",
+                "module-imp",
+                "componentize",
+                "app",
+                "-p",
+                ".",
+            ],
+        },
+    )
+}
+
+/// A tool that makes a component of a project in another language.
+struct Componentizer {
+    lang: &'static str,
+    tool: PathBuf,
+    name: &'static str,
+    /// The release the SDK is tested with.
+    version: &'static str,
+    /// How to get it.
+    fix: String,
+    /// Its arguments before `-o OUT`.
+    args: &'static [&'static str],
+}
+
+/// Run `c` in `dir` into `<dir name>.wasm`.
+fn componentize(dir: &Path, c: Componentizer) -> anyhow::Result<PathBuf> {
+    let name = project_name(dir, c.lang)?;
+    let version = Command::new(&c.tool)
         .arg("--version")
         .output()
-        .map_err(|_| anyhow::anyhow!("componentize-py not found: {fix}"))?;
+        .map_err(|_| anyhow::anyhow!("{} not found: {}", c.name, c.fix))?;
     let version = String::from_utf8_lossy(&version.stdout);
-    if !version.contains(COMPONENTIZE_PY) {
+    if !version.contains(c.version) {
         eprintln!(
-            "note: {} is not componentize-py {COMPONENTIZE_PY}, the version the SDK is tested with",
-            version.trim()
+            "note: {} --version says `{}`; the SDK is tested with {}",
+            c.name,
+            version.trim(),
+            c.version
         );
     }
     let out = dir.join(format!("{name}.wasm"));
-    eprintln!(
-        "componentize-py: building {} (about 10-20 s)",
-        out.display()
-    );
-    let status = Command::new(&tool)
+    eprintln!("{}: building {} (about 10-20 s)", c.name, out.display());
+    let status = Command::new(&c.tool)
         .current_dir(dir)
-        .args([
-            "-d",
-            "wit",
-            "-w",
-            "module-imp",
-            "componentize",
-            "app",
-            "-p",
-            ".",
-        ])
+        .args(c.args)
         .arg("-o")
         .arg(format!("{name}.wasm"))
         .status()?;
     if !status.success() {
-        bail!("componentize-py failed (its output is above)");
+        bail!("{} failed (its output is above)", c.name);
     }
     Ok(out)
 }
@@ -308,49 +336,34 @@ fn project_name(dir: &Path, lang: &str) -> anyhow::Result<String> {
 }
 
 fn build_js(dir: &Path) -> anyhow::Result<PathBuf> {
-    let name = project_name(dir, "js")?;
     let local = dir.join("node_modules/.bin/componentize-js");
     let tool = std::env::var_os("COMPONENTIZE_JS")
         .map(PathBuf::from)
         .or_else(|| local.exists().then_some(local))
         .unwrap_or_else(|| "componentize-js".into());
-    let version = Command::new(&tool).arg("--version").output().map_err(|_| {
-        anyhow::anyhow!(
-            "componentize-js not found: npm install (it is a devDependency of the project), or npm install -g @bytecodealliance/componentize-js@{COMPONENTIZE_JS} (or set COMPONENTIZE_JS to its path)"
-        )
-    })?;
-    let version = String::from_utf8_lossy(&version.stdout);
-    if !version.contains(COMPONENTIZE_JS) {
-        eprintln!(
-            "note: componentize-js {} is not {COMPONENTIZE_JS}, the version the SDK is tested with",
-            version.trim()
-        );
-    }
-    let out = dir.join(format!("{name}.wasm"));
-    eprintln!(
-        "componentize-js: building {} (about 10-20 s)",
-        out.display()
-    );
-    // wasi:http is not among what the host provides: leave it out.
-    let status = Command::new(&tool)
-        .current_dir(dir)
-        .args([
-            "app.js",
-            "-w",
-            "wit",
-            "-n",
-            "module-imp",
-            "-d",
-            "http",
-            "fetch-event",
-        ])
-        .arg("-o")
-        .arg(format!("{name}.wasm"))
-        .status()?;
-    if !status.success() {
-        bail!("componentize-js failed (its output is above)");
-    }
-    Ok(out)
+    componentize(
+        dir,
+        Componentizer {
+            lang: "js",
+            tool,
+            name: "componentize-js",
+            version: COMPONENTIZE_JS,
+            fix: format!(
+                "npm install (it is a devDependency of the project), or npm install -g @bytecodealliance/componentize-js@{COMPONENTIZE_JS} (or set COMPONENTIZE_JS to its path)"
+            ),
+            // wasi:http is not among what the host provides: leave it out.
+            args: &[
+                "app.js",
+                "-w",
+                "wit",
+                "-n",
+                "module-imp",
+                "-d",
+                "http",
+                "fetch-event",
+            ],
+        },
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod support;
 use support::{Host, TempDir};
 
 #[path = "../../cli/tests/common/componentize.rs"]
+#[allow(dead_code)]
 mod componentize;
 use componentize::componentize_py;
 
