@@ -115,7 +115,9 @@ class Module:
     # What the export calls.
     @classmethod
     def create(cls, config):
-        return cls(cls.initial(cls.__new__(cls), bytes(config)))
+        m = cls(None)
+        m.state = m.initial(bytes(config))
+        return m
 
     def service(self, msg):
         handler = self._handlers.get(msg.kind)
@@ -147,43 +149,89 @@ class Module:
         return cls(cls.migrate(version, state))
 
 
-# The host: the component's imports, or a recorder outside a component.
+# The host: the component's imports, or a recorder outside a component;
+# both answer the same calls.
 class _Recorder:
     def __init__(self):
         self.sent, self.published, self.logs, self.timers = [], [], [], {}
         self.subscriptions = set()
-        self.name = "test"
+
+    def send(self, to, kind, proto, body):
+        self.sent.append((to, kind, proto, body))
+
+    def publish(self, event, body):
+        self.published.append((event, decode(body)))
+
+    def subscribe(self, publisher, event):
+        self.subscriptions.add((publisher, event))
+
+    def unsubscribe(self, publisher, event):
+        self.subscriptions.discard((publisher, event))
+
+    def set_timer(self, name, every_ms):
+        self.timers[name] = every_ms
+
+    def cancel_timer(self, name):
+        self.timers.pop(name, None)
+
+    def self_name(self):
+        return "test"
+
+    def log(self, level, line):
+        self.logs.append((level, line))
+
+
+class _WitHost:
+    def __init__(self, host, types):
+        self.host, self.types = host, types
+
+    def send(self, to, kind, proto, body):
+        self.host.send(to, self.types.Message(from_="", kind=kind, proto=proto, body=body))
+
+    def publish(self, event, body):
+        self.host.publish(event, body)
+
+    def subscribe(self, publisher, event):
+        self.host.subscribe(publisher, event)
+
+    def unsubscribe(self, publisher, event):
+        self.host.unsubscribe(publisher, event)
+
+    def set_timer(self, name, every_ms):
+        self.host.set_timer(name, every_ms)
+
+    def cancel_timer(self, name):
+        self.host.cancel_timer(name)
+
+    def self_name(self):
+        return self.host.self_name()
+
+    def log(self, level, line):
+        self.host.log(getattr(self.types.Level, level.upper()), line)
 
 
 # Imported when the app is (componentize-py runs that at build time): a
 # component cannot import modules later, it has no file system for them.
 try:
     from wit_world.imports import host as _wit_host, types as _wit_types
-except ImportError:
-    _wit_host = _wit_types = None
 
-_host = None
+    _host = _WitHost(_wit_host, _wit_types)
+except ImportError:
+    _host = _Recorder()
 _proto = 1
 
 
-def _bind():
-    global _host
-    if _host is None:
-        _host = (_wit_host, _wit_types) if _wit_host is not None else _Recorder()
-    return _host
+def _call(what, f, *args):
+    """A host call; its error (componentize-py's Err) as an Error naming it."""
+    try:
+        return f(*args)
+    except Exception as e:
+        raise Error(f"{what}: {getattr(e, 'value', e)}")
 
 
 def send_bytes(to, kind, proto, body):
     """Send bytes as a message of `kind` to module `to`."""
-    h = _bind()
-    if isinstance(h, _Recorder):
-        h.sent.append((to, kind, proto, bytes(body)))
-        return
-    host, types = h
-    try:
-        host.send(to, types.Message(from_="", kind=kind, proto=proto, body=bytes(body)))
-    except Exception as e:  # componentize_py_types.Err
-        raise Error(f"send {kind} to {to}: {getattr(e, 'value', e)}")
+    _call(f"send {kind} to {to}", _host.send, to, kind, proto, bytes(body))
 
 
 def send(to, kind, value):
@@ -198,66 +246,33 @@ def send_as(to, kind, proto, value):
 
 def publish(event, value):
     """Publish `value` (as CBOR) as `event` to this module's subscribers."""
-    h = _bind()
-    if isinstance(h, _Recorder):
-        h.published.append((event, value))
-        return
-    try:
-        h[0].publish(event, encode(value))
-    except Exception as e:
-        raise Error(f"publish {event}: {getattr(e, 'value', e)}")
+    _call(f"publish {event}", _host.publish, event, encode(value))
 
 
 def subscribe(publisher, event):
-    h = _bind()
-    if isinstance(h, _Recorder):
-        h.subscriptions.add((publisher, event))
-        return
-    try:
-        h[0].subscribe(publisher, event)
-    except Exception as e:
-        raise Error(f"subscribe {publisher} {event}: {getattr(e, 'value', e)}")
+    _call(f"subscribe {publisher} {event}", _host.subscribe, publisher, event)
 
 
 def unsubscribe(publisher, event):
-    h = _bind()
-    if isinstance(h, _Recorder):
-        h.subscriptions.discard((publisher, event))
-    else:
-        h[0].unsubscribe(publisher, event)
+    _host.unsubscribe(publisher, event)
 
 
 def set_timer(name, every_ms):
     """A message of kind `name` from $timer every `every_ms` milliseconds."""
-    h = _bind()
-    every_ms = max(1, min(int(every_ms), 2**32 - 1))
-    if isinstance(h, _Recorder):
-        h.timers[name] = every_ms
-    else:
-        h[0].set_timer(name, every_ms)
+    _host.set_timer(name, max(1, min(int(every_ms), 2**32 - 1)))
 
 
 def cancel_timer(name):
-    h = _bind()
-    if isinstance(h, _Recorder):
-        h.timers.pop(name, None)
-    else:
-        h[0].cancel_timer(name)
+    _host.cancel_timer(name)
 
 
 def self_name():
-    h = _bind()
-    return h.name if isinstance(h, _Recorder) else h[0].self_name()
+    return _host.self_name()
 
 
 def log(level, line):
     """Log `line` at `level` ("trace", "debug", "info", "warn", "error")."""
-    h = _bind()
-    if isinstance(h, _Recorder):
-        h.logs.append((level, line))
-        return
-    host, types = h
-    host.log(getattr(types.Level, level.upper()), line)
+    _host.log(level, line)
 
 
 def debug(line):
