@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 const WIT: &str = include_str!("../../wit/module.wit");
 const RUST_SDK_LIB: &str = include_str!("../../guest-sdk/rust/src/lib.rs");
 const RUST_SDK_STATE: &str = include_str!("../../guest-sdk/rust/src/state.rs");
+const RUST_SDK_BATCH: &str = include_str!("../../guest-sdk/rust/src/batch.rs");
 const RUST_TEMPLATE: &str = include_str!("../../guest-modules/counter-v1/src/lib.rs");
 const PY_SDK: &str = include_str!("../../guest-sdk/python/liveswap_guest.py");
 const PY_TEMPLATE: &str = include_str!("../../guest-sdk/python/template/app.py");
@@ -132,6 +133,7 @@ ciborium = "0.2"
         ("vendor/liveswap-guest/Cargo.toml", sdk_manifest.into()),
         ("vendor/liveswap-guest/src/lib.rs", RUST_SDK_LIB.into()),
         ("vendor/liveswap-guest/src/state.rs", RUST_SDK_STATE.into()),
+        ("vendor/liveswap-guest/src/batch.rs", RUST_SDK_BATCH.into()),
         ("vendor/liveswap-guest/wit/module.wit", WIT.into()),
     ]
 }

@@ -220,6 +220,11 @@ struct LimitArgs {
     /// The window of --max-restarts.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     restart_window: Duration,
+    /// Most messages handed to a module in one call, for modules that take
+    /// batches (the Rust SDK's do): what is waiting in the mailbox goes in
+    /// one call instead of one each. 1 turns batching off.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    max_batch: u32,
 }
 
 impl LimitArgs {
@@ -243,6 +248,7 @@ impl LimitArgs {
             wasm_bytes: self.max_wasm as u64,
             restarts: self.max_restarts,
             restart_window_ms: self.restart_window.as_millis() as u64,
+            batch: self.max_batch as usize,
             ..liveswap::Limits::default()
         }
     }

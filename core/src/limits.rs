@@ -54,6 +54,10 @@ pub struct Limits {
     pub restarts: u32,
     /// The window of `restarts`, in milliseconds.
     pub restart_window_ms: u64,
+    /// Most messages handed to a module in one `service-batch` call (a
+    /// module that exports it); 1 serves every message with its own
+    /// `service` call.
+    pub batch: usize,
 }
 
 impl Default for Limits {
@@ -78,6 +82,7 @@ impl Default for Limits {
             wasm_bytes: 256 << 20,
             restarts: 10,
             restart_window_ms: 10_000,
+            batch: 128,
         }
     }
 }

@@ -82,7 +82,8 @@ impl ToJson for ProxyStatus {
         json!({
             "name": s.name, "state": s.state.as_str(),
             "version": s.version.label(), "digest": s.version.digest,
-            "queued": s.depth, "capacity": s.capacity, "served": s.served,
+            "queued": s.depth, "capacity": s.capacity, "served": s.served, "calls": s.calls,
+            "takes_batches": s.version.takes_batches(),
             "errors": s.errors, "faults": s.faults, "last_fault": s.last_fault,
             "rates": s.rates.iter().map(|(k, r)| json!({"sender": k, "per_s": r})).collect::<Vec<_>>(),
             "grants": s.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>(),

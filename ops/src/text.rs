@@ -217,6 +217,21 @@ impl ToText for StatusReport {
                 "{:<10} mailbox holds {} message(s); {model}",
                 "", s.capacity
             );
+            let calls = if s.calls == 0 {
+                "no calls yet".to_string()
+            } else {
+                format!("{:.1} message(s) a call", s.served as f64 / s.calls as f64)
+            };
+            let batches = if s.version.takes_batches() {
+                "takes batches"
+            } else {
+                "one message a call"
+            };
+            let _ = writeln!(
+                out,
+                "{:<10} served in {} call(s), {calls} ({batches})",
+                "", s.calls
+            );
             if let Some(f) = &s.last_fault {
                 let _ = writeln!(out, "{:<10} last fault: {f}", "");
             }

@@ -3,6 +3,7 @@
 mod admin;
 mod bad_input;
 mod basics;
+mod batch;
 mod bench;
 mod durable;
 mod faults;

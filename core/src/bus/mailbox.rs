@@ -328,6 +328,26 @@ impl Mailbox {
         }
     }
 
+    /// The worker took `msgs` out of the queue to serve them: one update
+    /// of the counts for all.
+    pub(crate) fn took_all<'a>(&self, msgs: impl Iterator<Item = &'a Message>) {
+        let (mut n, mut bytes) = (0, 0);
+        for m in msgs {
+            n += 1;
+            bytes += message_cost(&m.kind, &m.from, &m.body);
+            if m.from == TIMER_SENDER {
+                self.0
+                    .pending_ticks
+                    .lock()
+                    .expect("mailbox poisoned")
+                    .remove(&m.kind);
+            }
+        }
+        self.0.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.0.budget.give(bytes);
+        self.0.depth.fetch_sub(n, Ordering::AcqRel);
+    }
+
     /// Whether sends are refused because no instance can serve them.
     pub(crate) fn set_dead(&self, dead: bool) {
         self.0.dead.store(dead, Ordering::Relaxed);

@@ -29,6 +29,39 @@ impl host::Host for ModuleCtx {
         self.record(r)
     }
 
+    fn send_batch(&mut self, batch: Vec<u8>) -> Result<(), types::BatchRefusal> {
+        let refuse = |accepted: usize, reason: String| types::BatchRefusal {
+            accepted: accepted as u32,
+            reason,
+        };
+        if self.declaring {
+            return Err(refuse(0, IN_INFO.into()));
+        }
+        let msgs = super::batch::unpack_sends(&batch).map_err(|e| refuse(0, e))?;
+        // Each message is one effect, as if sent on its own.
+        for (i, o) in msgs.into_iter().enumerate() {
+            if let Some(first_time) = self.fallible() {
+                first_time.map_err(|e| refuse(i, e))?;
+                continue;
+            }
+            let msg = Message {
+                from: String::new(),
+                kind: o.kind.to_string(),
+                proto: o.proto,
+                body: o.body.to_vec(),
+            };
+            let r = self.host.send(&self.name, &self.speaks, o.to, msg);
+            self.record(r).map_err(|e| refuse(i, e))?;
+        }
+        Ok(())
+    }
+
+    fn batch_served(&mut self, outcome: Result<(), String>) {
+        if self.progress.active {
+            self.progress.done.push((self.effects, outcome));
+        }
+    }
+
     fn publish(&mut self, event: String, body: Vec<u8>) -> Result<(), String> {
         if self.declaring {
             return Err(IN_INFO.into());

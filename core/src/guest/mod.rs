@@ -6,6 +6,7 @@
 //! publish, subscriptions, timers) and an event sink (log lines): never
 //! through the runtime. The message bus implements the view.
 
+pub(crate) mod batch;
 pub(crate) mod deadline;
 mod host_api;
 mod logs;

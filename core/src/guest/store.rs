@@ -56,6 +56,8 @@ pub struct ModuleCtx {
     /// While effects are suppressed: the failures they had the first time,
     /// so that a replayed call sees the same results.
     pub(crate) script: Failures,
+    /// The `service-batch` call under way, if one is.
+    pub(crate) progress: super::batch::Progress,
 }
 
 /// Effects of one call that returned an error, by their index among the
@@ -130,6 +132,7 @@ impl ModuleCtx {
             replaying,
             failures: Vec::new(),
             script: Vec::new(),
+            progress: Default::default(),
         })
     }
 }

@@ -6,9 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::Store;
+use wasmtime::component::{Func, TypedFunc};
+use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{Message, ModuleImp, ModuleInfo};
+use crate::guest::batch::Reported;
 use crate::guest::{Failures, Grant, HostView, LogGate, ModuleCtx};
 use crate::repo::Version;
 
@@ -31,6 +33,8 @@ pub struct GuestFault {
 pub struct Implementation {
     store: Store<ModuleCtx>,
     api: ModuleImp,
+    /// `service-batch`, if the version exports it (type-checked once).
+    batch: Option<Func>,
     version: Arc<Version>,
     /// The call deadline, in epoch ticks and as a duration (at most a
     /// year, so that an instant that far ahead can always be written).
@@ -92,13 +96,42 @@ impl Implementation {
         );
         store.limiter(|ctx| &mut ctx.limits);
         store.set_epoch_deadline(limits.deadline_ticks);
-        let api = version
+        // Past the deadline a call is interrupted, unless it is a batch
+        // that moved on to another message since: that one gets a deadline
+        // of its own.
+        let ticks = limits.deadline_ticks;
+        store.epoch_deadline_callback(move |mut cx| {
+            Ok(if cx.data_mut().progress.moved_on() {
+                UpdateDeadline::Continue(ticks)
+            } else {
+                UpdateDeadline::Interrupt
+            })
+        });
+        let instance = version
             .pre()
+            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| one_line(&e))?;
+        let api = ModuleImp::new(&mut store, &instance).map_err(|e| one_line(&e))?;
+        let batch = match version.batch_export() {
+            None => None,
+            Some(at) => {
+                let f = instance
+                    .get_func(&mut store, at)
+                    .ok_or("`service-batch` is not a function")?;
+                f.typed::<(&[u8],), ()>(&store).map_err(|e| {
+                    format!(
+                        "`service-batch` is not `func(batch: list<u8>)` of world module-batch: {}",
+                        one_line(&e)
+                    )
+                })?;
+                Some(f)
+            }
+        };
         let mut imp = Implementation {
             store,
             api,
+            batch,
             version: version.clone(),
             deadline_ticks: limits.deadline_ticks,
             call_deadline: EPOCH_PERIOD
@@ -246,6 +279,27 @@ impl Implementation {
     /// `service(msg)`.
     pub fn service(&mut self, msg: &Message) -> Result<Result<(), String>, GuestFault> {
         self.guard("service", |api, store| api.call_service(store, msg))
+    }
+
+    /// Whether the version takes messages in batches (`service-batch`).
+    pub fn takes_batches(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// `service-batch(packed)`: what the guest reported served, in order,
+    /// as (effects made by the end of that message, outcome), and how the
+    /// call ended. A fault is the first unreported message's.
+    pub fn service_batch(&mut self, packed: &[u8]) -> (Reported, Result<(), GuestFault>) {
+        let Some(f) = self.batch else {
+            return (Vec::new(), Ok(()));
+        };
+        // SAFETY: the type was checked against `f` when it was looked up.
+        let typed = unsafe { TypedFunc::<(&[u8],), ()>::new_unchecked(f) };
+        self.store.data_mut().progress.begin();
+        let r = self.guard("service-batch", |_, store| typed.call(store, (packed,)));
+        let progress = &mut self.store.data_mut().progress;
+        progress.active = false;
+        (std::mem::take(&mut progress.done), r)
     }
 
     /// `enable`.

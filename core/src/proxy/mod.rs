@@ -22,6 +22,7 @@
 //! participant's side of a rollback; `poison.rs` messages set aside;
 //! `table.rs` the module table (name → proxy).
 
+mod batch;
 mod durable;
 mod poison;
 mod probation;
@@ -102,6 +103,9 @@ pub struct ProxyStatus {
     pub capacity: usize,
     /// Messages served.
     pub served: u64,
+    /// Guest calls that served them (`service`, or `service-batch` for
+    /// many at once).
+    pub calls: u64,
     /// `service` calls that returned an error.
     pub errors: u64,
     /// Traps and deadline overruns.
@@ -235,6 +239,8 @@ struct Shared {
     probation_until_ns: AtomicU64,
     state: Mutex<(ModuleState, Arc<Version>, Option<String>)>,
     served: AtomicU64,
+    /// Guest calls that served messages.
+    calls: AtomicU64,
     errors: AtomicU64,
     faults: AtomicU64,
     origin: Instant,
@@ -291,6 +297,7 @@ impl ModuleProxy {
             point: Mutex::new(String::new()),
             state: Mutex::new((ModuleState::Disabled, version, None)),
             served: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             faults: AtomicU64::new(0),
             origin: Instant::now(),
@@ -411,6 +418,7 @@ impl ModuleProxy {
             depth: self.depth(),
             capacity: self.0.mailbox.capacity(),
             served: self.0.served.load(Ordering::Relaxed),
+            calls: self.0.calls.load(Ordering::Relaxed),
             errors: self.0.errors.load(Ordering::Relaxed),
             faults: self.0.faults.load(Ordering::Relaxed),
             last_fault,

@@ -171,7 +171,7 @@ impl Worker {
         }
         let decision = txn.wait();
         let paused = Instant::now();
-        let buffered = self.data_rx.len();
+        let buffered = self.queued();
         match (decision, prepared) {
             (Decision::Commit, Ok(fresh)) => {
                 let newer = self.imp.label().to_string();

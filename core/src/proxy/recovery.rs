@@ -131,8 +131,14 @@ pub(super) enum Rebuild {
 impl Worker {
     /// Bookkeeping after a message was served (`failed`: it returned an
     /// error): log it, count it for probation, take a snapshot when due.
-    pub(super) fn served(&mut self, m: Message, id: u64, failed: bool, now_ns: u64) {
-        let effects_failed = self.imp.take_failures();
+    pub(super) fn served(
+        &mut self,
+        m: Message,
+        id: u64,
+        failed: bool,
+        now_ns: u64,
+        effects_failed: Failures,
+    ) {
         self.completed(id, &m, &effects_failed);
         if self.recovery.base.is_none() {
             // Nothing to replay onto: no log either.
@@ -157,7 +163,7 @@ impl Worker {
             || (interval > 0 && since >= interval))
             && since >= self.recovery.cost_ns * CHECKPOINT_SHARE)
             || self.recovery.log_bytes >= max_bytes;
-        if !due {
+        if !due || self.no_checkpoint {
             return;
         }
         if self.recovery.checkpoints {
@@ -349,11 +355,11 @@ impl Worker {
     /// instance can be rebuilt.
     pub(super) fn recover(&mut self, mut failed: Option<Retry>) {
         let Some(base) = self.recovery.base.clone() else {
+            self.shared.mailbox.set_dead(true);
             self.log(
                 Level::Error,
                 "no recovery point: the module stays faulted and refuses new messages".into(),
             );
-            self.shared.mailbox.set_dead(true);
             return;
         };
         if self.crash_loop() {
@@ -371,13 +377,15 @@ impl Worker {
                     continue;
                 }
                 Err(Rebuild::Failed(why)) => {
+                    // Refusing before saying so: whoever reads the line
+                    // finds new messages refused.
+                    self.shared.mailbox.set_dead(true);
                     self.log(
                         Level::Error,
                         format!(
                             "recovery failed: {why}; the module stays faulted, its mailbox kept, and refuses new messages"
                         ),
                     );
-                    self.shared.mailbox.set_dead(true);
                     return;
                 }
             };

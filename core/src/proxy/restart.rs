@@ -70,7 +70,7 @@ impl Worker {
             "restored v{} from the state directory: {} replayed message(s), {} queued, in {} µs",
             self.imp.label(),
             replayed,
-            self.data_rx.len(),
+            self.queued(),
             started.elapsed().as_micros()
         );
         self.emit_state(ModuleState::Recovered, Some(detail));

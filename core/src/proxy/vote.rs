@@ -194,7 +194,7 @@ impl Worker {
         let enabled = self.imp.enable();
         let was_held = self.held.take().is_some();
         let resumed = Instant::now();
-        let buffered = self.data_rx.len();
+        let buffered = self.queued();
         let replaced = old.version().clone();
         self.env.reaper.bury(old);
         self.serving = true;
@@ -258,7 +258,7 @@ impl Worker {
     /// Abort: the old version serves on with everything that waited.
     fn abort(&mut self, txn: &Txn, q: &Quiesced, vote_after: bool) {
         let resumed = Instant::now();
-        let buffered = self.data_rx.len();
+        let buffered = self.queued();
         let state_bytes = self.handed.as_ref().map(Vec::len);
         let done = Done {
             resumed,

@@ -3,6 +3,7 @@
 //! a guest trap becomes a `faulted` event and a recovery (or a rollback in
 //! probation), never a host panic.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,6 +16,7 @@ use super::{Control, Ends, Env, Shared, Start};
 use crate::bindings::{Level, Message};
 use crate::bus::Item;
 use crate::events::{Event, ModuleState};
+use crate::guest::Failures;
 use crate::instance::{GuestFault, Implementation};
 use crate::report::{Cause, Phase, Refusal};
 use crate::txn::{Decision, Report};
@@ -49,6 +51,16 @@ pub(super) struct Worker {
     /// `service` calls completed (with a state directory, the number the
     /// journal knows the module's calls by).
     pub(super) seq: u64,
+    /// Messages (and TERMs) taken out of the mailbox and set back, in
+    /// order, ahead of it: the rest of a batch whose guest trapped.
+    pub(super) pending: VecDeque<Item>,
+    /// The batch being served, and its packed form (kept for their
+    /// capacity).
+    pub(super) batch: Vec<(Message, u64)>,
+    pub(super) packed: Vec<u8>,
+    /// Set while the messages of a batch are logged, but for the last:
+    /// no snapshot may be taken (the instance is past them all).
+    pub(super) no_checkpoint: bool,
 }
 
 enum Step {
@@ -82,6 +94,10 @@ impl Worker {
             vote: None,
             skip: Vec::new(),
             seq: 0,
+            pending: VecDeque::new(),
+            batch: Vec::new(),
+            packed: Vec::new(),
+            no_checkpoint: false,
         }
     }
 
@@ -108,6 +124,9 @@ impl Worker {
             let step = match self.ctl_rx.try_recv() {
                 Ok(c) => Step::Ctl(c),
                 Err(TryRecvError::Disconnected) => Step::Exit,
+                Err(TryRecvError::Empty) if self.draining() && !self.pending.is_empty() => {
+                    Step::Data(self.pending.pop_front().expect("not empty"))
+                }
                 Err(TryRecvError::Empty) if self.draining() => match self.probation_left() {
                     None => select! {
                         recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
@@ -289,7 +308,7 @@ impl Worker {
                     self.serving = true;
                     self.recover(None);
                 }
-                let kept = self.data_rx.len();
+                let kept = self.queued();
                 if self.imp.is_dead() && kept > 0 {
                     self.log(
                         Level::Error,
@@ -299,7 +318,7 @@ impl Worker {
                 self.serving = false;
                 self.shared.mailbox.set_ticking(false);
                 // The gate is closed: this drains everything ever accepted.
-                while let Ok(item) = self.data_rx.try_recv() {
+                while let Some(item) = self.next_queued() {
                     match item {
                         Item::Msg(m, id) if !self.imp.is_dead() => self.serve(m, id),
                         Item::Msg(m, id) => {
@@ -324,7 +343,7 @@ impl Worker {
         if let Some(r) = retry {
             self.poisoned(r.id, true, None);
         }
-        while let Ok(item) = self.data_rx.try_recv() {
+        while let Some(item) = self.next_queued() {
             if let Item::Msg(m, id) = item {
                 self.shared.mailbox.took(&m);
                 self.dropped(id);
@@ -339,13 +358,21 @@ impl Worker {
 
     fn item(&mut self, item: Item) {
         match item {
+            Item::Msg(m, id) if self.batching() => self.serve_batch(m, id),
             Item::Msg(m, id) => self.serve(m, id),
             Item::Term(txn) => self.reach_term(txn),
         }
     }
 
-    fn serve(&mut self, m: Message, id: u64) {
+    pub(super) fn serve(&mut self, m: Message, id: u64) {
         self.shared.mailbox.took(&m);
+        let now = self.starting();
+        self.call(m, id, now);
+    }
+
+    /// A call on the mailbox starts now: note the gap since the last one
+    /// (the outside view of a pause) and end a probation that is over.
+    pub(super) fn starting(&mut self) -> u64 {
         // Only this thread writes `last_start_ns`; readers reset it to 0.
         let now = self.shared.origin.elapsed().as_nanos() as u64;
         let last = self.shared.last_start_ns.swap(now, Ordering::Relaxed);
@@ -355,7 +382,20 @@ impl Worker {
                 .fetch_max(now.saturating_sub(last), Ordering::Relaxed);
         }
         self.probation_due(now);
-        self.call(m, id, now);
+        now
+    }
+
+    /// The next message or TERM taken out of the mailbox: one set back
+    /// first, then the queue.
+    pub(super) fn next_queued(&mut self) -> Option<Item> {
+        self.pending
+            .pop_front()
+            .or_else(|| self.data_rx.try_recv().ok())
+    }
+
+    /// Messages and TERMs waiting.
+    pub(super) fn queued(&self) -> usize {
+        self.pending.len() + self.data_rx.len()
     }
 
     /// `service(m)`, and what follows from its outcome: the log of the
@@ -364,19 +404,11 @@ impl Worker {
         self.producing(true);
         let result = self.imp.service(&m);
         self.producing(false);
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
         match result {
-            Ok(Ok(())) => {
-                self.shared.served.fetch_add(1, Ordering::Relaxed);
-                self.served(m, id, false, now_ns);
-            }
-            Ok(Err(e)) => {
-                self.shared.served.fetch_add(1, Ordering::Relaxed);
-                self.shared.errors.fetch_add(1, Ordering::Relaxed);
-                self.log(
-                    Level::Warn,
-                    format!("service error on `{}` from {}: {e}", m.kind, m.from),
-                );
-                self.served(m, id, true, now_ns);
+            Ok(outcome) => {
+                let failed = self.imp.take_failures();
+                self.outcome(m, id, outcome, failed, now_ns);
             }
             Err(f) => {
                 let retry = Retry {
@@ -385,31 +417,75 @@ impl Worker {
                     message: m,
                     id,
                 };
-                self.trapped(&retry);
-                let m = &retry.message;
-                let fault = format!("{f} on `{}` from {}", m.kind, m.from);
-                let reason = format!("{} v{}: {fault}", self.shared.seat.name, self.imp.label());
-                let version = self.imp.label().to_string();
-                self.fault(f);
-                // The old version died before TERM: its vote is NO.
-                let pending = self.vote.take();
-                if let Some(pv) = &pending {
-                    self.skip.push(pv.txn.id);
-                }
-                let cause = Cause::Trap { version, fault };
-                if self.probation.is_some() {
-                    // Queued before the NO is sent, so that the rollback is
-                    // due while that transaction still runs (and waits for
-                    // it), never after it.
-                    self.retry = Some(retry);
-                    self.breach(reason);
-                    self.refuse_pending(pending, cause);
-                } else {
-                    self.refuse_pending(pending, cause);
-                    self.recover(Some(retry));
-                }
+                self.trap(f, retry);
             }
         }
+    }
+
+    /// `m` was served with `outcome` (its effects that failed: `failed`).
+    pub(super) fn outcome(
+        &mut self,
+        m: Message,
+        id: u64,
+        outcome: Result<(), String>,
+        failed: Failures,
+        now_ns: u64,
+    ) {
+        self.shared.served.fetch_add(1, Ordering::Relaxed);
+        let error = outcome.is_err();
+        if let Err(e) = outcome {
+            self.shared.errors.fetch_add(1, Ordering::Relaxed);
+            self.log(
+                Level::Warn,
+                format!("service error on `{}` from {}: {e}", m.kind, m.from),
+            );
+        }
+        self.served(m, id, error, now_ns, failed);
+    }
+
+    /// The call serving `retry.message` trapped with `f`: the module is
+    /// faulted, a pending vote is NO, and it is rebuilt (or, in
+    /// probation, rolled back).
+    pub(super) fn trap(&mut self, f: GuestFault, retry: Retry) {
+        self.trapped(&retry);
+        let m = &retry.message;
+        let fault = format!("{f} on `{}` from {}", m.kind, m.from);
+        let reason = format!("{} v{}: {fault}", self.shared.seat.name, self.imp.label());
+        let version = self.imp.label().to_string();
+        self.fault(f);
+        // The old version died before TERM: its vote is NO.
+        let pending = self.vote.take();
+        if let Some(pv) = &pending {
+            self.skip.push(pv.txn.id);
+        }
+        let cause = Cause::Trap { version, fault };
+        if self.probation.is_some() {
+            // Queued before the NO is sent, so that the rollback is
+            // due while that transaction still runs (and waits for
+            // it), never after it.
+            self.retry = Some(retry);
+            self.breach(reason);
+            self.refuse_pending(pending, cause);
+        } else {
+            self.refuse_pending(pending, cause);
+            self.recover(Some(retry));
+        }
+    }
+
+    /// A call trapped with `f` outside any message (after the last one of
+    /// a batch): faulted and rebuilt, with nothing to serve again.
+    pub(super) fn trap_between(&mut self, f: GuestFault) {
+        let cause = Cause::Trap {
+            version: self.imp.label().to_string(),
+            fault: f.to_string(),
+        };
+        self.fault(f);
+        let pending = self.vote.take();
+        if let Some(pv) = &pending {
+            self.skip.push(pv.txn.id);
+        }
+        self.refuse_pending(pending, cause);
+        self.recover(None);
     }
 
     /// The old version died before TERM of `pending`: vote NO.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::signing::{self, PublicKey, SignatureCheck, digest};
 use crate::bindings::{ModuleImp, ModuleImpPre, ModuleInfo};
@@ -32,6 +32,8 @@ pub struct Version {
     /// a compile.
     pub precompiled: bool,
     pre: ModuleImpPre<ModuleCtx>,
+    /// Where the optional `service-batch` export is (world `module-batch`).
+    batch: Option<ComponentExportIndex>,
     info: OnceLock<ModuleInfo>,
 }
 
@@ -49,6 +51,17 @@ impl Version {
     /// The pre-linked component, ready to instantiate.
     pub(crate) fn pre(&self) -> &ModuleImpPre<ModuleCtx> {
         &self.pre
+    }
+
+    /// Whether the version takes its messages in batches (it exports
+    /// `service-batch` of world `module-batch`).
+    pub fn takes_batches(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    /// The `service-batch` export, if the version has one.
+    pub(crate) fn batch_export(&self) -> Option<&ComponentExportIndex> {
+        self.batch.as_ref()
     }
 
     /// What the version said of itself in `info`, once an instance was made.
@@ -336,6 +349,7 @@ impl Repository {
                     path: path.to_path_buf(),
                     reason: format!("{e:#}"),
                 })?;
+        let batch = component.get_export_index(None, "service-batch");
         let pre = ModuleImpPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
@@ -347,6 +361,7 @@ impl Repository {
             compile_us: started.elapsed().as_micros() as u64,
             precompiled,
             pre,
+            batch,
             info: OnceLock::new(),
         });
         tracing::debug!(path = %path.display(), %digest, us = version.compile_us, "compiled");

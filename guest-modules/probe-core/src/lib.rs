@@ -580,6 +580,30 @@ impl Probe {
         }
     }
 
+    /// `n` consecutive numbers to `to`, many per host call; each refused
+    /// one is logged and not counted, as `send_next` does.
+    fn send_many(&self, to: &str, n: u64) {
+        let proto = self.speaks.first().copied().unwrap_or(0);
+        let mut out = liveswap_guest::Outbox::new();
+        let mut left = n;
+        while left > 0 {
+            let chunk = left.min(256);
+            let next = with(|s| s.sent.get(to).copied().unwrap_or(0)) + 1;
+            for k in 0..chunk {
+                out.push_bytes(to, "num", proto, &encode_num(next + k));
+            }
+            let (accepted, tried) = match out.flush() {
+                Ok(_) => (chunk, chunk),
+                Err(r) => {
+                    log(Level::Warn, &format!("send to {to} failed: {}", r.reason));
+                    (u64::from(r.accepted), u64::from(r.accepted) + 1)
+                }
+            };
+            with(|s| *s.sent.entry(to.to_string()).or_insert(0) += accepted);
+            left -= tried;
+        }
+    }
+
     fn publish_next(&self, event: &str) {
         let key = format!("event:{event}");
         let n = with(|s| {
@@ -620,12 +644,7 @@ impl Probe {
                 let event = word(1)?.to_string();
                 with(|s| s.tick_publish.insert(event));
             }
-            "send" => {
-                let to = word(1)?.to_string();
-                for _ in 0..num(2)? {
-                    self.send_next(&to, false);
-                }
-            }
+            "send" => self.send_many(word(1)?, num(2)?),
             "forge" => self.send_next(word(1)?, true),
             "publish" => {
                 let n = if words.len() > 2 { num(2)? } else { 1 };

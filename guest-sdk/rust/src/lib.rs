@@ -40,6 +40,11 @@
 //!
 //! A module whose state has its own encoding implements [`RawState`] and
 //! is exported with `export!(Type, state Raw)`.
+//!
+//! The host hands a module every message waiting in its mailbox in one
+//! call (`service-batch`), and [`Module::service`] is called for each in
+//! turn: nothing to write for it. Many messages go out in one host call
+//! through an [`Outbox`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -47,14 +52,18 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod batch;
 pub mod state;
 
-/// The bindings of the world `module-imp`, generated from the WIT this
-/// crate ships (`wit/module.wit`).
+pub use batch::Outbox;
+
+/// The bindings of the world `module-batch` (`module-imp` that also takes
+/// its messages in batches), generated from the WIT this crate ships
+/// (`wit/module.wit`).
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "module-imp",
+        world: "module-batch",
         pub_export_macro: true,
         default_bindings_module: "liveswap_guest::bindings",
     });
@@ -276,6 +285,12 @@ macro_rules! export {
                 fn service(msg: $crate::Message) -> ::core::result::Result<(), ::std::string::String> {
                     with(|m| $crate::Module::service(m, msg))
                         .unwrap_or_else(|| Err($crate::NOT_READY.into()))
+                }
+                fn service_batch(batch: ::std::vec::Vec<u8>) {
+                    $crate::batch::serve(&batch, |msg| {
+                        with(|m| $crate::Module::service(m, msg))
+                            .unwrap_or_else(|| Err($crate::NOT_READY.into()))
+                    });
                 }
                 fn enable() {
                     with(|m| $crate::Module::enable(m));

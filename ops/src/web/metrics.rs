@@ -58,6 +58,12 @@ const COUNTERS: &[Figure] = &[
         Some(m.served)
     }),
     (
+        "guest_calls",
+        "Guest calls that served messages (one serves many in a batch)",
+        None,
+        |m| Some(m.calls),
+    ),
+    (
         "messages_refused",
         "Messages refused for a full mailbox (messages or bytes)",
         None,
