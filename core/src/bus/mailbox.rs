@@ -185,17 +185,61 @@ impl Mailbox {
 
     /// Accept `msg` into the mailbox, or say why not.
     pub(crate) fn deliver(&self, from: &Arc<str>, msg: Message) -> Result<(), SendError> {
+        self.deliver_all(from, std::iter::once(Ok(msg)))
+            .map(|_| ())
+            .map_err(|(_, e)| e)
+    }
+
+    /// Accept `msgs` in order, from one sender, stopping at the first that
+    /// is refused (an `Err` in `msgs` is refused as it stands): how many
+    /// were accepted, and why the next was not. The gate, the journal and
+    /// the arrival count are visited once for all.
+    pub(crate) fn deliver_all(
+        &self,
+        from: &Arc<str>,
+        msgs: impl Iterator<Item = Result<Message, SendError>>,
+    ) -> Result<usize, (usize, SendError)> {
         let s = &*self.0;
         let open = s.gate.read().expect("mailbox poisoned");
         if !*open {
-            return Err(SendError::Closing(s.name.to_string()));
+            return Err((0, SendError::Closing(s.name.to_string())));
         }
         if s.dead.load(Ordering::Relaxed) {
-            return Err(SendError::Faulted(s.name.to_string()));
+            return Err((0, SendError::Faulted(s.name.to_string())));
         }
         if let Some(j) = &s.journal {
-            j.check().map_err(SendError::Store)?;
+            j.check().map_err(|e| (0, SendError::Store(e)))?;
         }
+        let now = Instant::now();
+        let mut n = 0;
+        let mut refused = None;
+        for msg in msgs {
+            if let Err(e) = msg.and_then(|m| self.accept(from, m)) {
+                refused = Some(e);
+                break;
+            }
+            n += 1;
+        }
+        if n > 0 {
+            let mut arrivals = s.arrivals.lock().expect("mailbox poisoned");
+            match arrivals.get_mut(&**from) {
+                Some(w) => w.record_n(s.origin, now, n as u64),
+                None => {
+                    let mut w = RateWindow::default();
+                    w.record_n(s.origin, now, n as u64);
+                    arrivals.insert(from.clone(), w);
+                }
+            }
+        }
+        match refused {
+            None => Ok(n),
+            Some(e) => Err((n, e)),
+        }
+    }
+
+    /// Queue one message within the mailbox's bounds (the gate is held).
+    fn accept(&self, from: &Arc<str>, msg: Message) -> Result<(), SendError> {
+        let s = &*self.0;
         let capacity = s.capacity.load(Ordering::Relaxed);
         if s.depth.fetch_add(1, Ordering::AcqRel) >= capacity {
             s.depth.fetch_sub(1, Ordering::AcqRel);
@@ -209,18 +253,6 @@ impl Mailbox {
             s.depth.fetch_sub(1, Ordering::AcqRel);
             s.refused.fetch_add(1, Ordering::Relaxed);
             return Err(e);
-        }
-        {
-            let mut arrivals = s.arrivals.lock().expect("mailbox poisoned");
-            let now = Instant::now();
-            match arrivals.get_mut(&**from) {
-                Some(w) => w.record(s.origin, now),
-                None => {
-                    let mut w = RateWindow::default();
-                    w.record(s.origin, now);
-                    arrivals.insert(from.clone(), w);
-                }
-            }
         }
         // Journaled before it can be served: the journal's order is causal.
         let id = match &s.journal {

@@ -217,6 +217,40 @@ impl Bus {
         self.counted(mailbox.deliver(from, msg))
     }
 
+    /// Queue `msgs` for `to` in order, as [`Bus::send`] would one by one,
+    /// stopping at the first refused: how many were accepted, and why the
+    /// next was not.
+    pub fn send_all(
+        &self,
+        from: &Arc<str>,
+        speaks: &[u32],
+        to: &str,
+        msgs: impl Iterator<Item = Message>,
+    ) -> Result<usize, (usize, SendError)> {
+        let Some(mailbox) = self.names.resolve(to) else {
+            let shown = if valid_name(to) {
+                to.to_string()
+            } else {
+                clip(to, 64).into_owned()
+            };
+            return Err((0, SendError::UnknownModule(shown)));
+        };
+        let checked = msgs.map(|mut msg| {
+            self.check_size(&msg.kind, &msg.body)?;
+            if !speaks.contains(&msg.proto) {
+                return Err(SendError::Protocol {
+                    proto: msg.proto,
+                    speaks: speaks.to_vec(),
+                });
+            }
+            msg.from = from.to_string();
+            Ok(msg)
+        });
+        mailbox
+            .deliver_all(from, checked)
+            .map_err(|(n, e)| (n, self.counted::<()>(Err(e)).unwrap_err()))
+    }
+
     /// Fan `body` out as event `event` of `publisher` to its subscribers.
     /// Returns the names whose mailbox refused it, or why none was tried:
     /// the event is over a size limit, or the publisher speaks nothing.
@@ -303,6 +337,16 @@ impl Bus {
 impl HostView for Bus {
     fn send(&self, from: &Arc<str>, speaks: &[u32], to: &str, msg: Message) -> Result<(), String> {
         Bus::send(self, from, speaks, to, msg).map_err(|e| e.to_string())
+    }
+
+    fn send_all(
+        &self,
+        from: &Arc<str>,
+        speaks: &[u32],
+        to: &str,
+        msgs: &mut dyn Iterator<Item = Message>,
+    ) -> Result<usize, (usize, String)> {
+        Bus::send_all(self, from, speaks, to, msgs).map_err(|(n, e)| (n, e.to_string()))
     }
 
     fn publish(

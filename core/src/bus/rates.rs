@@ -15,15 +15,15 @@ pub struct RateWindow {
 }
 
 impl RateWindow {
-    /// Count one arrival at `now` (seconds since `origin`).
-    pub fn record(&mut self, origin: Instant, now: Instant) {
+    /// Count `n` arrivals at `now`.
+    pub fn record_n(&mut self, origin: Instant, now: Instant, n: u64) {
         let sec = now.duration_since(origin).as_secs();
         let slot = &mut self.buckets[(sec % WINDOW_SECS) as usize];
         if slot.0 != sec {
             *slot = (sec, 0);
         }
-        slot.1 += 1;
-        self.total += 1;
+        slot.1 += n;
+        self.total += n;
     }
 
     /// Arrivals per second over the last full window.

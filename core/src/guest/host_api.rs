@@ -12,6 +12,38 @@ use super::store::ModuleCtx;
 use crate::bindings::liveswap::module::{host, types};
 use crate::bindings::{Level, Message};
 
+impl ModuleCtx {
+    /// Send `msgs`, each run of messages to the same receiver in one
+    /// delivery, counting one effect each: how many were accepted, and
+    /// why the next was not.
+    fn send_runs(&mut self, msgs: &[super::batch::Outgoing<'_>]) -> Result<(), (usize, String)> {
+        let mut done = 0;
+        for run in msgs.chunk_by(|a, b| a.to == b.to) {
+            let mut each = run.iter().map(|o| Message {
+                from: String::new(),
+                kind: o.kind.to_string(),
+                proto: o.proto,
+                body: o.body.to_vec(),
+            });
+            let r = self
+                .host
+                .send_all(&self.name, &self.speaks, run[0].to, &mut each);
+            match r {
+                Ok(n) => {
+                    self.effects += n as u64;
+                    done += n;
+                }
+                Err((n, e)) => {
+                    self.effects += n as u64 + 1;
+                    self.failures.push((self.effects - 1, e.clone()));
+                    return Err((done + n, e));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a guest is told when it acts on the host inside `info`.
 const IN_INFO: &str = "host calls are not allowed inside `info`";
 
@@ -38,7 +70,11 @@ impl host::Host for ModuleCtx {
             return Err(refuse(0, IN_INFO.into()));
         }
         let msgs = super::batch::unpack_sends(&batch).map_err(|e| refuse(0, e))?;
-        // Each message is one effect, as if sent on its own.
+        if self.suppress == 0 && self.script.is_empty() {
+            return self.send_runs(&msgs).map_err(|(n, e)| refuse(n, e));
+        }
+        // Being made again: each message is one effect, as if sent on its
+        // own, and the first ones already happened.
         for (i, o) in msgs.into_iter().enumerate() {
             if let Some(first_time) = self.fallible() {
                 first_time.map_err(|e| refuse(i, e))?;

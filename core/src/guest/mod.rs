@@ -31,6 +31,15 @@ pub trait HostView: Send + Sync {
     /// Queue `msg` for `to`, stamped as coming from `from`, which speaks
     /// the protocols `speaks` (empty: any).
     fn send(&self, from: &Arc<str>, speaks: &[u32], to: &str, msg: Message) -> Result<(), String>;
+    /// Queue `msgs` for `to` in order, stopping at the first refused: how
+    /// many were accepted, and why the next was not.
+    fn send_all(
+        &self,
+        from: &Arc<str>,
+        speaks: &[u32],
+        to: &str,
+        msgs: &mut dyn Iterator<Item = Message>,
+    ) -> Result<usize, (usize, String)>;
     /// Fan `body` out as event `event` of `publisher` to its subscribers.
     fn publish(
         &self,

@@ -381,7 +381,12 @@ impl ModuleProxy {
         self.0.state.lock().expect("proxy poisoned").0
     }
 
-    /// Messages queued, not yet served.
+    /// Messages served so far (cheap: one atomic read).
+    pub fn served(&self) -> u64 {
+        self.0.served.load(Ordering::Relaxed)
+    }
+
+    /// Messages queued and not yet served.
     pub fn depth(&self) -> usize {
         self.0.mailbox.depth()
     }

@@ -6,6 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError, select};
 
@@ -61,7 +62,13 @@ pub(super) struct Worker {
     /// Set while the messages of a batch are logged, but for the last:
     /// no snapshot may be taken (the instance is past them all).
     pub(super) no_checkpoint: bool,
+    /// It served something since it last waited.
+    busy: bool,
 }
+
+/// How long a worker that just emptied its mailbox waits awake for more
+/// before it sleeps.
+const LINGER: Duration = Duration::from_micros(50);
 
 enum Step {
     Ctl(Control),
@@ -98,6 +105,7 @@ impl Worker {
             batch: Vec::new(),
             packed: Vec::new(),
             no_checkpoint: false,
+            busy: false,
         }
     }
 
@@ -121,38 +129,79 @@ impl Worker {
             }
         }
         loop {
-            let step = match self.ctl_rx.try_recv() {
-                Ok(c) => Step::Ctl(c),
-                Err(TryRecvError::Disconnected) => Step::Exit,
-                Err(TryRecvError::Empty) if self.draining() && !self.pending.is_empty() => {
-                    Step::Data(self.pending.pop_front().expect("not empty"))
-                }
-                Err(TryRecvError::Empty) if self.draining() => match self.probation_left() {
-                    None => select! {
-                        recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
-                        recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
-                    },
-                    Some(left) => select! {
-                        recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
-                        recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
-                        default(left) => Step::Idle,
-                    },
-                },
-                Err(TryRecvError::Empty) => self.ctl_rx.recv().map(Step::Ctl).unwrap_or(Step::Exit),
-            };
+            let step = self.next_step();
             match step {
                 Step::Ctl(c) => {
                     if !self.control(c) {
                         return;
                     }
                 }
-                Step::Data(item) => self.item(item),
+                Step::Data(item) => {
+                    self.busy = true;
+                    self.item(item);
+                }
                 Step::Idle => {
                     let now = self.now_ns();
                     self.probation_due(now);
                 }
                 Step::Exit => return,
             }
+        }
+    }
+
+    /// What to do next: control first, then (while serving) what was set
+    /// back, then the mailbox; waiting for either when both are empty.
+    fn next_step(&mut self) -> Step {
+        loop {
+            match self.ctl_rx.try_recv() {
+                Ok(c) => return Step::Ctl(c),
+                Err(TryRecvError::Disconnected) => return Step::Exit,
+                Err(TryRecvError::Empty) if !self.draining() => {
+                    return self.ctl_rx.recv().map(Step::Ctl).unwrap_or(Step::Exit);
+                }
+                Err(TryRecvError::Empty) => {}
+            }
+            if let Some(item) = self.pending.pop_front() {
+                return Step::Data(item);
+            }
+            match self.data_rx.try_recv() {
+                Ok(item) => return Step::Data(item),
+                Err(TryRecvError::Disconnected) => return Step::Exit,
+                Err(TryRecvError::Empty) => {}
+            }
+            // Just emptied the mailbox: more is likely on its way. Waiting
+            // for it awake a little costs less than being woken for it
+            // (a wake-up is a system call for the sender and a context
+            // switch for this thread).
+            if std::mem::take(&mut self.busy) && self.linger() {
+                continue;
+            }
+            return match self.probation_left() {
+                None => select! {
+                    recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                    recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                },
+                Some(left) => select! {
+                    recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
+                    recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
+                    default(left) => Step::Idle,
+                },
+            };
+        }
+    }
+
+    /// Wait up to [`LINGER`] without sleeping (yielding the core) for a
+    /// message or a control; whether one came.
+    fn linger(&self) -> bool {
+        let until = Instant::now() + LINGER;
+        loop {
+            if !self.data_rx.is_empty() || !self.ctl_rx.is_empty() {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::yield_now();
         }
     }
 

@@ -11,6 +11,7 @@
 //! tick-send TO                on every tick, send the next number to TO
 //! tick-publish EVENT          on every tick, publish the next number as EVENT
 //! tick-count N                send N numbers (not 1) per tick to each receiver
+//! relay TO                    for every number received, send the next to TO
 //! send TO N                   send the next N numbers to TO now
 //! forge TO                    send one number to TO with a forged `from`
 //! publish EVENT [N]           publish the next (N) number(s) as EVENT now
@@ -133,6 +134,8 @@ struct State {
 thread_local! {
     /// Numbers per tick (not part of the state: a load setting).
     static PER_TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
+    /// Where every number received is passed on (a load setting too).
+    static RELAY: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// State shape 1, as version 1 writes it.
@@ -386,6 +389,11 @@ impl Probe {
                 } else {
                     format!(" ({kind})")
                 };
+                RELAY.with(|r| {
+                    if let Some(to) = r.borrow().as_deref() {
+                        self.send_next(to, false);
+                    }
+                });
                 if n == expected {
                     if !quiet {
                         log(Level::Info, &format!("got {n} from {from}{what}"));
@@ -663,6 +671,10 @@ impl Probe {
             "pad" => {
                 let n = num(1)? as usize;
                 with(|s| s.pad = (0..n).map(|i| i as u8).collect());
+            }
+            "relay" => {
+                let to = word(1)?.to_string();
+                RELAY.with(|r| *r.borrow_mut() = Some(to));
             }
             "tick-count" => {
                 let n = num(1)?.max(1);
