@@ -467,8 +467,8 @@ impl Bench<'_> {
         Ok(t)
     }
 
-    /// 4. One hop (A → B), two hops (A → B → C) and publish fan-out
-    /// (1 → 10), with and without deadlines, each run several times.
+    /// Scenario 4: one hop (A to B), two hops (A to B to C) and publish
+    /// fan-out (1 to 10), with and without deadlines, several runs each.
     fn throughput(&self, say: &mut dyn FnMut(&str)) -> anyhow::Result<Table> {
         let n: u64 = if self.opts.quick { 20_000 } else { 500_000 };
         let runs = if self.opts.quick { 2 } else { 5 };

@@ -296,6 +296,10 @@ impl RuntimeBuilder {
     fn engine_config(&self) -> wasmtime::Config {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(self.epoch_deadlines);
+        // For `perf`: name the guests' functions (/tmp/perf-PID.map).
+        if std::env::var_os("LIVESWAP_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if let Some(slots) = self.pooled {
             let mut pool = wasmtime::PoolingAllocationConfig::new();
             pool.total_component_instances(slots)

@@ -62,8 +62,10 @@ pub(super) struct Worker {
     /// Set while the messages of a batch are logged, but for the last:
     /// no snapshot may be taken (the instance is past them all).
     pub(super) no_checkpoint: bool,
-    /// It served something since it last waited.
-    busy: bool,
+    /// Messages arrive close together (one had others queued behind it,
+    /// or came soon after the worker slept): after emptying the mailbox it
+    /// lingers rather than sleeps.
+    streaming: bool,
 }
 
 /// How long a worker that just emptied its mailbox waits awake for more
@@ -105,7 +107,7 @@ impl Worker {
             batch: Vec::new(),
             packed: Vec::new(),
             no_checkpoint: false,
-            busy: false,
+            streaming: false,
         }
     }
 
@@ -136,10 +138,7 @@ impl Worker {
                         return;
                     }
                 }
-                Step::Data(item) => {
-                    self.busy = true;
-                    self.item(item);
-                }
+                Step::Data(item) => self.item(item),
                 Step::Idle => {
                     let now = self.now_ns();
                     self.probation_due(now);
@@ -165,18 +164,29 @@ impl Worker {
                 return Step::Data(item);
             }
             match self.data_rx.try_recv() {
-                Ok(item) => return Step::Data(item),
+                Ok(item) => {
+                    // Others queued behind it: messages are streaming in.
+                    if !self.data_rx.is_empty() {
+                        self.streaming = true;
+                    }
+                    return Step::Data(item);
+                }
                 Err(TryRecvError::Disconnected) => return Step::Exit,
                 Err(TryRecvError::Empty) => {}
             }
-            // Just emptied the mailbox: more is likely on its way. Waiting
-            // for it awake a little costs less than being woken for it
-            // (a wake-up is a system call for the sender and a context
-            // switch for this thread).
-            if std::mem::take(&mut self.busy) && self.linger() {
-                continue;
+            // Just emptied a mailbox that messages stream into: more is
+            // likely on its way, and waiting for it awake a little costs
+            // less than being woken for it (a system call for the sender,
+            // a context switch here). A module fed now and then sleeps at
+            // once, leaving the cores to others.
+            if self.streaming {
+                if self.linger() {
+                    continue;
+                }
+                self.streaming = false;
             }
-            return match self.probation_left() {
+            let slept = Instant::now();
+            let step = match self.probation_left() {
                 None => select! {
                     recv(self.ctl_rx) -> c => c.map(Step::Ctl).unwrap_or(Step::Exit),
                     recv(self.data_rx) -> d => d.map(Step::Data).unwrap_or(Step::Exit),
@@ -187,6 +197,11 @@ impl Worker {
                     default(left) => Step::Idle,
                 },
             };
+            // Woken soon after it slept: messages are streaming in.
+            if matches!(step, Step::Data(_)) && slept.elapsed() < 4 * LINGER {
+                self.streaming = true;
+            }
+            return step;
         }
     }
 
