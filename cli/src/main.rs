@@ -7,6 +7,8 @@ mod shell;
 /// Every message is a few small allocations made on the sender's thread
 /// and freed on another: mimalloc's thread-local free lists make that
 /// cheap where glibc's arenas contend (measured in `liveswap bench`).
+/// Without transparent huge pages (`no_thp`), which would make every
+/// module thread's heap hold megabytes resident.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

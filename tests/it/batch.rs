@@ -152,6 +152,40 @@ proptest! {
 }
 
 #[test]
+fn a_message_that_runs_forever_inside_a_batch_is_cut_at_its_deadline_and_set_aside() {
+    let mut h = Host::with(RuntimeBuilder::default().call_deadline(Duration::from_millis(500)));
+    h.ok(&format!("Load R {V1} config quiet"));
+    h.ok(&format!("Load S {V1} config quiet"));
+    let s = h.rt.module("S").unwrap();
+    // Numbers, a message that spins, numbers: queued while R sleeps, so
+    // that they reach it in one batch.
+    h.ok("Send R do \"sleep 300\"");
+    h.ok("Send S do \"send R 20\"");
+    while s.status().served < 1 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.ok("Send R do spin");
+    h.ok("Send S do \"send R 20\"");
+    while s.status().served < 2 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    h.ok("Send R do report");
+    let report = h.wait_log("R", |l| l.starts_with("report "));
+    assert!(report.contains("S:40"), "{report}");
+    assert!(h.violations("R").is_empty(), "{:?}", h.violations("R"));
+    let poison = h.rt.module("R").unwrap().poison();
+    assert_eq!(poison.len(), 1, "{poison:?}");
+    assert_eq!(poison[0].message.body, b"spin");
+    assert!(
+        poison[0].reason.contains("deadline"),
+        "{}",
+        poison[0].reason
+    );
+    let st = h.rt.module("R").unwrap().status();
+    assert!(st.calls < st.served, "{} calls for {}", st.calls, st.served);
+}
+
+#[test]
 fn a_module_without_batches_or_with_a_bound_of_one_is_served_one_call_each() {
     let limits = Limits {
         batch: 1,
