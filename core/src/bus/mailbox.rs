@@ -347,17 +347,7 @@ impl Mailbox {
 
     /// The worker took `m` out of the queue to serve it (or to drop it).
     pub(crate) fn took(&self, m: &Message) {
-        let n = message_cost(&m.kind, &m.from, &m.body);
-        self.0.bytes.fetch_sub(n, Ordering::AcqRel);
-        self.0.budget.give(n);
-        self.0.depth.fetch_sub(1, Ordering::AcqRel);
-        if m.from == TIMER_SENDER {
-            self.0
-                .pending_ticks
-                .lock()
-                .expect("mailbox poisoned")
-                .remove(&m.kind);
-        }
+        self.took_all(std::iter::once(m));
     }
 
     /// The worker took `msgs` out of the queue to serve them: one update
