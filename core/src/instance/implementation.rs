@@ -296,7 +296,8 @@ impl Implementation {
         // SAFETY: the type was checked against `f` when it was looked up.
         let typed = unsafe { TypedFunc::<(&[u8],), ()>::new_unchecked(f) };
         self.store.data_mut().progress.begin();
-        let r = self.guard("service-batch", |_, store| typed.call(store, (packed,)));
+        // A fault is charged to one message's service, and named so.
+        let r = self.guard("service", |_, store| typed.call(store, (packed,)));
         let progress = &mut self.store.data_mut().progress;
         progress.active = false;
         (std::mem::take(&mut progress.done), r)
