@@ -530,30 +530,30 @@ impl Bench<'_> {
 
     /// A sends `n` numbers to B (in batches of sends); B's messages/s.
     fn one_hop(&self, epoch: bool, n: u64) -> anyhow::Result<f64> {
-        let rt = runtime(epoch)?;
-        exec(&rt, &format!("Load B {} config quiet", self.v1))?;
-        exec(&rt, &format!("Load A {} config quiet", self.v1))?;
-        let t0 = Instant::now();
-        exec(&rt, &format!("Send A do \"send B {n}\""))?;
-        served(&rt, "B", n)?;
-        let rate = n as f64 / t0.elapsed().as_secs_f64();
-        rt.shutdown();
-        Ok(rate)
+        self.chain(epoch, n, &["B"])
     }
 
     /// A sends `n` numbers to B, which passes each on to C; C's
     /// messages/s.
     fn two_hops(&self, epoch: bool, n: u64) -> anyhow::Result<f64> {
+        self.chain(epoch, n, &["B", "C"])
+    }
+
+    /// A sends `n` numbers to the first of `hops`, each of which passes
+    /// every number on to the next; the last one's messages/s.
+    fn chain(&self, epoch: bool, n: u64, hops: &[&str]) -> anyhow::Result<f64> {
         let rt = runtime(epoch)?;
-        exec(&rt, &format!("Load C {} config quiet", self.v1))?;
-        exec(
-            &rt,
-            &format!("Load B {} config \"quiet; relay C\"", self.v1),
-        )?;
+        for (i, hop) in hops.iter().enumerate().rev() {
+            let config = match hops.get(i + 1) {
+                Some(next) => format!("\"quiet; relay {next}\""),
+                None => "quiet".to_string(),
+            };
+            exec(&rt, &format!("Load {hop} {} config {config}", self.v1))?;
+        }
         exec(&rt, &format!("Load A {} config quiet", self.v1))?;
         let t0 = Instant::now();
-        exec(&rt, &format!("Send A do \"send B {n}\""))?;
-        served(&rt, "C", n)?;
+        exec(&rt, &format!("Send A do \"send {} {n}\"", hops[0]))?;
+        served(&rt, hops[hops.len() - 1], n)?;
         let rate = n as f64 / t0.elapsed().as_secs_f64();
         rt.shutdown();
         Ok(rate)

@@ -95,11 +95,8 @@ fn run(bound: usize, steps: Vec<Step>) {
     });
     // Everything sent is in R's mailbox (S's last burst included) once S
     // has served its messages; then R reports what it saw.
-    let s = h.rt.module("S").unwrap();
     let sends = steps.iter().filter(|s| matches!(s, Step::Nums(_))).count() as u64;
-    while s.status().served < sends {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    served_at_least(&h, "S", sends);
     h.ok("Send R do report");
     let report = h.wait_log("R", |l| l.starts_with("report "));
     let seen_s = format!("S:{nums}");
@@ -140,6 +137,20 @@ fn run(bound: usize, steps: Vec<Step>) {
     }
 }
 
+/// Wait until `name` has served `n` messages (its sends are then queued
+/// at their receivers).
+fn served_at_least(h: &Host, name: &str, n: u64) {
+    let m = h.rt.module(name).unwrap();
+    let end = std::time::Instant::now() + PATIENCE;
+    while m.served() < n {
+        assert!(
+            std::time::Instant::now() < end,
+            "{name} served fewer than {n}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, max_shrink_iters: 16, ..ProptestConfig::default() })]
     #[test]
@@ -156,19 +167,14 @@ fn a_message_that_runs_forever_inside_a_batch_is_cut_at_its_deadline_and_set_asi
     let mut h = Host::with(RuntimeBuilder::default().call_deadline(Duration::from_millis(500)));
     h.ok(&format!("Load R {V1} config quiet"));
     h.ok(&format!("Load S {V1} config quiet"));
-    let s = h.rt.module("S").unwrap();
     // Numbers, a message that spins, numbers: queued while R sleeps, so
     // that they reach it in one batch.
     h.ok("Send R do \"sleep 300\"");
     h.ok("Send S do \"send R 20\"");
-    while s.status().served < 1 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    served_at_least(&h, "S", 1);
     h.ok("Send R do spin");
     h.ok("Send S do \"send R 20\"");
-    while s.status().served < 2 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    served_at_least(&h, "S", 2);
     h.ok("Send R do report");
     let report = h.wait_log("R", |l| l.starts_with("report "));
     assert!(report.contains("S:40"), "{report}");
@@ -196,10 +202,7 @@ fn a_module_without_batches_or_with_a_bound_of_one_is_served_one_call_each() {
     h.ok(&format!("Load S {V1} config quiet"));
     h.ok("Send R do \"sleep 100\"");
     h.ok("Send S do \"send R 500\"");
-    let s = h.rt.module("S").unwrap();
-    while s.status().served < 1 {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    served_at_least(&h, "S", 1);
     h.ok("Send R do report");
     let report = h.wait_log("R", |l| l.starts_with("report "));
     assert!(report.contains("S:500"), "{report}");

@@ -187,6 +187,20 @@ impl Bus {
         r
     }
 
+    /// The mailbox registered as `to`, or the error a sender gets.
+    fn mailbox_of(&self, to: &str) -> Result<Mailbox, SendError> {
+        self.names.resolve(to).ok_or_else(|| {
+            // Never echo a name of any length back whole (checked only
+            // here, off the path of a message that is delivered).
+            let shown = if valid_name(to) {
+                to.to_string()
+            } else {
+                clip(to, 64).into_owned()
+            };
+            SendError::UnknownModule(shown)
+        })
+    }
+
     /// Queue `msg` for `to`, stamped as coming from `from`, whose version
     /// speaks the protocols `speaks` (none: it may send nothing).
     pub fn send(
@@ -203,16 +217,7 @@ impl Bus {
                 speaks: speaks.to_vec(),
             });
         }
-        let Some(mailbox) = self.names.resolve(to) else {
-            // Never echo a name of any length back whole (checked only
-            // here, off the path of a message that is delivered).
-            let shown = if valid_name(to) {
-                to.to_string()
-            } else {
-                clip(to, 64).into_owned()
-            };
-            return Err(SendError::UnknownModule(shown));
-        };
+        let mailbox = self.mailbox_of(to)?;
         msg.from = from.to_string();
         self.counted(mailbox.deliver(from, msg))
     }
@@ -227,14 +232,7 @@ impl Bus {
         to: &str,
         msgs: impl Iterator<Item = Message>,
     ) -> Result<usize, (usize, SendError)> {
-        let Some(mailbox) = self.names.resolve(to) else {
-            let shown = if valid_name(to) {
-                to.to_string()
-            } else {
-                clip(to, 64).into_owned()
-            };
-            return Err((0, SendError::UnknownModule(shown)));
-        };
+        let mailbox = self.mailbox_of(to).map_err(|e| (0, e))?;
         let checked = msgs.map(|mut msg| {
             self.check_size(&msg.kind, &msg.body)?;
             if !speaks.contains(&msg.proto) {

@@ -112,7 +112,10 @@ impl Implementation {
             .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| one_line(&e))?;
-        let api = ModuleImp::new(&mut store, &instance).map_err(|e| one_line(&e))?;
+        let api = version
+            .exports()
+            .load(&mut store, &instance)
+            .map_err(|e| one_line(&e))?;
         let batch = match version.batch_export() {
             None => None,
             Some(at) => {

@@ -12,7 +12,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, ComponentExportIndex, Linker};
 
 use super::signing::{self, PublicKey, SignatureCheck, digest};
-use crate::bindings::{ModuleImp, ModuleImpPre, ModuleInfo};
+use crate::bindings::{ModuleImp, ModuleImpIndices, ModuleImpPre, ModuleInfo};
 use crate::error::LoadError;
 use crate::guest::ModuleCtx;
 use crate::store::StateDir;
@@ -32,6 +32,9 @@ pub struct Version {
     /// a compile.
     pub precompiled: bool,
     pre: ModuleImpPre<ModuleCtx>,
+    /// Where `module-imp`'s exports are, looked up once for every
+    /// instance.
+    exports: ModuleImpIndices,
     /// Where the optional `service-batch` export is (world `module-batch`).
     batch: Option<ComponentExportIndex>,
     info: OnceLock<ModuleInfo>,
@@ -51,6 +54,11 @@ impl Version {
     /// The pre-linked component, ready to instantiate.
     pub(crate) fn pre(&self) -> &ModuleImpPre<ModuleCtx> {
         &self.pre
+    }
+
+    /// Where `module-imp`'s exports are in every instance of it.
+    pub(crate) fn exports(&self) -> &ModuleImpIndices {
+        &self.exports
     }
 
     /// Whether the version takes its messages in batches (it exports
@@ -350,10 +358,12 @@ impl Repository {
                     reason: format!("{e:#}"),
                 })?;
         let batch = component.get_export_index(None, "service-batch");
-        let pre = ModuleImpPre::new(instance_pre).map_err(|e| LoadError::WrongWorld {
+        let wrong_world = |e: wasmtime::Error| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!("{e:#}"),
-        })?;
+        };
+        let exports = ModuleImpIndices::new(&instance_pre).map_err(wrong_world)?;
+        let pre = ModuleImpPre::new(instance_pre).map_err(wrong_world)?;
         let version = Arc::new(Version {
             digest: digest.clone(),
             path: path.to_path_buf(),
@@ -361,6 +371,7 @@ impl Repository {
             compile_us: started.elapsed().as_micros() as u64,
             precompiled,
             pre,
+            exports,
             batch,
             info: OnceLock::new(),
         });
