@@ -138,6 +138,14 @@ pub enum CommandError {
         /// What to do instead.
         hint: String,
     },
+    /// A shadow could not be started, dropped or promoted.
+    #[error("{name}: {why}")]
+    Shadow {
+        /// Module name.
+        name: String,
+        /// Why.
+        why: String,
+    },
     /// The upgrade would break a protocol edge (thesis 3.5).
     #[error("{0}")]
     Scope(String),

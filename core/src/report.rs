@@ -155,6 +155,8 @@ pub enum Cause {
     Gone,
     /// The bound passed as the last vote came in.
     BoundPassed,
+    /// `Promote`: no shadow can take over; what became of it.
+    NoShadow(String),
 }
 
 /// Why a transaction did not commit: which module, in which phase, and
@@ -241,6 +243,7 @@ impl std::fmt::Display for Refusal {
                 late.join(", ")
             ),
             (Cause::Gone, _) => write!(f, "a module thread went away during the vote"),
+            (Cause::NoShadow(why), _) => write!(f, "{m} cannot be promoted: {why}"),
             (Cause::BoundPassed, _) => write!(f, "the bound passed as the last vote came in"),
         }
     }

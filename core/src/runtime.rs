@@ -411,6 +411,15 @@ impl Core {
             } => Ok(Reply::Done(self.set_probation(window, max_error_pct))),
             Command::SetCheckpoint(d) => Ok(Reply::Done(self.set_checkpoint(d))),
             Command::Poison(name) => self.poison(&name).map(Reply::Poison),
+            Command::Shadow(spec) => self
+                .shadow(admin, &spec, origin)
+                .map(|(_, l)| Reply::Done(l)),
+            Command::Promote(names) => Ok(Reply::Transaction(Box::new(
+                self.promote(admin, &names, text, origin),
+            ))),
+            Command::Unshadow(name) => self
+                .unshadow(&name, "dropped by `Unshadow`")
+                .map(Reply::Done),
             Command::Status => Ok(Reply::Status(self.status_report(admin))),
             Command::Versions => Ok(Reply::Versions(self.versions_report())),
             Command::History => Ok(Reply::History(self.history())),
@@ -518,10 +527,18 @@ impl Runtime {
             cmd,
             Command::Status | Command::Versions | Command::History | Command::Poison(_)
         );
+        let timed = match &cmd {
+            Command::Shadow(s) => s.run_for.map(|d| (s.name.clone(), d, s.then)),
+            _ => None,
+        };
         let core = &self.core;
-        core.serialized(text, origin, inspection, |admin| {
+        let r = core.serialized(text, origin, inspection, |admin| {
             core.run_locked(admin, cmd, text, origin)
-        })
+        });
+        if let (Ok(_), Some((name, after, then))) = (&r, timed) {
+            crate::upgrade::shadow::timed(Arc::downgrade(core), name, after, then);
+        }
+        r
     }
 
     /// What command is running now, and for whom: (line, origin).

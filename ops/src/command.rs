@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use liveswap::command::{Command, GroupKind, LoadOptions, Mode, Target};
+pub use liveswap::command::{Command, GroupKind, LoadOptions, Mode, ShadowEnd, ShadowSpec, Target};
 pub use liveswap::guest::Grant;
 pub use liveswap::words::quote;
 
@@ -145,6 +145,9 @@ pub const KEYWORDS: &[&str] = &[
     "SetProbation",
     "SetCheckpoint",
     "Poison",
+    "Shadow",
+    "Promote",
+    "Unshadow",
     "Send",
     "Wait",
     "Status",
@@ -236,6 +239,33 @@ pub const ENTRIES: &[(&str, &str)] = &[
         "\
   Poison <name>                    messages set aside because they trapped
                                    the module twice",
+    ),
+    (
+        "Shadow",
+        "\
+  Shadow <name> <file.wasm> [for <duration> [then promote|drop]]
+                                   [queue <n>] [except <kind>[,<kind>...]]
+                                   [pin sha256:<hex>]
+                                   run a new version beside the module's, from
+                                   its state, on a copy of every message it
+                                   serves: its effects are compared, never
+                                   delivered; a difference, trap or error
+                                   drops it (Status shows how it does)
+    for <duration> then promote|drop
+                                   what happens when the time is up (default:
+                                   it runs until Promote or Unshadow)
+    queue <n>                      most messages it may fall behind (4096)
+    except <kinds>                 kinds it answers differently on purpose",
+    ),
+    (
+        "Promote",
+        "\
+  Promote <name> [<name>...]       the shadows take over, all or none, with no
+                                   state moved in the pause",
+    ),
+    (
+        "Unshadow",
+        "  Unshadow <name>                  drop the module's shadow",
     ),
     (
         "Send",
@@ -512,6 +542,87 @@ fn pairs(cmd: &str, args: &[String]) -> Result<Vec<Target>, String> {
     Ok(out)
 }
 
+/// `Shadow`'s arguments.
+fn shadow(args: &[String]) -> Result<ShadowSpec, String> {
+    const USAGE: &str = "Shadow <name> <file.wasm> [for <duration> [then promote|drop]] [queue <n>] [except <kind>[,<kind>...]] [pin sha256:<hex>]";
+    if args.len() < 2 {
+        return Err(format!(
+            "Shadow takes <name> <file.wasm> [options], got {} argument(s): usage `{USAGE}`",
+            args.len()
+        ));
+    }
+    let mut spec = ShadowSpec {
+        name: name_arg("Shadow", &args[0])?,
+        path: PathBuf::from(&args[1]),
+        pin: None,
+        run_for: None,
+        then: ShadowEnd::Drop,
+        queue: None,
+        except: Vec::new(),
+    };
+    let mut words = args[2..].iter();
+    while let Some(w) = words.next() {
+        let opt = w.to_ascii_lowercase();
+        let mut value = || {
+            words
+                .next()
+                .ok_or_else(|| format!("Shadow: option `{opt}` needs a value: usage `{USAGE}`"))
+        };
+        match opt.as_str() {
+            "for" => {
+                let d = parse_duration(value()?).map_err(|e| format!("Shadow: for {e}"))?;
+                if d.is_zero() {
+                    return Err("Shadow: `for` must be more than zero".into());
+                }
+                spec.run_for = Some(d);
+            }
+            "then" => {
+                spec.then = match value()?.to_ascii_lowercase().as_str() {
+                    "promote" => ShadowEnd::Promote,
+                    "drop" => ShadowEnd::Drop,
+                    other => {
+                        return Err(format!(
+                            "Shadow: `then {other}`: a shadow's time ends with `then promote` or `then drop`"
+                        ));
+                    }
+                };
+            }
+            "queue" => {
+                let v = value()?;
+                let n = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1 << 20).contains(n));
+                spec.queue = Some(n.ok_or_else(|| {
+                    format!("Shadow: queue `{v}` is not a number of messages from 1 to 1048576")
+                })?);
+            }
+            "except" => {
+                let v = value()?;
+                spec.except = v.split(',').map(|k| k.trim().to_string()).collect();
+                if spec.except.iter().any(String::is_empty) {
+                    return Err(format!("Shadow: except `{v}` holds an empty message kind"));
+                }
+            }
+            "pin" => {
+                let pair = [w.clone(), value()?.clone()];
+                spec.pin = options("Shadow", &mut pair.iter().peekable())?.pin;
+            }
+            _ => {
+                return Err(format!(
+                    "Shadow: unknown option `{w}` (known: for, then, queue, except, pin): usage `{USAGE}`"
+                ));
+            }
+        }
+    }
+    if spec.run_for.is_none() && spec.then == ShadowEnd::Promote {
+        return Err(
+            "Shadow: `then promote` needs `for <duration>` (or Promote it when you choose)".into(),
+        );
+    }
+    Ok(spec)
+}
+
 fn arity(cmd: &str, args: &[String], n: usize, usage: &str) -> Result<(), String> {
     if args.len() != n {
         Err(format!(
@@ -665,6 +776,28 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
             Command::SetCheckpoint(
                 parse_duration(&args[0]).map_err(|e| format!("SetCheckpoint: {e}"))?,
             )
+        }
+        "shadow" => Command::Shadow(shadow(args)?),
+        "promote" => {
+            if args.is_empty() {
+                return Err(
+                    "Promote takes one or more module names: usage `Promote <name> [<name>...]`"
+                        .into(),
+                );
+            }
+            let mut names: Vec<String> = Vec::new();
+            for a in args {
+                let n = name_arg("Promote", a)?;
+                if names.contains(&n) {
+                    return Err(format!("Promote: `{n}` is named twice"));
+                }
+                names.push(n);
+            }
+            Command::Promote(names)
+        }
+        "unshadow" => {
+            arity("Unshadow", args, 1, "Unshadow <name>")?;
+            Command::Unshadow(name_arg("Unshadow", &args[0])?)
         }
         "poison" => {
             arity("Poison", args, 1, "Poison <name>")?;

@@ -94,6 +94,11 @@ impl ToJson for ProxyStatus {
             "timers": s.timers, "subscriptions": s.subscriptions,
             "log_dropped": s.log_dropped, "refused": s.refused,
             "probation_left_ms": s.probation_left.map(|d| d.as_millis() as u64),
+            "shadow": s.shadow.as_ref().map(|h| json!({
+                "version": h.version, "mirrored": h.mirrored, "matched": h.matched,
+                "behind": h.behind, "running_ms": h.running.as_millis() as u64,
+                "ended": h.ended,
+            })),
         })
     }
 }

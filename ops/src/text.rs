@@ -235,6 +235,9 @@ impl ToText for StatusReport {
             if let Some(f) = &s.last_fault {
                 let _ = writeln!(out, "{:<10} last fault: {f}", "");
             }
+            if let Some(h) = &s.shadow {
+                let _ = writeln!(out, "{:<10} {}", "", shadow_line(h));
+            }
             let _ = writeln!(out, "{:<10} {}", "", grants_line(&s.grants));
             if s.recoveries > 0 || s.poisoned > 0 {
                 let _ = writeln!(
@@ -318,6 +321,22 @@ impl ToText for VersionsReport {
             n => write!(out, "signatures: required ({n} trusted keys)"),
         };
         out
+    }
+}
+
+/// A module's shadow in `Status`: how it does, or how it ended.
+fn shadow_line(h: &liveswap::proxy::ShadowStatus) -> String {
+    let counts = format!(
+        "{} mirrored, {} matched, {} behind",
+        h.mirrored, h.matched, h.behind
+    );
+    match &h.ended {
+        None => format!(
+            "shadow v{} running for {:.1}s: {counts}",
+            h.version,
+            h.running.as_secs_f64()
+        ),
+        Some(why) => format!("last shadow v{} ({counts}) {why}", h.version),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use super::{Command, LoadOptions, Target};
+use super::{Command, LoadOptions, ShadowEnd, ShadowSpec, Target};
 use crate::words::quote;
 
 /// A duration as `parse_duration` reads it back: whole milliseconds where
@@ -42,6 +42,27 @@ fn target(f: &mut fmt::Formatter<'_>, t: &Target) -> fmt::Result {
     options(f, &t.options)
 }
 
+fn shadow(f: &mut fmt::Formatter<'_>, s: &ShadowSpec) -> fmt::Result {
+    write!(f, "Shadow {} {}", s.name, quote(&s.path.to_string_lossy()))?;
+    if let Some(d) = s.run_for {
+        let then = match s.then {
+            ShadowEnd::Promote => "promote",
+            ShadowEnd::Drop => "drop",
+        };
+        write!(f, " for {} then {then}", duration(d))?;
+    }
+    if let Some(n) = s.queue {
+        write!(f, " queue {n}")?;
+    }
+    if !s.except.is_empty() {
+        write!(f, " except {}", quote(&s.except.join(",")))?;
+    }
+    if let Some(p) = &s.pin {
+        write!(f, " pin {p}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -72,6 +93,9 @@ impl fmt::Display for Command {
             ),
             Command::SetCheckpoint(d) => write!(f, "SetCheckpoint {}", duration(*d)),
             Command::Poison(n) => write!(f, "Poison {n}"),
+            Command::Shadow(s) => shadow(f, s),
+            Command::Promote(names) => write!(f, "Promote {}", names.join(" ")),
+            Command::Unshadow(n) => write!(f, "Unshadow {n}"),
             Command::Send { to, kind, body } => {
                 write!(f, "Send {to} {}", quote(kind))?;
                 if !body.is_empty() {

@@ -74,6 +74,42 @@ pub enum GroupKind {
     Upgrade,
 }
 
+/// What a timed shadow does when its time is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ShadowEnd {
+    /// It takes over (`then promote`).
+    Promote,
+    /// It is dropped (`then drop`, the default).
+    #[default]
+    Drop,
+}
+
+/// `Shadow <name> <file.wasm> [for <duration> [then promote|drop]]
+/// [queue <n>] [except <kind>[,<kind>...]] [pin sha256:<hex>]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShadowSpec {
+    /// The module shadowed.
+    pub name: String,
+    /// The new version's file.
+    pub path: PathBuf,
+    /// The digest the file must have, if pinned.
+    pub pin: Option<String>,
+    /// How long it runs before `then` (none: until `Promote` or
+    /// `Unshadow`).
+    pub run_for: Option<Duration>,
+    /// What happens when `run_for` is up.
+    pub then: ShadowEnd,
+    /// Most messages it may fall behind (none: the host's default).
+    pub queue: Option<usize>,
+    /// Message kinds the new version answers differently on purpose:
+    /// their effects are not compared.
+    pub except: Vec<String>,
+}
+
+/// Most messages a shadow may fall behind the version it runs beside,
+/// unless `queue` says otherwise.
+pub const SHADOW_QUEUE: usize = 4096;
+
 /// One command.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
@@ -113,6 +149,13 @@ pub enum Command {
     },
     /// `SetCheckpoint <duration>`: how often recovery points are renewed.
     SetCheckpoint(Duration),
+    /// `Shadow`: run a new version beside the module's, on a copy of its
+    /// traffic, its effects compared and never delivered.
+    Shadow(ShadowSpec),
+    /// `Promote <name> [<name>...]`: the shadows take over, all or none.
+    Promote(Vec<String>),
+    /// `Unshadow <name>`: drop the module's shadow.
+    Unshadow(String),
     /// `Poison <name>`: list the messages set aside.
     Poison(String),
     /// `Send <name> <kind> [text]`: inject a message from `$admin`.

@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use super::store::ModuleCtx;
+use super::tap::Effect;
 use crate::bindings::liveswap::module::{host, types};
 use crate::bindings::{Level, Message};
 
@@ -54,6 +55,12 @@ impl host::Host for ModuleCtx {
         if self.declaring {
             return Err(IN_INFO.into());
         }
+        self.tapped(|| Effect::Send {
+            to: to.clone(),
+            kind: msg.kind.clone(),
+            proto: msg.proto,
+            body: msg.body.clone(),
+        });
         if let Some(first_time) = self.fallible() {
             return first_time;
         }
@@ -70,6 +77,14 @@ impl host::Host for ModuleCtx {
             return Err(refuse(0, IN_INFO.into()));
         }
         let msgs = super::batch::unpack_sends(&batch).map_err(|e| refuse(0, e))?;
+        if let Some(t) = &mut self.tap {
+            t.extend(msgs.iter().map(|o| Effect::Send {
+                to: o.to.to_string(),
+                kind: o.kind.to_string(),
+                proto: o.proto,
+                body: o.body.to_vec(),
+            }));
+        }
         if self.suppress == 0 && self.script.is_empty() {
             return self.send_runs(&msgs).map_err(|(n, e)| refuse(n, e));
         }
@@ -102,6 +117,10 @@ impl host::Host for ModuleCtx {
         if self.declaring {
             return Err(IN_INFO.into());
         }
+        self.tapped(|| Effect::Publish {
+            event: event.clone(),
+            body: body.clone(),
+        });
         if let Some(first_time) = self.fallible() {
             return first_time;
         }
@@ -122,6 +141,10 @@ impl host::Host for ModuleCtx {
         if event.is_empty() {
             return Err("the event name is empty".into());
         }
+        self.tapped(|| Effect::Subscribe {
+            publisher: publisher.clone(),
+            event: event.clone(),
+        });
         if !self.effect() {
             return Ok(());
         }
@@ -129,14 +152,28 @@ impl host::Host for ModuleCtx {
     }
 
     fn unsubscribe(&mut self, publisher: String, event: String) {
-        if self.declaring || !self.effect() {
+        if self.declaring {
+            return;
+        }
+        self.tapped(|| Effect::Unsubscribe {
+            publisher: publisher.clone(),
+            event: event.clone(),
+        });
+        if !self.effect() {
             return;
         }
         self.host.unsubscribe(&self.name, &publisher, &event);
     }
 
     fn set_timer(&mut self, name: String, interval_ms: u32) {
-        if self.declaring || !self.effect() {
+        if self.declaring {
+            return;
+        }
+        self.tapped(|| Effect::SetTimer {
+            name: name.clone(),
+            interval_ms,
+        });
+        if !self.effect() {
             return;
         }
         let every = Duration::from_millis(u64::from(interval_ms.max(1)));
@@ -147,14 +184,25 @@ impl host::Host for ModuleCtx {
     }
 
     fn cancel_timer(&mut self, name: String) {
-        if self.declaring || !self.effect() {
+        if self.declaring {
+            return;
+        }
+        self.tapped(|| Effect::CancelTimer { name: name.clone() });
+        if !self.effect() {
             return;
         }
         self.host.cancel_timer(&self.name, &name);
     }
 
     fn log(&mut self, level: Level, line: String) {
-        if self.declaring || !self.effect() {
+        if self.declaring {
+            return;
+        }
+        self.tapped(|| Effect::Log {
+            level,
+            line: line.clone(),
+        });
+        if !self.effect() {
             return;
         }
         self.gate.log(self.version(), level, line);

@@ -14,6 +14,7 @@ pub mod sandbox;
 pub(crate) mod sockets;
 mod stdio;
 mod store;
+pub mod tap;
 
 use std::sync::Arc;
 use std::time::Duration;

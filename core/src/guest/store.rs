@@ -58,6 +58,9 @@ pub struct ModuleCtx {
     pub(crate) script: Failures,
     /// The `service-batch` call under way, if one is.
     pub(crate) progress: super::batch::Progress,
+    /// While a shadow runs beside this version (or this is the shadow):
+    /// every outbound effect of the current call, written down.
+    pub(crate) tap: Option<Vec<super::tap::Effect>>,
 }
 
 /// Effects of one call that returned an error, by their index among the
@@ -133,6 +136,7 @@ impl ModuleCtx {
             failures: Vec::new(),
             script: Vec::new(),
             progress: Default::default(),
+            tap: None,
         })
     }
 }
@@ -158,6 +162,13 @@ impl ModuleCtx {
                 Some(Err(e))
             }
             None => Some(Ok(())),
+        }
+    }
+
+    /// Write `effect` down if effects are being tapped.
+    pub(crate) fn tapped(&mut self, effect: impl FnOnce() -> super::tap::Effect) {
+        if let Some(t) = &mut self.tap {
+            t.push(effect());
         }
     }
 

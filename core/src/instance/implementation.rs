@@ -207,6 +207,21 @@ impl Implementation {
         std::mem::take(&mut self.store.data_mut().failures)
     }
 
+    /// Write down (`on`) or stop writing down the outbound effects of
+    /// each call.
+    pub(crate) fn tap(&mut self, on: bool) {
+        let ctx = self.store.data_mut();
+        ctx.tap = on.then(Vec::new);
+    }
+
+    /// The effects the last call made, if they are written down.
+    pub(crate) fn take_tap(&mut self) -> Vec<crate::guest::tap::Effect> {
+        match &mut self.store.data_mut().tap {
+            Some(t) => std::mem::take(t),
+            None => Vec::new(),
+        }
+    }
+
     /// Outbound effects the last call made (suppressed ones included).
     pub(crate) fn effects(&self) -> u64 {
         self.store.data().effects
@@ -252,6 +267,9 @@ impl Implementation {
         ctx.effects = 0;
         if !ctx.failures.is_empty() {
             ctx.failures.clear();
+        }
+        if let Some(t) = &mut ctx.tap {
+            t.clear();
         }
         match f(&self.api, &mut self.store) {
             Ok(r) => Ok(r),

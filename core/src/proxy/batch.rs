@@ -33,6 +33,7 @@ impl Worker {
             && self.retry.is_none()
             && self.held.is_none()
             && self.env.bus.journal.is_none()
+            && self.shadow.is_none()
     }
 
     /// Serve `first` and the messages queued behind it (up to the bound,

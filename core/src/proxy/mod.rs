@@ -28,6 +28,7 @@ mod poison;
 mod probation;
 mod recovery;
 mod restart;
+mod shadow;
 mod table;
 mod vote;
 mod worker;
@@ -49,6 +50,8 @@ use crate::txn::Txn;
 pub use poison::Poisoned;
 pub use recovery::CHECKPOINT_EVERY;
 pub(crate) use restart::Restored;
+pub(crate) use shadow::Plan as ShadowPlan;
+pub use shadow::{Progress as ShadowProgress, ShadowStatus};
 pub(crate) use table::Modules;
 use worker::Worker;
 
@@ -72,6 +75,16 @@ pub(crate) enum Control {
     Park(Sender<()>),
     /// CanCommit of the automatic rollback of transaction `group`.
     Rollback { txn: Arc<Txn>, group: u64 },
+    /// `Shadow`: start `new` beside the running version.
+    Shadow {
+        new: Box<Implementation>,
+        plan: shadow::Plan,
+        reply: Sender<Result<shadow::Started, String>>,
+    },
+    /// Drop the shadow, saying `why`; whether one ran.
+    Unshadow { why: String, reply: Sender<bool> },
+    /// CanCommit of `Promote`: the shadow is the candidate.
+    Promote { txn: Arc<Txn> },
 }
 
 /// How a new worker starts.
@@ -140,6 +153,8 @@ pub struct ProxyStatus {
     pub refused: u64,
     /// Time left on probation, if it is on probation.
     pub probation_left: Option<Duration>,
+    /// Its shadow: the running one, or the last one with why it ended.
+    pub shadow: Option<ShadowStatus>,
 }
 
 /// Recovery and probation settings (`SetCheckpoint`, `SetProbation`) and
@@ -250,6 +265,8 @@ struct Shared {
     /// since the last reset: the outside view of a pause.
     max_gap_ns: AtomicU64,
     worker: Mutex<Option<JoinHandle<()>>>,
+    /// The shadow beside it (or the last one, ended).
+    shadow: Mutex<Option<Arc<shadow::Progress>>>,
 }
 
 /// The receiving ends a new proxy's worker takes over at
@@ -305,6 +322,7 @@ impl ModuleProxy {
             probation_until_ns: AtomicU64::new(0),
             max_gap_ns: AtomicU64::new(0),
             worker: Mutex::new(None),
+            shadow: Mutex::new(None),
         };
         (ModuleProxy(Arc::new(shared)), Ends { data_rx, ctl_rx })
     }
@@ -446,6 +464,7 @@ impl ModuleProxy {
                     until.saturating_sub(self.0.origin.elapsed().as_nanos() as u64),
                 )),
             },
+            shadow: self.shadow().map(|p| p.status()),
         }
     }
 

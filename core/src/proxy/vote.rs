@@ -19,7 +19,8 @@ use crate::txn::{Decision, Report, Txn};
 /// A vote in progress: TERM is queued, the candidate waits.
 pub(super) struct PendingVote {
     pub txn: Arc<Txn>,
-    pub new: Box<Implementation>,
+    /// The candidate; none for a promote (the shadow is).
+    pub new: Option<Box<Implementation>>,
     pub started: Instant,
 }
 
@@ -44,7 +45,7 @@ struct Quiesced {
 /// 100 ms), so that the NO naming the call reaches the coordinator before
 /// it gives up on the module as late, even on a loaded machine where the
 /// worker's thread is not scheduled at once.
-fn state_calls_end(txn: &Txn) -> Instant {
+pub(super) fn state_calls_end(txn: &Txn) -> Instant {
     let margin = (txn.bound / 10).clamp(2 * EPOCH_PERIOD, Duration::from_millis(100));
     txn.deadline.checked_sub(margin).unwrap_or(txn.deadline)
 }
@@ -68,7 +69,7 @@ fn fault_cause(version: &str, f: &GuestFault, txn: &Txn) -> Cause {
 impl Worker {
     /// CanCommit: queue TERM and hold timer ticks; the old version serves
     /// on until it reaches TERM.
-    pub(super) fn begin_vote(&mut self, txn: Arc<Txn>, new: Box<Implementation>) {
+    pub(super) fn begin_vote(&mut self, txn: Arc<Txn>, new: Option<Box<Implementation>>) {
         let name = &self.shared.seat.name;
         let refuse = if self.imp.is_dead() {
             Some(Cause::Faulted)
@@ -110,7 +111,7 @@ impl Worker {
     }
 
     /// Vote NO without swapping: abort `txn`, drop the candidate, done.
-    pub(super) fn refuse_vote(&self, txn: &Txn, new: Box<Implementation>, no: Refusal) {
+    pub(super) fn refuse_vote(&self, txn: &Txn, new: Option<Box<Implementation>>, no: Refusal) {
         txn.report(Report::Vote {
             module: self.shared.seat.name.to_string(),
             quiesce_us: None,
@@ -136,22 +137,60 @@ impl Worker {
             at,
             quiesce_us: at.duration_since(pv.started).as_micros() as u64,
         };
-        let (txn, mut new) = (pv.txn, pv.new);
-        let no = if txn.decision() == Decision::Abort {
-            Some(Refusal::new(
+        let txn = pv.txn;
+        let promote = pv.new.is_none();
+        let (new, no) = if txn.decision() == Decision::Abort {
+            let no = Refusal::new(
                 &self.shared.seat.name,
                 Phase::Quiescence,
                 Cause::AlreadyAborted,
-            ))
+            );
+            (pv.new, Some(no))
         } else {
-            self.transfer(&mut new, &txn)
+            self.candidate(pv.new, &txn)
         };
         let (decision, vote_after) = self.vote(&txn, &q, no);
-        if decision == Decision::Commit {
-            self.commit(&txn, new, &q, vote_after);
-        } else {
-            self.env.reaper.bury(new);
-            self.abort(&txn, &q, vote_after);
+        match (decision, new) {
+            (Decision::Commit, Some(mut new)) => {
+                if promote {
+                    self.promoted(&mut new, txn.id);
+                }
+                self.commit(&txn, new, &q, vote_after);
+                if promote && self.probation.is_none() && !self.imp.is_dead() {
+                    // The recovery point: the promoted version's own
+                    // state, taken after the pause.
+                    self.checkpoint(self.now_ns());
+                }
+            }
+            (_, new) => {
+                match new {
+                    Some(new) if promote => self.resume_shadow(new),
+                    new => self.env.reaper.bury(new),
+                }
+                self.abort(&txn, &q, vote_after);
+            }
+        }
+    }
+
+    /// The candidate, ready to take over (the state handed to it, or the
+    /// shadow taken back), or the NO.
+    fn candidate(
+        &mut self,
+        new: Option<Box<Implementation>>,
+        txn: &Txn,
+    ) -> (Option<Box<Implementation>>, Option<Refusal>) {
+        match new {
+            Some(mut new) => {
+                let no = self.transfer(&mut new, txn);
+                (Some(new), no)
+            }
+            None => match self.take_shadow(txn) {
+                Ok(shadow) => (Some(shadow), None),
+                Err(cause) => {
+                    let no = Refusal::new(&self.shared.seat.name, Phase::Quiescence, cause);
+                    (None, Some(no))
+                }
+            },
         }
     }
 

@@ -66,6 +66,8 @@ pub(super) struct Worker {
     /// or came soon after the worker slept): after emptying the mailbox it
     /// lingers rather than sleeps.
     streaming: bool,
+    /// A new version running beside this one, if `Shadow` started one.
+    pub(super) shadow: Option<super::shadow::Link>,
 }
 
 /// How long a worker that just emptied its mailbox waits awake for more
@@ -108,6 +110,7 @@ impl Worker {
             packed: Vec::new(),
             no_checkpoint: false,
             streaming: false,
+            shadow: None,
         }
     }
 
@@ -326,9 +329,29 @@ impl Worker {
                 let _ = reply.send(self.switch(true));
             }
             Control::Disable(reply) => {
+                self.drop_shadow("the module was disabled");
                 let _ = reply.send(self.switch(false));
             }
-            Control::Vote { txn, new } => self.begin_vote(txn, new),
+            Control::Vote { txn, new } => {
+                let why = format!("transaction {} replaces the module", txn.id);
+                self.drop_shadow(&why);
+                self.begin_vote(txn, Some(new));
+            }
+            Control::Promote { txn } => match self.promotable() {
+                Ok(()) => self.begin_vote(txn, None),
+                Err(cause) => {
+                    let no = Refusal::new(&self.shared.seat.name, Phase::Join, cause);
+                    self.refuse_vote(&txn, None, no);
+                }
+            },
+            Control::Shadow { new, plan, reply } => {
+                let _ = reply.send(self.start_shadow(new, plan));
+            }
+            Control::Unshadow { why, reply } => {
+                let ran = self.shadow.is_some();
+                self.drop_shadow(&why);
+                let _ = reply.send(ran);
+            }
             Control::Abort { txn } => {
                 if self.vote.as_ref().is_some_and(|v| v.txn.id == txn) {
                     let pv = self.vote.take().expect("checked");
@@ -338,8 +361,13 @@ impl Worker {
                     pv.txn.report(Report::done(&self.shared.seat.name));
                 }
             }
-            Control::Rollback { txn, group } => self.rollback(txn, group),
+            Control::Rollback { txn, group } => {
+                let why = format!("transaction {group} is rolled back");
+                self.drop_shadow(&why);
+                self.rollback(txn, group);
+            }
             Control::Park(reply) => {
+                self.drop_shadow("the host stops");
                 // A fresh recovery point: the next host replays nothing.
                 if self.recovery.checkpoints
                     && !self.recovery.log.is_empty()
@@ -354,6 +382,7 @@ impl Worker {
                 return false;
             }
             Control::Stop(reply) => {
+                self.drop_shadow("the module is unloaded");
                 if self.held.is_some() {
                     // A crash loop would only go round again: what is
                     // queued is dropped, and said so.
@@ -472,9 +501,21 @@ impl Worker {
         match result {
             Ok(outcome) => {
                 let failed = self.imp.take_failures();
+                if self.shadow.is_some() {
+                    self.mirror(&m, &outcome, &failed);
+                }
                 self.outcome(m, id, outcome, failed, now_ns);
             }
             Err(f) => {
+                if self.shadow.is_some() {
+                    let why = format!(
+                        "v{} trapped on `{}` from {} (a shadow does not follow a recovery)",
+                        self.imp.label(),
+                        m.kind,
+                        m.from
+                    );
+                    self.drop_shadow(&why);
+                }
                 let retry = Retry {
                     effects: self.imp.effects(),
                     failed: self.imp.take_failures(),

@@ -9,6 +9,7 @@ mod coordinator;
 mod prepare;
 pub(crate) mod rollback;
 pub mod scope;
+pub(crate) mod shadow;
 mod shared;
 mod transaction;
 

@@ -95,7 +95,11 @@ impl Core {
             });
         }
 
-        self.check_scope(&prepared)?;
+        let after: Vec<(&str, &Arc<Version>)> = prepared
+            .iter()
+            .map(|p| (p.name.as_str(), &p.version))
+            .collect();
+        self.check_scope(&after)?;
 
         self.init_new(&mut prepared)?;
         Ok(prepared)
@@ -104,7 +108,7 @@ impl Core {
     /// The checks on the command itself: no name twice, `Replace` targets
     /// loaded and serving, `Syn_Load` targets not loaded, no options for a
     /// module that is loaded. The running proxies, by target.
-    fn validate(
+    pub(super) fn validate(
         &self,
         kind: GroupKind,
         targets: &[Target],
@@ -179,7 +183,10 @@ impl Core {
     }
 
     /// The protocol-edge check of thesis 3.5 over the system as it would be.
-    fn check_scope(&self, prepared: &[Prepared]) -> Result<(), CommandError> {
+    pub(super) fn check_scope(
+        &self,
+        prepared: &[(&str, &Arc<Version>)],
+    ) -> Result<(), CommandError> {
         let mut after: BTreeMap<String, Side> = BTreeMap::new();
         let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
         for p in self.modules.all() {
@@ -194,11 +201,11 @@ impl Core {
             edges.insert(e);
         }
         let mut targets = BTreeSet::new();
-        for p in prepared {
-            if let Some(info) = p.version.info() {
-                after.insert(p.name.clone(), side(info));
+        for (name, version) in prepared {
+            if let Some(info) = version.info() {
+                after.insert(name.to_string(), side(info));
             }
-            targets.insert(p.name.clone());
+            targets.insert(name.to_string());
         }
         scope::check(&after, &edges, &targets).map_err(CommandError::Scope)
     }

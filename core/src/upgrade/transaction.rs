@@ -17,15 +17,15 @@ use crate::store::Op;
 use crate::txn::{Decision, Probation, Report, Txn};
 
 /// A prepared transaction about to vote.
-struct Voting {
-    txn: Arc<Txn>,
-    rx: Receiver<Report>,
+pub(super) struct Voting {
+    pub txn: Arc<Txn>,
+    pub rx: Receiver<Report>,
     /// The running modules being replaced, with their candidates.
-    asks: Vec<Ask>,
+    pub asks: Vec<Ask>,
     /// New modules, started unregistered and waiting on the decision.
-    fresh: Vec<ModuleProxy>,
+    pub fresh: Vec<ModuleProxy>,
     /// What the journal records for each new module, on commit.
-    loads: Vec<Op>,
+    pub loads: Vec<Op>,
 }
 
 impl Core {
@@ -82,34 +82,13 @@ impl Core {
         command: &str,
         prepared: Vec<Prepared>,
     ) -> Voting {
-        let (tx, rx) = unbounded();
         let replacing: Vec<String> = prepared
             .iter()
             .filter(|p| p.old.is_some())
             .map(|p| p.name.clone())
             .collect();
         let auto_commit = replacing.len() == prepared.len();
-        let deadline = Instant::now() + admin.bound;
-        let mut txn = Txn::new(
-            id,
-            (deadline, admin.bound),
-            auto_commit,
-            replacing.len(),
-            tx,
-        );
-        let probation = self.env.settings.probation();
-        if !probation.0.is_zero() && !replacing.is_empty() {
-            let group = Probation::new(
-                id,
-                command.to_string(),
-                probation,
-                admin.bound,
-                replacing,
-                self.rollbacks.clone(),
-            );
-            txn.probation = Some(Arc::new(group));
-        }
-        let txn = Arc::new(txn);
+        let (txn, rx) = self.new_txn(admin, id, command, replacing, auto_commit);
         let mut asks = Vec::new();
         let mut fresh = Vec::new();
         let mut loads = Vec::new();
@@ -141,6 +120,41 @@ impl Core {
         }
     }
 
+    /// The record of transaction `id` over the running modules
+    /// `replacing` (and new ones unless `auto_commit`), with the
+    /// probation the host sets, and the channel its reports come on.
+    pub(super) fn new_txn(
+        &self,
+        admin: &AdminState,
+        id: u64,
+        command: &str,
+        replacing: Vec<String>,
+        auto_commit: bool,
+    ) -> (Arc<Txn>, Receiver<Report>) {
+        let (tx, rx) = unbounded();
+        let deadline = Instant::now() + admin.bound;
+        let mut txn = Txn::new(
+            id,
+            (deadline, admin.bound),
+            auto_commit,
+            replacing.len(),
+            tx,
+        );
+        let probation = self.env.settings.probation();
+        if !probation.0.is_zero() && !replacing.is_empty() {
+            let group = Probation::new(
+                id,
+                command.to_string(),
+                probation,
+                admin.bound,
+                replacing,
+                self.rollbacks.clone(),
+            );
+            txn.probation = Some(Arc::new(group));
+        }
+        (Arc::new(txn), rx)
+    }
+
     /// A new module's worker, started unregistered: it starts serving on
     /// commit and ends on abort.
     fn spawn_waiting(&self, p: Prepared, txn: &Arc<Txn>) -> ModuleProxy {
@@ -159,7 +173,7 @@ impl Core {
     }
 
     /// Vote, decide, and collect what every participant did.
-    fn vote_and_complete(
+    pub(super) fn vote_and_complete(
         &self,
         admin: &AdminState,
         v: Voting,

@@ -69,6 +69,9 @@ macro_rules! probe_module {
         $crate::probe_module!($version, shape $shape, speaks [$($s),*], accepts [$($a),*], traps on "");
     };
     ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*], traps on $defect:literal) => {
+        $crate::probe_module!($version, shape $shape, speaks [$($s),*], accepts [$($a),*], traps on $defect, tells auditor on "");
+    };
+    ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*], traps on $defect:literal, tells auditor on $odd:literal) => {
         struct Module;
         const PROBE: $crate::Probe = $crate::Probe {
             version: $version,
@@ -76,6 +79,7 @@ macro_rules! probe_module {
             speaks: &[$($s),*],
             accepts: &[$($a),*],
             defect: $defect,
+            odd: $odd,
         };
         // The probe keeps its state itself (and its own shapes of it).
         impl $crate::sdk::Module for Module {
@@ -106,6 +110,9 @@ pub struct Probe {
     pub accepts: &'static [u32],
     /// A message kind this version traps on (a deliberate defect), or "".
     pub defect: &'static str,
+    /// A message kind this version answers differently (it also sends
+    /// `audited` with the same body to the module `auditor`), or "".
+    pub odd: &'static str,
 }
 
 /// The probe's stable state, whatever the shape it travels in.
@@ -339,6 +346,17 @@ impl Probe {
                 self.version, self.defect
             );
         }
+        if !self.odd.is_empty() && msg.kind == self.odd {
+            let told = Message {
+                from: String::new(),
+                kind: "audited".into(),
+                proto: self.speaks.first().copied().unwrap_or(0),
+                body: msg.body.clone(),
+            };
+            if let Err(e) = host::send("auditor", &told) {
+                log(Level::Warn, &format!("send to auditor failed: {e}"));
+            }
+        }
         match (msg.from.as_str(), msg.kind.as_str()) {
             (_, "do") => {
                 let text = String::from_utf8(msg.body).map_err(|_| "command is not UTF-8")?;
@@ -394,6 +412,7 @@ impl Probe {
                         self.send_next(to, false);
                     }
                 });
+
                 if n == expected {
                     if !quiet {
                         log(Level::Info, &format!("got {n} from {from}{what}"));
