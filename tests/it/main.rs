@@ -14,6 +14,7 @@ mod layers;
 mod router;
 mod sandbox;
 mod sdk;
+mod shadow;
 mod support;
 mod upgrade;
 mod verify;

@@ -74,7 +74,7 @@ impl Progress {
     }
 
     /// Whether it still runs.
-    pub fn running(&self) -> bool {
+    pub(crate) fn running(&self) -> bool {
         self.ended.lock().expect("shadow poisoned").is_none()
     }
 
@@ -194,7 +194,7 @@ impl Runner {
         let effects = self.imp.take_tap();
         self.progress.compared.fetch_add(1, Ordering::Relaxed);
         let outcome = r.map_err(|f| format!("{which}: the shadow trapped: {f}"))?;
-        if self.except.iter().any(|k| *k == m.kind) {
+        if self.except.contains(&m.kind) {
             return Ok(());
         }
         let (old_v, new_v) = (&self.progress.beside, &self.progress.version);
@@ -249,6 +249,11 @@ impl Worker {
         mut new: Box<Implementation>,
         plan: Plan,
     ) -> Result<Started, String> {
+        if self.shadow.as_ref().is_some_and(|l| !l.progress.running()) {
+            // It ended itself since the last message it was given.
+            self.shadow = None;
+            self.imp.tap(false);
+        }
         let refuse = if self.imp.is_dead() {
             Some("it is faulted".to_string())
         } else if let Some(why) = &self.held {
@@ -257,13 +262,10 @@ impl Worker {
             Some("it is disabled".into())
         } else if self.vote.is_some() {
             Some("it is in a transaction".into())
-        } else if let Some(l) = &self.shadow {
-            Some(format!(
-                "shadow v{} already runs beside it",
-                l.progress.version
-            ))
         } else {
-            None
+            self.shadow
+                .as_ref()
+                .map(|l| format!("shadow v{} already runs beside it", l.progress.version))
         };
         if let Some(why) = refuse {
             self.env.reaper.bury(new);

@@ -348,7 +348,10 @@ impl Worker {
                 let _ = reply.send(self.start_shadow(new, plan));
             }
             Control::Unshadow { why, reply } => {
-                let ran = self.shadow.is_some();
+                let ran = self
+                    .shadow
+                    .as_ref()
+                    .is_some_and(|l| l.progress.running());
                 self.drop_shadow(&why);
                 let _ = reply.send(ran);
             }
@@ -367,66 +370,77 @@ impl Worker {
                 self.rollback(txn, group);
             }
             Control::Park(reply) => {
-                self.drop_shadow("the host stops");
-                // A fresh recovery point: the next host replays nothing.
-                if self.recovery.checkpoints
-                    && !self.recovery.log.is_empty()
-                    && !self.imp.is_dead()
-                    && self.held.is_none()
-                {
-                    self.checkpoint(self.now_ns());
-                }
-                self.serving = false;
-                self.shared.mailbox.set_ticking(false);
-                let _ = reply.send(());
+                self.park(reply);
                 return false;
             }
             Control::Stop(reply) => {
-                self.drop_shadow("the module is unloaded");
-                if self.held.is_some() {
-                    // A crash loop would only go round again: what is
-                    // queued is dropped, and said so.
-                    self.drop_queue("held after a crash loop");
-                } else if self.imp.is_dead() {
-                    // Drain with a rebuilt instance rather than drop.
-                    let retry = self.retry.take();
-                    self.recover(retry);
-                }
-                if self.held.is_none()
-                    && !self.imp.is_dead()
-                    && let Err(f) = self.imp.disable()
-                {
-                    // Rebuilt (as enabled: no second disable) to drain.
-                    self.fault(f);
-                    self.serving = true;
-                    self.recover(None);
-                }
-                let kept = self.queued();
-                if self.imp.is_dead() && kept > 0 {
-                    self.log(
-                        Level::Error,
-                        format!("unloaded while faulted: {kept} queued message(s) were not served"),
-                    );
-                }
-                self.serving = false;
-                self.shared.mailbox.set_ticking(false);
-                // The gate is closed: this drains everything ever accepted.
-                while let Some(item) = self.next_queued() {
-                    match item {
-                        Item::Msg(m, id) if !self.imp.is_dead() => self.serve(m, id),
-                        Item::Msg(m, id) => {
-                            self.shared.mailbox.took(&m);
-                            self.dropped(id);
-                        }
-                        Item::Term(_) => {}
-                    }
-                }
-                self.set_state(ModuleState::Stopped, None);
-                let _ = reply.send(());
+                self.stop(reply);
                 return false;
             }
         }
         true
+    }
+
+    /// The host stops (or hands over) with a state directory: end now,
+    /// between two messages, with a fresh recovery point.
+    fn park(&mut self, reply: crossbeam_channel::Sender<()>) {
+        self.drop_shadow("the host stops");
+        // A fresh recovery point: the next host replays nothing.
+        if self.recovery.checkpoints
+            && !self.recovery.log.is_empty()
+            && !self.imp.is_dead()
+            && self.held.is_none()
+        {
+            self.checkpoint(self.now_ns());
+        }
+        self.serving = false;
+        self.shared.mailbox.set_ticking(false);
+        let _ = reply.send(());
+    }
+
+    /// Unload: drain what is queued, then end.
+    fn stop(&mut self, reply: crossbeam_channel::Sender<()>) {
+        self.drop_shadow("the module is unloaded");
+        if self.held.is_some() {
+            // A crash loop would only go round again: what is
+            // queued is dropped, and said so.
+            self.drop_queue("held after a crash loop");
+        } else if self.imp.is_dead() {
+            // Drain with a rebuilt instance rather than drop.
+            let retry = self.retry.take();
+            self.recover(retry);
+        }
+        if self.held.is_none()
+            && !self.imp.is_dead()
+            && let Err(f) = self.imp.disable()
+        {
+            // Rebuilt (as enabled: no second disable) to drain.
+            self.fault(f);
+            self.serving = true;
+            self.recover(None);
+        }
+        let kept = self.queued();
+        if self.imp.is_dead() && kept > 0 {
+            self.log(
+                Level::Error,
+                format!("unloaded while faulted: {kept} queued message(s) were not served"),
+            );
+        }
+        self.serving = false;
+        self.shared.mailbox.set_ticking(false);
+        // The gate is closed: this drains everything ever accepted.
+        while let Some(item) = self.next_queued() {
+            match item {
+                Item::Msg(m, id) if !self.imp.is_dead() => self.serve(m, id),
+                Item::Msg(m, id) => {
+                    self.shared.mailbox.took(&m);
+                    self.dropped(id);
+                }
+                Item::Term(_) => {}
+            }
+        }
+        self.set_state(ModuleState::Stopped, None);
+        let _ = reply.send(());
     }
 
     /// Take every queued message out unserved, and say how many.

@@ -14,7 +14,6 @@ use crate::command::{GroupKind, LoadOptions, SHADOW_QUEUE, ShadowEnd, ShadowSpec
 use crate::error::CommandError;
 use crate::proxy::{Control, ModuleProxy, ShadowPlan, ShadowProgress};
 use crate::report::TransactionReport;
-use crate::runtime::Reply;
 use crate::store::Op;
 
 impl Core {
@@ -214,16 +213,18 @@ pub(crate) fn timed(core: std::sync::Weak<Core>, name: String, after: Duration, 
                 ShadowEnd::Promote => {
                     let text = format!("Promote {name}");
                     let _ = core.serialized(&text, origin, false, |admin| {
-                        let r = core.promote(admin, std::slice::from_ref(&name), &text, origin);
-                        Ok::<_, CommandError>(Reply::Transaction(Box::new(r)))
+                        Ok::<_, CommandError>(core.promote(
+                            admin,
+                            std::slice::from_ref(&name),
+                            &text,
+                            origin,
+                        ))
                     });
                 }
                 ShadowEnd::Drop => {
                     let text = format!("Unshadow {name}");
                     let why = format!("its run of {after:?} ended (then drop)");
-                    let _ = core.serialized(&text, origin, false, |_| {
-                        core.unshadow(&name, &why).map(Reply::Done)
-                    });
+                    let _ = core.serialized(&text, origin, false, |_| core.unshadow(&name, &why));
                 }
             }
         });

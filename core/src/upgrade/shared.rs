@@ -47,6 +47,18 @@ impl Recorded for Result<TransactionReport, CommandError> {
     }
 }
 
+impl Recorded for Result<String, CommandError> {
+    fn outcome(&self) -> String {
+        match self {
+            Ok(_) => "done".to_string(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+    fn transaction(&self) -> Option<u64> {
+        None
+    }
+}
+
 /// Everything one host shares between the runtime handle, the coordinator
 /// and the rollback thread.
 pub(crate) struct Core {

@@ -69,9 +69,9 @@ macro_rules! probe_module {
         $crate::probe_module!($version, shape $shape, speaks [$($s),*], accepts [$($a),*], traps on "");
     };
     ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*], traps on $defect:literal) => {
-        $crate::probe_module!($version, shape $shape, speaks [$($s),*], accepts [$($a),*], traps on $defect, tells auditor on "");
+        $crate::probe_module!($version, shape $shape, speaks [$($s),*], accepts [$($a),*], traps on $defect, tells auditor on "", spins on "");
     };
-    ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*], traps on $defect:literal, tells auditor on $odd:literal) => {
+    ($version:literal, shape $shape:literal, speaks [$($s:literal),*], accepts [$($a:literal),*], traps on $defect:literal, tells auditor on $odd:literal, spins on $stall:literal) => {
         struct Module;
         const PROBE: $crate::Probe = $crate::Probe {
             version: $version,
@@ -80,6 +80,7 @@ macro_rules! probe_module {
             accepts: &[$($a),*],
             defect: $defect,
             odd: $odd,
+            stall: $stall,
         };
         // The probe keeps its state itself (and its own shapes of it).
         impl $crate::sdk::Module for Module {
@@ -113,6 +114,8 @@ pub struct Probe {
     /// A message kind this version answers differently (it also sends
     /// `audited` with the same body to the module `auditor`), or "".
     pub odd: &'static str,
+    /// A message kind this version loops forever on, or "".
+    pub stall: &'static str,
 }
 
 /// The probe's stable state, whatever the shape it travels in.
@@ -345,6 +348,9 @@ impl Probe {
                 "version {} cannot handle `{}` messages (defect)",
                 self.version, self.defect
             );
+        }
+        if !self.stall.is_empty() && msg.kind == self.stall {
+            spin_forever();
         }
         if !self.odd.is_empty() && msg.kind == self.odd {
             let told = Message {
