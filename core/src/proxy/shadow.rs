@@ -138,7 +138,7 @@ struct Served {
 pub(super) struct Link {
     feed: Sender<Mirror>,
     back: Receiver<Box<Implementation>>,
-    progress: Arc<Progress>,
+    pub progress: Arc<Progress>,
     plan: Plan,
 }
 
