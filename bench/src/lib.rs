@@ -11,6 +11,7 @@
 
 mod dashboard;
 mod durable;
+mod shadow;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -877,7 +878,7 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
     };
     let mut tables = Vec::new();
     type Scenario<'b> = fn(&Bench<'b>, &mut dyn FnMut(&str)) -> anyhow::Result<Table>;
-    let scenarios: [(&str, Scenario<'_>); 10] = [
+    let scenarios: [(&str, Scenario<'_>); 12] = [
         ("pause_vs_state", Bench::state_size),
         ("pause_vs_backlog", Bench::backlog),
         ("group_scaling", Bench::group),
@@ -887,6 +888,8 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
         ("durable_relay", Bench::durable_relay),
         ("durable_restart", Bench::durable_restart),
         ("durable_handoff", Bench::durable_handoff),
+        ("shadow_promote", Bench::shadow),
+        ("shadow_cost", Bench::shadow_cost),
         ("dashboard", Bench::dashboard),
     ];
     for o in &opts.only {

@@ -395,7 +395,8 @@ enum Cmd {
         out: PathBuf,
         /// Run only these scenarios (comma-separated: pause_vs_state,
         /// pause_vs_backlog, group_scaling, throughput, scale, faults,
-        /// durable_relay, durable_restart, durable_handoff; and dashboard,
+        /// durable_relay, durable_restart, durable_handoff, shadow_promote,
+        /// shadow_cost; and dashboard,
         /// which runs only when named: it starts a headless Chromium).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

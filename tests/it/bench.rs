@@ -29,7 +29,9 @@ fn the_quick_benchmark_produces_every_table_and_plot() {
             "faults",
             "durable_relay",
             "durable_restart",
-            "durable_handoff"
+            "durable_handoff",
+            "shadow_promote",
+            "shadow_cost"
         ]
     );
     for t in &tables {

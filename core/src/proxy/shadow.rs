@@ -56,6 +56,9 @@ pub struct Progress {
     compared: AtomicU64,
     matched: AtomicU64,
     ended: Mutex<Option<String>>,
+    /// A promote has asked for it: its thread waits awake for the end of
+    /// the mirror, so that handing the instance back wakes no one.
+    promoting: std::sync::atomic::AtomicBool,
     /// Bytes of state it started from.
     pub state_bytes: usize,
     /// How long the old version paused for the hand-over.
@@ -157,7 +160,7 @@ struct Runner {
 
 impl Runner {
     fn run(mut self, feed: Receiver<Mirror>, back: Sender<Box<Implementation>>) {
-        for mirror in feed.iter() {
+        while let Some(mirror) = self.next(&feed) {
             match mirror {
                 Mirror::Finish => {
                     if let Err(e) = back.send(self.imp) {
@@ -182,6 +185,21 @@ impl Runner {
         }
         // The worker dropped the shadow (and said why).
         self.reaper.bury(self.imp);
+    }
+
+    /// The next message for the shadow; none once the worker dropped it.
+    /// While a promote waits for it, it waits awake (yielding the core).
+    fn next(&self, feed: &Receiver<Mirror>) -> Option<Mirror> {
+        loop {
+            if !self.progress.promoting.load(Ordering::Relaxed) {
+                return feed.recv().ok();
+            }
+            match feed.try_recv() {
+                Ok(m) => return Some(m),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+                Err(crossbeam_channel::TryRecvError::Empty) => std::thread::yield_now(),
+            }
+        }
     }
 
     /// Serve `s` on the shadow and compare; why they differ, if they do.
@@ -302,6 +320,7 @@ impl Worker {
             compared: AtomicU64::new(0),
             matched: AtomicU64::new(0),
             ended: Mutex::new(None),
+            promoting: Default::default(),
             state_bytes: state.len(),
             handover_us: paused.elapsed().as_micros() as u64,
         });
@@ -397,7 +416,8 @@ impl Worker {
         }
     }
 
-    /// Whether a shadow runs that can be promoted; why not, if not.
+    /// Whether a shadow runs that can be promoted; why not, if not. If
+    /// it can, its thread starts waiting awake for the promote.
     pub(super) fn promotable(&self) -> Result<(), Cause> {
         match &self.shadow {
             None => Err(Cause::NoShadow(self.last_shadow())),
@@ -406,7 +426,10 @@ impl Worker {
                     "its shadow v{} {why}",
                     l.progress.version
                 ))),
-                None => Ok(()),
+                None => {
+                    l.progress.promoting.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
             },
         }
     }
@@ -429,9 +452,18 @@ impl Worker {
         let link = self.shadow.as_ref().expect("checked");
         let by = super::vote::state_calls_end(txn);
         let given = link.feed.send_deadline(Mirror::Finish, by).is_ok();
-        match link.back.recv_deadline(by) {
-            Ok(imp) if given => Ok(imp),
-            _ => {
+        // Awake: the shadow is (almost) done, and being woken costs more.
+        let back = loop {
+            match link.back.try_recv() {
+                Err(crossbeam_channel::TryRecvError::Empty) if given && Instant::now() < by => {
+                    std::thread::yield_now()
+                }
+                r => break r.ok(),
+            }
+        };
+        match back {
+            Some(imp) => Ok(imp),
+            None => {
                 let status = link.progress.status();
                 let why = match status.ended {
                     Some(why) => format!("its shadow v{} {why}", status.version),
@@ -452,6 +484,14 @@ impl Worker {
         imp.tap(false);
         if let Some(link) = self.shadow.take() {
             link.progress.end(format!("promoted in transaction {txn}"));
+        }
+    }
+
+    /// A promote will not come (aborted): the shadow's thread sleeps
+    /// again while it waits for messages.
+    pub(super) fn unpromote(&self) {
+        if let Some(l) = &self.shadow {
+            l.progress.promoting.store(false, Ordering::Relaxed);
         }
     }
 

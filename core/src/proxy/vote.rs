@@ -155,14 +155,15 @@ impl Worker {
                 if promote {
                     self.promoted(&mut new, txn.id);
                 }
+                // A promote keeps the recovery point: the old version's
+                // snapshot and the log since, from which the shadow itself
+                // was brought up; the next checkpoint renews it as usual
+                // (taking one now would stall the next message behind a
+                // `put-state`).
                 self.commit(&txn, new, &q, vote_after);
-                if promote && self.probation.is_none() && !self.imp.is_dead() {
-                    // The recovery point: the promoted version's own
-                    // state, taken after the pause.
-                    self.checkpoint(self.now_ns());
-                }
             }
             (_, new) => {
+                self.unpromote();
                 match new {
                     Some(new) if promote => self.resume_shadow(new),
                     new => self.env.reaper.bury(new),

@@ -348,10 +348,7 @@ impl Worker {
                 let _ = reply.send(self.start_shadow(new, plan));
             }
             Control::Unshadow { why, reply } => {
-                let ran = self
-                    .shadow
-                    .as_ref()
-                    .is_some_and(|l| l.progress.running());
+                let ran = self.shadow.as_ref().is_some_and(|l| l.progress.running());
                 self.drop_shadow(&why);
                 let _ = reply.send(ran);
             }
@@ -359,6 +356,7 @@ impl Worker {
                 if self.vote.as_ref().is_some_and(|v| v.txn.id == txn) {
                     let pv = self.vote.take().expect("checked");
                     self.env.reaper.bury(pv.new);
+                    self.unpromote();
                     self.skip.push(txn);
                     self.resume_old();
                     pv.txn.report(Report::done(&self.shared.seat.name));
