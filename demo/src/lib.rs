@@ -133,6 +133,8 @@ pub struct DemoResult {
     pub started: Instant,
     /// The handoffs it made.
     pub handoffs: Vec<Handoff>,
+    /// Shadows dropped: (module, the line that said why).
+    pub shadows: Vec<(String, String)>,
 }
 
 fn parse_expect(raw: &str) -> Option<(Outcome, Option<String>)> {
@@ -327,6 +329,8 @@ pub fn run(
     let mut heading = String::new();
     let mut failures = Vec::new();
     let mut handoffs = Vec::new();
+    // `Shadow NAME ... # expect dropped`: (NAME, script line).
+    let mut shadows = Vec::new();
     for (i, raw) in opts.script.lines().enumerate() {
         let trimmed = raw.trim();
         if trimmed == HANDOFF {
@@ -401,6 +405,11 @@ pub fn run(
             Ok(Some(c)) => c,
             Err(e) => anyhow::bail!("router script line {}: {e}", i + 1),
         };
+        if let liveswap::Command::Shadow(s) = &command
+            && raw.contains("# expect dropped")
+        {
+            shadows.push((s.name.clone(), i + 1));
+        }
         let shown = shorten(line.split(" # ").next().unwrap_or(&line).trim(), &vars);
         let label = label(&command).unwrap_or_else(|| shown.clone());
         narrate(Narration::Command(shown.clone()));
@@ -572,6 +581,26 @@ pub fn run(
             }
         }
     }
+    let mut dropped = Vec::new();
+    for (name, line) in &shadows {
+        let caught = events.iter().find_map(|e| match e {
+            Event::Log { module, line, .. }
+                if module == name
+                    && line.starts_with("shadow v")
+                    && line.contains(" dropped: message ") =>
+            {
+                Some(line.clone())
+            }
+            _ => None,
+        });
+        if let Some(why) = caught {
+            dropped.push((name.clone(), why));
+        } else {
+            failures.push(format!(
+                "line {line}: the shadow of {name} should have been dropped at a message it served differently, and was not"
+            ));
+        }
+    }
     for sender in ["IP", "VRRP"] {
         match relays.get(sender) {
             None => failures.push(format!("OSPF got no relay message from {sender}")),
@@ -617,6 +646,7 @@ pub fn run(
         failures,
         started,
         handoffs,
+        shadows: dropped,
     })
 }
 
@@ -721,6 +751,9 @@ impl DemoResult {
             "OSPF v3 served {} protocol-1 messages (VRRP v1) and {} protocol-3 messages (IP v3, timestamped)",
             self.ospf_v3.0, self.ospf_v3.1
         );
+        for (module, why) in &self.shadows {
+            let _ = writeln!(out, "caught before it served: {module} {why}");
+        }
         let _ = writeln!(out);
         for h in &self.heard {
             let versions: Vec<String> = h.versions.iter().map(|(v, _)| format!("v{v}")).collect();

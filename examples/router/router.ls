@@ -6,8 +6,8 @@
 # Variables (liveswap run --var NAME=VALUE): MONITOR, BEAT (ms between
 # broadcasts), SETTLE (time between transactions), FLAP (route
 # recomputations queued on IP before transaction 5), ABORT_BOUND.
-# A trailing `# expect ...` says what the transaction must do; the demo
-# checks it.
+# A trailing `# expect ...` says what the transaction must do (or, after
+# `Shadow`, that the shadow is dropped); the demo checks it.
 
 ## Transaction 1: TIMER, then OSPF and IP loaded and started together
 Load TIMER $GUESTS/timer_v1.wasm config "interval ${BEAT:-100}"
@@ -42,7 +42,11 @@ SetTimer 10
 Syn_Replace OSPF $GUESTS/ospf_v3.wasm IP $GUESTS/ip_v3.wasm  # expect committed
 Wait ${SETTLE:-3s}
 
-## Transaction 7: OSPF v4 is a bad release that traps on protocol-1 relays (VRRP's heartbeats). Within the probation window its first trap rolls it back to v3 by itself, and the heartbeat it trapped on is served by v3: no relay number is lost
+## A shadow run first: OSPF v4 runs beside v3 from its state, on a copy of every message v3 serves, its packets and messages captured, never sent. At the first protocol-1 relay (a VRRP heartbeat) it traps and is dropped, before it ever served: v3 goes on untouched
+Shadow OSPF $GUESTS/ospf_v4.wasm  # expect dropped
+Wait ${SETTLE:-3s}
+
+## Transaction 7: without the shadow run, OSPF v4 is a bad release that traps on protocol-1 relays (VRRP's heartbeats). Within the probation window its first trap rolls it back to v3 by itself, and the heartbeat it trapped on is served by v3: no relay number is lost
 SetProbation ${PROBATION:-5s}
 Replace OSPF $GUESTS/ospf_v4.wasm  # expect committed then rolled-back
 Wait ${SETTLE:-3s}
