@@ -328,3 +328,64 @@ fn a_shadow_that_traps_loops_or_falls_behind_is_dropped_and_the_old_version_neve
     report_after(&mut h, "R", n);
     assert!(h.violations("R").is_empty(), "{:?}", h.violations("R"));
 }
+
+#[test]
+fn a_group_is_promoted_all_or_nothing_and_an_aborted_promote_leaves_the_shadows_running() {
+    let mut h = Host::new();
+    h.ok(&format!("Load A {V1} config quiet"));
+    h.ok(&format!("Load B {V1} config quiet"));
+    h.ok(&format!(
+        "Load S {V1} config \"quiet; timer t 1; tick-send A; tick-send B; tick-count 2\""
+    ));
+    let (a, b) = (h.rt.module("A").unwrap(), h.rt.module("B").unwrap());
+    until("A and B serve", || a.served() >= 100 && b.served() >= 100);
+    h.ok(&format!("Shadow A {V2}"));
+    h.ok(&format!("Shadow B {V2}"));
+
+    // A is held in a long call and cannot reach TERM within the bound: B
+    // takes its shadow back and votes, the group aborts, and both shadows
+    // go on where they were, the old versions serving.
+    h.ok("SetTimer 200ms");
+    h.ok("Send A do \"sleep 600\"");
+    let t = h.txn("Promote A B");
+    assert_eq!(t.outcome, Outcome::Aborted, "{t:?}");
+    assert!(t.reason.as_deref().unwrap_or("").contains('A'), "{t:?}");
+    for (name, m) in [("A", &a), ("B", &b)] {
+        assert_eq!(m.version().label(), "1.0", "{name}");
+        let seen = m.status().shadow.unwrap().matched;
+        until("the shadow serves on after the abort", || {
+            m.status()
+                .shadow
+                .is_some_and(|s| s.ended.is_none() && s.matched > seen + 100)
+        });
+    }
+
+    // Refused, touching nothing, while one of them has no shadow.
+    h.ok("Unshadow B");
+    let t = h.txn("Promote A B");
+    assert_eq!(t.outcome, Outcome::Refused);
+    assert!(
+        t.reason.unwrap().contains("B: cannot be promoted"),
+        "the refusal names B"
+    );
+    assert!(
+        a.status().shadow.unwrap().ended.is_none(),
+        "A's shadow runs"
+    );
+
+    h.ok(&format!("Shadow B {V2}"));
+    h.ok("SetTimer 10s");
+    let t = h.txn("Promote A B");
+    assert_eq!(t.outcome, Outcome::Committed, "{t:?}");
+    assert_eq!(a.version().label(), "2.0");
+    assert_eq!(b.version().label(), "2.0");
+    assert!(t.modules.iter().all(|m| m.state_bytes.is_none()));
+
+    let n = stop_sender(&mut h, "A");
+    assert_eq!(sent_to(&mut h, "B"), n);
+    report_after(&mut h, "A", n);
+    report_after(&mut h, "B", n);
+    for name in ["A", "B"] {
+        assert!(h.violations(name).is_empty(), "{:?}", h.violations(name));
+    }
+}

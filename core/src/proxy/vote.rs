@@ -163,10 +163,13 @@ impl Worker {
                 self.commit(&txn, new, &q, vote_after);
             }
             (_, new) => {
-                self.unpromote();
                 match new {
+                    // Taken back at TERM, in step: to its thread again.
                     Some(new) if promote => self.resume_shadow(new),
-                    new => self.env.reaper.bury(new),
+                    new => {
+                        self.env.reaper.bury(new);
+                        self.unpromote();
+                    }
                 }
                 self.abort(&txn, &q, vote_after);
             }

@@ -338,7 +338,11 @@ impl Worker {
                 self.begin_vote(txn, Some(new));
             }
             Control::Promote { txn } => match self.promotable() {
-                Ok(()) => self.begin_vote(txn, None),
+                Ok(()) => {
+                    self.expect_promote();
+                    self.await_shadow();
+                    self.begin_vote(txn, None);
+                }
                 Err(cause) => {
                     let no = Refusal::new(&self.shared.seat.name, Phase::Join, cause);
                     self.refuse_vote(&txn, None, no);

@@ -12,24 +12,32 @@
 //! the old version never waits for it and never notices.
 //!
 //! `Promote` is a transaction like `Replace`, whose candidate is the
-//! shadow: at TERM the worker waits for the shadow to serve what it was
-//! given, takes the instance back, and the commit installs it. No state
-//! moves inside the pause.
+//! shadow. At its CanCommit the shadow's thread serves what it was given
+//! and hands the shadow back to the worker, which from then on serves
+//! each message on both versions itself, one after the other, until TERM.
+//! At TERM the shadow is in step and in hand: the commit installs it, and
+//! the pause is the switch alone, whatever the state's size.
+//!
+//! Files: this one is the worker's side; `runner.rs` the shadow's.
+
+mod runner;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::collections::VecDeque;
+
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 
 use super::worker::Worker;
-use super::{Control, ModuleProxy, Reaper};
+use super::{Control, ModuleProxy};
 use crate::bindings::{Level, Message};
-use crate::guest::tap::{Effect, describe};
-use crate::guest::{Failures, LogGate};
+use crate::guest::Failures;
 use crate::instance::Implementation;
 use crate::report::Cause;
 use crate::txn::Txn;
+use runner::{Mirror, Runner, Served};
 
 /// How a shadow runs.
 #[derive(Clone, Debug)]
@@ -56,9 +64,6 @@ pub struct Progress {
     compared: AtomicU64,
     matched: AtomicU64,
     ended: Mutex<Option<String>>,
-    /// A promote has asked for it: its thread waits awake for the end of
-    /// the mirror, so that handing the instance back wakes no one.
-    promoting: std::sync::atomic::AtomicBool,
     /// Bytes of state it started from.
     pub state_bytes: usize,
     /// How long the old version paused for the hand-over.
@@ -123,140 +128,28 @@ pub(crate) struct Started {
     pub progress: Arc<Progress>,
 }
 
-/// One message for the shadow: what the old version did with it.
-enum Mirror {
-    Serve(Box<Served>),
-    /// Give the instance back (`Promote`).
-    Finish,
-}
-
-struct Served {
-    message: Message,
-    outcome: Result<(), String>,
-    effects: Vec<Effect>,
-    failed: Failures,
-}
+/// How long a promote's CanCommit on an idle module waits for the
+/// shadow to come back from its thread before TERM goes in.
+const AWAIT_SHADOW: Duration = Duration::from_millis(20);
 
 /// The worker's end of a running shadow.
 pub(super) struct Link {
     feed: Sender<Mirror>,
-    back: Receiver<Box<Implementation>>,
+    back: Receiver<Runner>,
     pub progress: Arc<Progress>,
     plan: Plan,
+    /// From a promote's CanCommit: the shadow back on the worker's thread
+    /// (once it came), and the messages served since that it has not seen.
+    collecting: Option<Collect>,
 }
 
-/// The shadow's thread: serves what it is given and compares.
-struct Runner {
-    imp: Box<Implementation>,
-    progress: Arc<Progress>,
-    except: Vec<String>,
-    /// Protocols each side speaks: a send under a protocol the other side
-    /// does not speak is a declared change, not compared.
-    old_speaks: Vec<u32>,
-    new_speaks: Vec<u32>,
-    gate: Arc<LogGate>,
-    reaper: Reaper,
-}
-
-impl Runner {
-    fn run(mut self, feed: Receiver<Mirror>, back: Sender<Box<Implementation>>) {
-        while let Some(mirror) = self.next(&feed) {
-            match mirror {
-                Mirror::Finish => {
-                    if let Err(e) = back.send(self.imp) {
-                        self.reaper.bury(e.into_inner());
-                    }
-                    return;
-                }
-                Mirror::Serve(s) => {
-                    if let Err(why) = self.serve(*s) {
-                        let line = format!(
-                            "shadow v{} dropped: {why}; v{} serves on untouched",
-                            self.progress.version, self.progress.beside
-                        );
-                        if self.progress.end(format!("dropped: {why}")) {
-                            self.gate.log(&self.progress.version, Level::Error, line);
-                        }
-                        self.reaper.bury(self.imp);
-                        return;
-                    }
-                }
-            }
-        }
-        // The worker dropped the shadow (and said why).
-        self.reaper.bury(self.imp);
-    }
-
-    /// The next message for the shadow; none once the worker dropped it.
-    /// While a promote waits for it, it waits awake (yielding the core).
-    fn next(&self, feed: &Receiver<Mirror>) -> Option<Mirror> {
-        loop {
-            if !self.progress.promoting.load(Ordering::Relaxed) {
-                return feed.recv().ok();
-            }
-            match feed.try_recv() {
-                Ok(m) => return Some(m),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
-                Err(crossbeam_channel::TryRecvError::Empty) => std::thread::yield_now(),
-            }
-        }
-    }
-
-    /// Serve `s` on the shadow and compare; why they differ, if they do.
-    fn serve(&mut self, s: Served) -> Result<(), String> {
-        let n = self.progress.compared.load(Ordering::Relaxed) + 1;
-        let m = &s.message;
-        let which = format!("message {n} (`{}` from {})", m.kind, m.from);
-        self.imp.script(&s.failed);
-        let r = self.imp.service(m);
-        let effects = self.imp.take_tap();
-        self.progress.compared.fetch_add(1, Ordering::Relaxed);
-        let outcome = r.map_err(|f| format!("{which}: the shadow trapped: {f}"))?;
-        if self.except.contains(&m.kind) {
-            return Ok(());
-        }
-        let (old_v, new_v) = (&self.progress.beside, &self.progress.version);
-        if outcome != s.outcome {
-            return Err(format!(
-                "{which}: v{old_v} {}, shadow v{new_v} {}",
-                ended(&s.outcome),
-                ended(&outcome)
-            ));
-        }
-        let old = compared(s.effects, &self.new_speaks);
-        let new = compared(effects, &self.old_speaks);
-        if old != new {
-            let at = old.iter().zip(&new).take_while(|(a, b)| a == b).count();
-            return Err(format!(
-                "{which} diverged at effect {}: v{old_v}: {}; shadow v{new_v}: {}",
-                at + 1,
-                describe(&old[at..]),
-                describe(&new[at..])
-            ));
-        }
-        self.progress.matched.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// How a call ended, in a report.
-fn ended(outcome: &Result<(), String>) -> String {
-    match outcome {
-        Ok(()) => "served it".into(),
-        Err(e) => format!("returned the error \"{}\"", crate::limits::clip(e, 120)),
-    }
-}
-
-/// The effects that are compared: all but sends under a protocol the
-/// other side does not speak (a change the versions declared).
-fn compared(effects: Vec<Effect>, other_speaks: &[u32]) -> Vec<Effect> {
-    if other_speaks.is_empty() {
-        return effects;
-    }
-    effects
-        .into_iter()
-        .filter(|e| e.proto().is_none_or(|p| other_speaks.contains(&p)))
-        .collect()
+#[derive(Default)]
+struct Collect {
+    runner: Option<Runner>,
+    held: VecDeque<Served>,
+    /// The promote was aborted before the shadow came back: when it does,
+    /// it goes to a thread again.
+    cancelled: bool,
 }
 
 impl Worker {
@@ -300,12 +193,13 @@ impl Worker {
                 return Err(self.no_shadow(new, why));
             }
         };
+        // From its first call on, nothing the shadow does gets out.
+        new.replaying(true);
         match new.get_state(&state, None) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(self.no_shadow(new, format!("get-state: {e}"))),
             Err(f) => return Err(self.no_shadow(new, format!("get-state: {f}"))),
         }
-        new.replaying(true);
         if let Err(f) = new.enable() {
             return Err(self.no_shadow(new, format!("enable: {f}")));
         }
@@ -320,7 +214,6 @@ impl Worker {
             compared: AtomicU64::new(0),
             matched: AtomicU64::new(0),
             ended: Mutex::new(None),
-            promoting: Default::default(),
             state_bytes: state.len(),
             handover_us: paused.elapsed().as_micros() as u64,
         });
@@ -367,23 +260,51 @@ impl Worker {
             back,
             progress,
             plan,
+            collecting: None,
         });
     }
 
     /// Give the shadow `m`, which the old version just served with
-    /// `outcome`. A shadow that fell too far behind is dropped.
+    /// `outcome`: to its thread, or (a promote under way) serve it on the
+    /// shadow here. A shadow that fell too far behind is dropped.
     pub(super) fn mirror(&mut self, m: &Message, outcome: &Result<(), String>, failed: &Failures) {
-        let Some(link) = &self.shadow else { return };
+        let Some(link) = &mut self.shadow else { return };
         let served = Served {
             message: m.clone(),
             outcome: outcome.clone(),
             effects: self.imp.take_tap(),
             failed: failed.clone(),
         };
-        match link.feed.try_send(Mirror::Serve(Box::new(served))) {
-            Ok(()) => {
-                link.progress.mirrored.fetch_add(1, Ordering::Relaxed);
+        link.progress.mirrored.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &mut link.collecting {
+            if c.runner.is_none() {
+                c.runner = link.back.try_recv().ok();
             }
+            if c.runner.is_none() && !link.progress.running() {
+                // It ended itself on its thread, and said why.
+                self.shadow = None;
+                self.imp.tap(false);
+                return;
+            }
+            c.held.push_back(served);
+            if c.held.len() > link.plan.queue {
+                let why = format!(
+                    "it fell {} messages behind v{}",
+                    link.plan.queue,
+                    self.imp.label()
+                );
+                self.drop_shadow(&why);
+            } else if c.cancelled {
+                if c.runner.is_some() {
+                    self.restart_shadow();
+                }
+            } else if let Err(why) = c.catch_up() {
+                self.drop_shadow(&why);
+            }
+            return;
+        }
+        match link.feed.try_send(Mirror::Serve(Box::new(served))) {
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 let why = format!(
                     "it fell {} messages behind v{} (the bound; Shadow ... queue N)",
@@ -406,6 +327,9 @@ impl Worker {
             return;
         };
         self.imp.tap(false);
+        if let Some(r) = link.collecting.and_then(|c| c.runner) {
+            self.env.reaper.bury(r.imp);
+        }
         if link.progress.end(format!("dropped: {why}")) {
             let line = format!(
                 "shadow v{} dropped: {why}; v{} serves on",
@@ -416,8 +340,46 @@ impl Worker {
         }
     }
 
-    /// Whether a shadow runs that can be promoted; why not, if not. If
-    /// it can, its thread starts waiting awake for the promote.
+    /// CanCommit of a promote: the shadow's thread serves what it was
+    /// given and hands the shadow back; the worker serves it from then on.
+    pub(super) fn expect_promote(&mut self) {
+        let Some(l) = &mut self.shadow else { return };
+        match &mut l.collecting {
+            Some(c) => c.cancelled = false,
+            None => {
+                let by = Instant::now() + Duration::from_secs(1);
+                if l.feed.send_deadline(Mirror::Finish, by).is_ok() {
+                    l.collecting = Some(Collect::default());
+                }
+            }
+        }
+    }
+
+    /// A promote's CanCommit found nothing queued: wait here, awake, for
+    /// the shadow to come back before TERM goes in (no message waits
+    /// meanwhile), so that TERM finds it in hand. Stops waiting as soon as
+    /// a message comes, or after [`AWAIT_SHADOW`].
+    pub(super) fn await_shadow(&mut self) {
+        let Some(Link {
+            back,
+            collecting: Some(c),
+            ..
+        }) = &mut self.shadow
+        else {
+            return;
+        };
+        let until = Instant::now() + AWAIT_SHADOW;
+        let idle = || self.pending.is_empty() && self.data_rx.is_empty();
+        while c.runner.is_none() && idle() && Instant::now() < until {
+            match back.try_recv() {
+                Ok(r) => c.runner = Some(r),
+                Err(crossbeam_channel::TryRecvError::Empty) => std::thread::yield_now(),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Whether a shadow runs that can be promoted; why not, if not.
     pub(super) fn promotable(&self) -> Result<(), Cause> {
         match &self.shadow {
             None => Err(Cause::NoShadow(self.last_shadow())),
@@ -426,10 +388,7 @@ impl Worker {
                     "its shadow v{} {why}",
                     l.progress.version
                 ))),
-                None => {
-                    l.progress.promoting.store(true, Ordering::Relaxed);
-                    Ok(())
-                }
+                None => Ok(()),
             },
         }
     }
@@ -445,29 +404,36 @@ impl Worker {
         }
     }
 
-    /// At TERM of a promote: the shadow serves what it was given and
-    /// hands its instance back, by the state calls' end of the vote.
+    /// At TERM of a promote: the shadow, in step with the old version. In
+    /// hand already unless its thread is still serving what it was given
+    /// at CanCommit: then that is waited for, by the state calls' end of
+    /// the vote.
     pub(super) fn take_shadow(&mut self, txn: &Txn) -> Result<Box<Implementation>, Cause> {
         self.promotable()?;
-        let link = self.shadow.as_ref().expect("checked");
+        self.expect_promote();
         let by = super::vote::state_calls_end(txn);
-        let given = link.feed.send_deadline(Mirror::Finish, by).is_ok();
-        // Awake: the shadow is (almost) done, and being woken costs more.
-        let back = loop {
-            match link.back.try_recv() {
-                Err(crossbeam_channel::TryRecvError::Empty) if given && Instant::now() < by => {
-                    std::thread::yield_now()
+        let link = self.shadow.as_mut().expect("checked");
+        let c = link.collecting.as_mut();
+        let got = match c {
+            Some(c) => {
+                if c.runner.is_none() {
+                    c.runner = link.back.recv_deadline(by).ok();
                 }
-                r => break r.ok(),
+                match c.catch_up() {
+                    Err(why) => Err(Some(why)),
+                    Ok(()) => c.runner.take().ok_or(None),
+                }
             }
+            None => Err(None),
         };
-        match back {
-            Some(imp) => Ok(imp),
-            None => {
+        match got {
+            Ok(r) => Ok(r.imp),
+            Err(failed) => {
                 let status = link.progress.status();
-                let why = match status.ended {
-                    Some(why) => format!("its shadow v{} {why}", status.version),
-                    None => format!(
+                let why = match (failed, status.ended) {
+                    (Some(why), _) => format!("its shadow v{} dropped: {why}", status.version),
+                    (None, Some(why)) => format!("its shadow v{} {why}", status.version),
+                    (None, None) => format!(
                         "its shadow v{} still had {} message(s) to serve at the bound",
                         status.version, status.behind
                     ),
@@ -487,11 +453,52 @@ impl Worker {
         }
     }
 
-    /// A promote will not come (aborted): the shadow's thread sleeps
-    /// again while it waits for messages.
-    pub(super) fn unpromote(&self) {
-        if let Some(l) = &self.shadow {
-            l.progress.promoting.store(false, Ordering::Relaxed);
+    /// A promote will not happen (aborted before TERM, or at it with the
+    /// shadow still on its thread): the shadow goes back to its thread
+    /// with what it has not seen.
+    pub(super) fn unpromote(&mut self) {
+        let Some(link) = &mut self.shadow else { return };
+        let Some(c) = &mut link.collecting else {
+            return;
+        };
+        if c.runner.is_none() {
+            c.runner = link.back.try_recv().ok();
+        }
+        // Not waited for: if it is still on its way, the next message
+        // served sends it back to a thread.
+        c.cancelled = true;
+        if c.runner.is_some() {
+            self.restart_shadow();
+        }
+    }
+
+    /// The shadow of an aborted promote, back from its thread: to a
+    /// thread again, with the messages it has not seen.
+    fn restart_shadow(&mut self) {
+        let Some(link) = self.shadow.take() else {
+            return;
+        };
+        let Some(Collect {
+            runner: Some(r),
+            held,
+            ..
+        }) = link.collecting
+        else {
+            self.shadow = Some(link);
+            return;
+        };
+        let queue = link.plan.queue;
+        self.run_shadow(r.imp, link.progress, link.plan);
+        let feed = self.shadow.as_ref().map(|l| l.feed.clone());
+        for s in held {
+            let given = feed
+                .as_ref()
+                .is_some_and(|f| f.try_send(Mirror::Serve(Box::new(s))).is_ok());
+            if !given {
+                let why = format!("it fell {queue} messages behind v{}", self.imp.label());
+                self.drop_shadow(&why);
+                return;
+            }
         }
     }
 
@@ -501,6 +508,23 @@ impl Worker {
             Some(link) => self.run_shadow(imp, link.progress, link.plan),
             None => self.env.reaper.bury(imp),
         }
+    }
+}
+
+impl Collect {
+    /// Serve the held messages on the shadow, if it is back; why it
+    /// differed, if it did (it is then dropped, and said so).
+    fn catch_up(&mut self) -> Result<(), String> {
+        let Some(r) = &mut self.runner else {
+            return Ok(());
+        };
+        while let Some(s) = self.held.pop_front() {
+            if let Err(why) = r.serve(s) {
+                r.fail(&why);
+                return Err(why);
+            }
+        }
+        Ok(())
     }
 }
 
