@@ -326,17 +326,19 @@ impl ToText for VersionsReport {
 
 /// A module's shadow in `Status`: how it does, or how it ended.
 fn shadow_line(h: &liveswap::proxy::ShadowStatus) -> String {
-    let counts = format!(
-        "{} mirrored, {} matched, {} behind",
-        h.mirrored, h.matched, h.behind
-    );
     match &h.ended {
         None => format!(
-            "shadow v{} running for {:.1}s: {counts}",
+            "shadow v{} running for {:.1}s: {} mirrored, {} matched, {} behind",
             h.version,
-            h.running.as_secs_f64()
+            h.running.as_secs_f64(),
+            h.mirrored,
+            h.matched,
+            h.behind
         ),
-        Some(why) => format!("last shadow v{} ({counts}) {why}", h.version),
+        Some(why) => format!(
+            "last shadow v{} ({} mirrored, {} matched) {why}",
+            h.version, h.mirrored, h.matched
+        ),
     }
 }
 

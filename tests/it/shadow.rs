@@ -327,6 +327,13 @@ fn a_shadow_that_traps_loops_or_falls_behind_is_dropped_and_the_old_version_neve
     let n = stop_sender(&mut h, "R");
     report_after(&mut h, "R", n);
     assert!(h.violations("R").is_empty(), "{:?}", h.violations("R"));
+
+    // An Unload too drops the shadow first, and says so.
+    let since = h.mark();
+    h.ok(&format!("Shadow R {V2}"));
+    h.ok("Unload R");
+    let line = dropped(&mut h, since, "R", "2.0");
+    assert!(line.contains("the module is unloaded"), "{line}");
 }
 
 #[test]
