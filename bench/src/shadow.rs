@@ -141,10 +141,7 @@ impl Bench<'_> {
             alone.push(self.relay_to_b(n, false)?);
             shadowed.push(self.relay_to_b(n, true)?);
         }
-        for (what, mut rates) in [
-            ("alone (batches)", alone),
-            ("with a shadow (one message a call)", shadowed),
-        ] {
+        for (what, mut rates) in [("alone", alone), ("with a shadow", shadowed)] {
             rates.sort_by(f64::total_cmp);
             let median = rates[rates.len() / 2];
             t.rows.push(vec![

@@ -29,6 +29,15 @@ impl ModuleCtx {
             let r = self
                 .host
                 .send_all(&self.name, &self.speaks, run[0].to, &mut each);
+            // One entry a counted effect: the refused one too, not those
+            // after it.
+            if let Some(t) = &mut self.tap {
+                let counted = match &r {
+                    Ok(n) => *n,
+                    Err((n, _)) => n + 1,
+                };
+                t.extend(run[..counted.min(run.len())].iter().map(sent));
+            }
             match r {
                 Ok(n) => {
                     self.effects += n as u64;
@@ -42,6 +51,16 @@ impl ModuleCtx {
             }
         }
         Ok(())
+    }
+}
+
+/// A message of a `send-batch`, as the tap writes it down.
+fn sent(o: &super::batch::Outgoing<'_>) -> Effect {
+    Effect::Send {
+        to: o.to.to_string(),
+        kind: o.kind.to_string(),
+        proto: o.proto,
+        body: o.body.to_vec(),
     }
 }
 
@@ -77,20 +96,13 @@ impl host::Host for ModuleCtx {
             return Err(refuse(0, IN_INFO.into()));
         }
         let msgs = super::batch::unpack_sends(&batch).map_err(|e| refuse(0, e))?;
-        if let Some(t) = &mut self.tap {
-            t.extend(msgs.iter().map(|o| Effect::Send {
-                to: o.to.to_string(),
-                kind: o.kind.to_string(),
-                proto: o.proto,
-                body: o.body.to_vec(),
-            }));
-        }
         if self.suppress == 0 && self.script.is_empty() {
             return self.send_runs(&msgs).map_err(|(n, e)| refuse(n, e));
         }
         // Being made again: each message is one effect, as if sent on its
         // own, and the first ones already happened.
         for (i, o) in msgs.into_iter().enumerate() {
+            self.tapped(|| sent(&o));
             if let Some(first_time) = self.fallible() {
                 first_time.map_err(|e| refuse(i, e))?;
                 continue;

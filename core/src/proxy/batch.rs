@@ -33,7 +33,6 @@ impl Worker {
             && self.retry.is_none()
             && self.held.is_none()
             && self.env.bus.journal.is_none()
-            && self.shadow.is_none()
     }
 
     /// Serve `first` and the messages queued behind it (up to the bound,
@@ -56,6 +55,8 @@ impl Worker {
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         self.packed = packed;
         let mut failures = self.imp.take_failures();
+        // The effects of every message, in order, if a shadow compares them.
+        let tapped = self.imp.take_tap();
         let reported = done.len().min(batch.len());
         if reported > 1 {
             let counted = batch[1..reported].iter().map(|(m, _)| m);
@@ -69,6 +70,10 @@ impl Worker {
         for (i, (end, outcome)) in done.into_iter().take(reported).enumerate() {
             let (m, id) = queue.next().expect("counted");
             let mine = split_off(&mut failures, start, end);
+            if self.shadow.is_some() {
+                let range = (start as usize).min(tapped.len())..(end as usize).min(tapped.len());
+                self.mirror(&m, &outcome, &mine, tapped[range].to_vec());
+            }
             start = end;
             self.no_checkpoint = i + 1 != last;
             self.outcome(m, id, outcome, mine, now);

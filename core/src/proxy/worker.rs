@@ -518,20 +518,12 @@ impl Worker {
             Ok(outcome) => {
                 let failed = self.imp.take_failures();
                 if self.shadow.is_some() {
-                    self.mirror(&m, &outcome, &failed);
+                    let effects = self.imp.take_tap();
+                    self.mirror(&m, &outcome, &failed, effects);
                 }
                 self.outcome(m, id, outcome, failed, now_ns);
             }
             Err(f) => {
-                if self.shadow.is_some() {
-                    let why = format!(
-                        "v{} trapped on `{}` from {} (a shadow does not follow a recovery)",
-                        self.imp.label(),
-                        m.kind,
-                        m.from
-                    );
-                    self.drop_shadow(&why);
-                }
                 let retry = Retry {
                     effects: self.imp.effects(),
                     failed: self.imp.take_failures(),
@@ -568,6 +560,7 @@ impl Worker {
     /// faulted, a pending vote is NO, and it is rebuilt (or, in
     /// probation, rolled back).
     pub(super) fn trap(&mut self, f: GuestFault, retry: Retry) {
+        self.old_trapped(Some(&retry.message));
         self.trapped(&retry);
         let m = &retry.message;
         let fault = format!("{f} on `{}` from {}", m.kind, m.from);
@@ -596,6 +589,7 @@ impl Worker {
     /// A call trapped with `f` outside any message (after the last one of
     /// a batch): faulted and rebuilt, with nothing to serve again.
     pub(super) fn trap_between(&mut self, f: GuestFault) {
+        self.old_trapped(None);
         let cause = Cause::Trap {
             version: self.imp.label().to_string(),
             fault: f.to_string(),

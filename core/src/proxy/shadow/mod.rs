@@ -265,14 +265,20 @@ impl Worker {
     }
 
     /// Give the shadow `m`, which the old version just served with
-    /// `outcome`: to its thread, or (a promote under way) serve it on the
+    /// `outcome` (and `effects`, `failed` of them): to its thread, or (a promote under way) serve it on the
     /// shadow here. A shadow that fell too far behind is dropped.
-    pub(super) fn mirror(&mut self, m: &Message, outcome: &Result<(), String>, failed: &Failures) {
+    pub(super) fn mirror(
+        &mut self,
+        m: &Message,
+        outcome: &Result<(), String>,
+        failed: &Failures,
+        effects: Vec<crate::guest::tap::Effect>,
+    ) {
         let Some(link) = &mut self.shadow else { return };
         let served = Served {
             message: m.clone(),
             outcome: outcome.clone(),
-            effects: self.imp.take_tap(),
+            effects,
             failed: failed.clone(),
         };
         link.progress.mirrored.fetch_add(1, Ordering::Relaxed);
@@ -377,6 +383,27 @@ impl Worker {
                 Err(_) => return,
             }
         }
+    }
+
+    /// The old version trapped on `m`: a shadow does not follow a
+    /// recovery.
+    pub(super) fn old_trapped(&mut self, on: Option<&Message>) {
+        if self.shadow.is_none() {
+            return;
+        }
+        let why = match on {
+            Some(m) => format!(
+                "v{} trapped on `{}` from {} (a shadow does not follow a recovery)",
+                self.imp.label(),
+                m.kind,
+                m.from
+            ),
+            None => format!(
+                "v{} trapped (a shadow does not follow a recovery)",
+                self.imp.label()
+            ),
+        };
+        self.drop_shadow(&why);
     }
 
     /// Whether a shadow runs that can be promoted; why not, if not.
