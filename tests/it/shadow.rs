@@ -72,15 +72,16 @@ fn stop_sender(h: &mut Host, to: &str) -> u64 {
         }
         last = now;
     }
-    last.split(',')
-        .find_map(|kv| kv.strip_prefix(&format!("{to}:")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("S sent nothing to {to}: {last}"))
+    count_for(&last, to)
 }
 
 /// How many numbers S sent to `to`, once stopped.
 fn sent_to(h: &mut Host, to: &str) -> u64 {
-    let sent = sent_by_s(h);
+    count_for(&sent_by_s(h), to)
+}
+
+/// `to`'s count in a `sent=` list (`Q:12,R:12`).
+fn count_for(sent: &str, to: &str) -> u64 {
     sent.split(',')
         .find_map(|kv| kv.strip_prefix(&format!("{to}:")))
         .and_then(|n| n.parse().ok())
