@@ -410,7 +410,9 @@ impl Bench<'_> {
         let reps = if self.opts.quick { 3 } else { 20 };
         let mut t = Table::new(
             "group_scaling",
-            &format!("3. group size: Syn_Replace of k modules under load (median of {reps}; µs)"),
+            &format!(
+                "3. group size: Syn_Replace of k modules under load, and Promote of k shadows (median of {reps}; µs)"
+            ),
             &[
                 "k",
                 "mode",
@@ -464,6 +466,23 @@ impl Bench<'_> {
                 ]);
                 rt.shutdown();
             }
+            say(&format!("group of {k}, shadows promoted"));
+            let (total, p50, p99) = self.group_promote(k, reps)?;
+            let bound = match k {
+                8 => Some(60),
+                32 => Some(250),
+                _ => None,
+            };
+            let (aim, met) = at_most(bound, p50, "µs p50");
+            t.rows.push(vec![
+                k.to_string(),
+                "promote".to_string(),
+                total.to_string(),
+                p50.to_string(),
+                p99.to_string(),
+                aim,
+                met,
+            ]);
         }
         Ok(t)
     }

@@ -30,6 +30,41 @@ fn matched(rt: &liveswap::Runtime, name: &str, n: u64) -> anyhow::Result<()> {
 }
 
 impl Bench<'_> {
+    /// A group of `k` modules under load, each shadowed by the same
+    /// version and the shadows promoted together, `reps` times: the
+    /// transaction's time and its largest pause (p50, p99), in µs.
+    pub(super) fn group_promote(&self, k: usize, reps: usize) -> anyhow::Result<(u64, u64, u64)> {
+        let rt = runtime(true)?;
+        let mut feed = String::from("quiet; timer t 1");
+        for i in 0..k {
+            exec(&rt, &format!("Load M{i} {} config quiet", self.v2))?;
+            feed += &format!("; tick-send M{i}");
+        }
+        exec(&rt, &format!("Load F {} config \"{feed}\"", self.v1))?;
+        let names: Vec<String> = (0..k).map(|i| format!("M{i}")).collect();
+        let (mut total, mut worst) = (Vec::new(), Vec::new());
+        for _ in 0..reps {
+            for n in &names {
+                exec(&rt, &format!("Shadow {n} {}", self.v2))?;
+            }
+            for n in &names {
+                matched(&rt, n, 10)?;
+            }
+            let r = txn(&rt, &format!("Promote {}", names.join(" ")))?;
+            total.push(r.total_us - r.prepare_us);
+            worst.push(
+                r.modules
+                    .iter()
+                    .filter_map(|m| m.pause_us)
+                    .max()
+                    .unwrap_or(0),
+            );
+        }
+        rt.shutdown();
+        let p50 = pct(&mut worst, 0.5);
+        Ok((pct(&mut total, 0.5), p50, pct(&mut worst, 0.99)))
+    }
+
     /// 8a. Promote pause against state size, beside Replace's.
     pub(super) fn shadow(&self, say: &mut dyn FnMut(&str)) -> anyhow::Result<Table> {
         let sizes: &[u64] = if self.opts.quick {
