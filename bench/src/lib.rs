@@ -879,6 +879,7 @@ fn plots(out: &Path, tables: &[Table]) -> anyhow::Result<()> {
             &[
                 ("concurrent".into(), pick("concurrent", 3)),
                 ("sequential".into(), pick("sequential", 3)),
+                ("promote of k shadows".into(), pick("promote", 3)),
             ],
         )?;
     }
