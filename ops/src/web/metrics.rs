@@ -127,7 +127,30 @@ const GAUGES: &[Figure] = &[
         Some(Unit::Seconds),
         |m| m.probation_left.map(|d| d.as_secs()),
     ),
+    (
+        "shadow_mirrored",
+        "Messages given to the shadow running beside a module (modules with one only)",
+        None,
+        |m| running_shadow(m).map(|s| s.mirrored),
+    ),
+    (
+        "shadow_matched",
+        "Messages its shadow served with the same outcome and effects",
+        None,
+        |m| running_shadow(m).map(|s| s.matched),
+    ),
+    (
+        "shadow_behind",
+        "Messages given to its shadow and not yet served",
+        None,
+        |m| running_shadow(m).map(|s| s.behind),
+    ),
 ];
+
+/// The module's shadow, if one runs.
+fn running_shadow(m: &ProxyStatus) -> Option<&liveswap::proxy::ShadowStatus> {
+    m.shadow.as_ref().filter(|s| s.ended.is_none())
+}
 
 fn register(
     reg: &mut Registry,
