@@ -276,7 +276,11 @@ fn a_shadow_that_answers_differently_is_dropped_and_none_of_its_effects_get_out(
 
 #[test]
 fn a_shadow_that_traps_loops_or_falls_behind_is_dropped_and_the_old_version_never_waits() {
-    let mut h = Host::with(RuntimeBuilder::default().call_deadline(Duration::from_secs(1)));
+    let mut h = Host::with(
+        RuntimeBuilder::default()
+            .call_deadline(Duration::from_secs(1))
+            .max_state_bytes(64 << 10),
+    );
     h.ok(&format!("Load R {V1} config quiet"));
     h.ok(&format!(
         "Load S {V1} config \"quiet; timer t 1; tick-send R; tick-count 5\""
@@ -328,6 +332,17 @@ fn a_shadow_that_traps_loops_or_falls_behind_is_dropped_and_the_old_version_neve
     let n = stop_sender(&mut h, "R");
     report_after(&mut h, "R", n);
     assert!(h.violations("R").is_empty(), "{:?}", h.violations("R"));
+
+    // A state over the limit is refused, as a Replace's would be, and
+    // the module serves on alone.
+    h.ok("Send R do \"pad 100000\"");
+    let err = h.err(&format!("Shadow R {V2}"));
+    assert!(
+        err.contains("cannot start a shadow") && err.contains("over the state limit of 65536"),
+        "{err}"
+    );
+    assert!(r.status().shadow.unwrap().ended.is_some(), "no shadow runs");
+    h.ok("Send R do \"pad 10\"");
 
     // An Unload too drops the shadow first, and says so.
     let since = h.mark();

@@ -183,7 +183,15 @@ impl Worker {
             return Err(why);
         }
         let paused = Instant::now();
+        let limit = self.env.settings.max_state_bytes;
         let state = match self.imp.put_state(None) {
+            Ok(Ok(state)) if state.len() > limit => {
+                let why = format!(
+                    "put-state handed over {} bytes, over the state limit of {limit}",
+                    state.len()
+                );
+                return Err(self.no_shadow(new, why));
+            }
             Ok(Ok(state)) => state,
             Ok(Err(e)) => return Err(self.no_shadow(new, format!("put-state: {e}"))),
             Err(f) => {
