@@ -79,7 +79,7 @@ pub(crate) enum Control {
     Shadow {
         new: Box<Implementation>,
         plan: shadow::Plan,
-        reply: Sender<Result<shadow::Started, String>>,
+        reply: Sender<Result<Arc<shadow::Progress>, String>>,
     },
     /// Drop the shadow, saying `why`; whether one ran.
     Unshadow { why: String, reply: Sender<bool> },

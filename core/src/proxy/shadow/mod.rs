@@ -123,11 +123,6 @@ pub struct ShadowStatus {
     pub ended: Option<String>,
 }
 
-/// What starting a shadow cost, told to whoever asked for it.
-pub(crate) struct Started {
-    pub progress: Arc<Progress>,
-}
-
 /// How long a promote's CanCommit on an idle module waits for the
 /// shadow to come back from its thread before TERM goes in.
 const AWAIT_SHADOW: Duration = Duration::from_millis(20);
@@ -159,7 +154,7 @@ impl Worker {
         &mut self,
         mut new: Box<Implementation>,
         plan: Plan,
-    ) -> Result<Started, String> {
+    ) -> Result<Arc<Progress>, String> {
         if self.shadow.as_ref().is_some_and(|l| !l.progress.running()) {
             // It ended itself since the last message it was given.
             self.shadow = None;
@@ -228,7 +223,7 @@ impl Worker {
         self.env.reaper.bury(state);
         *self.shared.shadow.lock().expect("proxy poisoned") = Some(progress.clone());
         self.run_shadow(new, progress.clone(), plan);
-        Ok(Started { progress })
+        Ok(progress)
     }
 
     /// Refuse a shadow: `new` is dropped; the reason, for the reply.
@@ -586,7 +581,7 @@ impl ModuleProxy {
             return Err("the module has stopped".into());
         }
         match rx.recv_timeout(wait) {
-            Ok(r) => r.map(|s| s.progress),
+            Ok(r) => r,
             Err(_) => Err(format!(
                 "the module did not reach a message boundary within {wait:?}"
             )),
