@@ -356,6 +356,23 @@ impl Tmux {
         })
     }
 
+    /// Send `keys` that end a command line and wait for the next prompt:
+    /// one more prompt line than before, so a screen captured before the
+    /// keys arrived is never taken for the answer.
+    fn run(&self, keys: &[&str]) -> String {
+        let prompts = |s: &str| s.lines().filter(|l| l.starts_with("liveswap>")).count();
+        let before = prompts(&self.screen());
+        self.keys(keys);
+        self.wait("the next prompt", |s| {
+            prompts(s) > before
+                && s.lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .map(str::trim_end)
+                    == Some("liveswap>")
+        })
+    }
+
     fn clear(&self) {
         let _ = Command::new("tmux")
             .args(["clear-history", "-t", &self.name])
@@ -398,14 +415,12 @@ fn the_shell_completes_by_position_stops_watch_and_keeps_history_as_it_goes() {
     );
     t.prompt();
 
-    t.keys(&["Help Replace", "Enter"]);
-    let s = t.prompt();
+    let s = t.run(&["Help Replace", "Enter"]);
     assert!(
         s.contains("Replace <name> <file.wasm>") && !s.contains("Load <name>"),
         "{s}"
     );
-    t.keys(&["Replce SINK x.wasm", "Enter"]);
-    let s = t.prompt();
+    let s = t.run(&["Replce SINK x.wasm", "Enter"]);
     assert!(s.contains("did you mean `Replace`?"), "{s}");
     // In the history file already, while the shell runs.
     let history = std::fs::read_to_string(home.join(".liveswap_history")).unwrap_or_default();
@@ -422,8 +437,7 @@ fn the_shell_completes_by_position_stops_watch_and_keeps_history_as_it_goes() {
     t.wait("the file completed", |s| {
         s.contains("liveswap> Replace SINK probe_v2.wasm")
     });
-    t.keys(&["Enter"]);
-    let s = t.prompt();
+    let s = t.run(&["Enter"]);
     assert!(s.contains("COMMITTED: Replace SINK"), "{s}");
 
     // Watch stops on Enter, on Ctrl-D and on Ctrl-C; the shell lives on.
@@ -431,11 +445,9 @@ fn the_shell_completes_by_position_stops_watch_and_keeps_history_as_it_goes() {
         t.clear();
         t.keys(&["Watch", "Enter"]);
         t.wait("events", |s| s.contains("got ") && s.contains("from T"));
-        t.keys(&[stop]);
-        t.prompt();
+        t.run(&[stop]);
     }
-    t.keys(&["Status", "Enter"]);
-    let s = t.prompt();
+    let s = t.run(&["Status", "Enter"]);
     assert!(s.contains("SINK") && s.contains("v2.0"), "{s}");
     // The host goes away: the shell says so and ends with 4, as ctl would.
     drop(host);
