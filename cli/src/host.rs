@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use crossbeam_channel::{Receiver, Sender, bounded, never};
+use liveswap::lattice::Lattice;
 use liveswap::{Event, Runtime, RuntimeBuilder};
 use liveswap_ops::admin::{AdminServer, Listeners};
 use liveswap_ops::handoff::{self, HandoffPoint};
@@ -133,6 +134,7 @@ fn say_endpoint(endpoint: &Option<AdminServer>) {
 /// endpoint and dashboard.
 struct Serving {
     rt: Arc<Runtime>,
+    lattice: Option<Lattice>,
     printer: Printer,
     endpoint: Option<AdminServer>,
     web: Option<WebServer>,
@@ -158,6 +160,18 @@ impl Serving {
             anyhow::bail!(why);
         }
         let printer = Printer::start(events, args.json, args.verbose);
+        let lattice = match args.lattice.options()? {
+            None => None,
+            Some(o) => {
+                if !args.json {
+                    tell(format_args!(
+                        "-- lattice {}: host {} joins through {}",
+                        o.name, o.host, o.url
+                    ));
+                }
+                Some(Lattice::join(&rt, o).context("joining the lattice")?)
+            }
+        };
         let endpoint = start_admin_with(&rt, &args.serve, inherited)?;
         let web = start_web(&rt, &args.serve)?;
         if !args.json {
@@ -173,6 +187,7 @@ impl Serving {
         }
         Ok(Serving {
             rt,
+            lattice,
             printer,
             endpoint,
             web,
@@ -185,6 +200,9 @@ impl Serving {
         }
         if let Some(e) = self.endpoint.as_mut() {
             e.stop();
+        }
+        if let Some(l) = self.lattice.take() {
+            l.leave();
         }
         self.rt.shutdown();
         self.printer.stop();
@@ -229,13 +247,18 @@ fn hand_over(
     let paused = Instant::now();
     let Serving {
         rt,
+        lattice,
         printer,
         mut endpoint,
         web,
     } = serving;
     // The dashboard's port is not handed over: the new host listens on it
-    // again once it serves.
+    // again once it serves. Nor is the lattice link: the new host joins
+    // again under the same id.
     drop(web);
+    if let Some(l) = lattice {
+        l.leave();
+    }
     let listeners = endpoint
         .as_mut()
         .map(AdminServer::hand_over)

@@ -135,6 +135,79 @@ struct RunArgs {
     limits: LimitArgs,
     #[command(flatten)]
     durable: Durability,
+    #[command(flatten)]
+    lattice: LatticeArgs,
+}
+
+/// Hosts of one application on several machines (or processes), meeting
+/// on a NATS server.
+#[derive(Args, Clone)]
+#[command(next_help_heading = "Lattice")]
+struct LatticeArgs {
+    /// Join the lattice whose hosts meet on this NATS server, e.g.
+    /// nats://127.0.0.1:4222: module names resolve on every host of it,
+    /// and a message to a module on another host is delivered once, in
+    /// order per sender, as a local one. The server may be down at start
+    /// or later: local modules serve on, messages for other hosts wait in
+    /// their outboxes. Without it the host runs alone.
+    #[arg(long, value_name = "URL")]
+    lattice: Option<String>,
+    /// The lattice's name: hosts of one lattice see each other only.
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    lattice_name: String,
+    /// This host's id in the lattice, unique in it (letters, digits, `-`,
+    /// `_`) [default: the machine's name and this process's id].
+    #[arg(long, value_name = "ID")]
+    host_id: Option<String>,
+    /// A file whose first line is the token the NATS server asks for (a
+    /// token is never taken on the command line).
+    #[arg(long, value_name = "FILE", requires = "lattice")]
+    lattice_token_file: Option<PathBuf>,
+    /// How many messages for one module on another host may wait for that
+    /// host's acknowledgement; a send past it is refused with an error
+    /// that names the module and the host.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    lattice_outbox: usize,
+    /// How long this host's announcement holds: a host not heard of within
+    /// its lease is shown DOWN (it announces itself four times a lease).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    lattice_lease: Duration,
+}
+
+impl LatticeArgs {
+    /// The lattice to join, if any.
+    fn options(&self) -> anyhow::Result<Option<liveswap::lattice::LatticeOptions>> {
+        let Some(url) = &self.lattice else {
+            return Ok(None);
+        };
+        let host = match &self.host_id {
+            Some(h) => h.clone(),
+            None => {
+                let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .unwrap_or_else(|_| "host".into());
+                let name: String = name
+                    .trim()
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || c == '-' {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .take(40)
+                    .collect();
+                format!("{name}-{}", std::process::id())
+            }
+        };
+        let mut o = liveswap::lattice::LatticeOptions::new(url, &self.lattice_name, &host);
+        if let Some(f) = &self.lattice_token_file {
+            o = o.token_file(f)?;
+        }
+        o.outbox = self.lattice_outbox;
+        o.lease = self.lattice_lease;
+        Ok(Some(o))
+    }
 }
 
 /// Where a host keeps what it needs to come back after a crash, a restart

@@ -23,7 +23,9 @@
 //! 7. [`upgrade`]: prepare, scope, the one coordinator, operator
 //!    transactions and rollbacks;
 //! 8. [`runtime`]: the [`Runtime`] that owns it all and serializes
-//!    commands.
+//!    commands;
+//! 9. [`lattice`]: hosts of one application on NATS — lattice-wide names,
+//!    messages between hosts with the local contract.
 
 pub mod bindings;
 pub mod error;
@@ -50,6 +52,8 @@ pub mod proxy;
 pub mod upgrade;
 
 pub mod runtime;
+
+pub mod lattice;
 
 pub use bindings::Level;
 pub use bus::SendError;

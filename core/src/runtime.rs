@@ -486,6 +486,11 @@ impl Runtime {
         &self.core.repo
     }
 
+    /// The bus (names, mailboxes): what a lattice attaches to.
+    pub(crate) fn bus(&self) -> &Arc<Bus> {
+        &self.core.bus
+    }
+
     /// Inject a message from `$admin`.
     pub fn send(&self, to: &str, kind: &str, body: &[u8]) -> Result<(), SendError> {
         self.core.send(to, kind, body)

@@ -116,8 +116,28 @@ impl ToJson for StatusReport {
             "queued_bytes": self.queued_bytes.0,
             "queued_budget": self.queued_bytes.1,
             "refused": self.refused,
+            "lattice": self.lattice.as_ref().map(lattice_json),
         })
     }
+}
+
+fn lattice_json(l: &liveswap::bus::LatticeView) -> Value {
+    let hosts: Vec<Value> = l
+        .hosts
+        .iter()
+        .map(|h| {
+            json!({
+                "host": h.id, "this": h.id == l.host, "alive": h.alive,
+                "heard_ms": h.seen.as_millis() as u64, "modules": h.modules,
+            })
+        })
+        .collect();
+    json!({
+        "lattice": l.lattice, "host": l.host, "connected": l.connected,
+        "lease_ms": l.lease.as_millis() as u64, "hosts": hosts,
+        "outboxed": l.outboxed.0, "outbox_capacity": l.outboxed.1,
+        "sent": l.sent, "received": l.received,
+    })
 }
 
 impl ToJson for VersionsReport {

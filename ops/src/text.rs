@@ -288,8 +288,55 @@ impl ToText for StatusReport {
             admin.mode.as_str(),
             self.checkpoint
         );
+        if let Some(l) = &self.lattice {
+            out.push('\n');
+            out.push_str(&lattice_text(l));
+        }
         out
     }
+}
+
+/// The lattice part of `Status`: every host, up or down, and where each
+/// module runs.
+fn lattice_text(l: &liveswap::bus::LatticeView) -> String {
+    let mut out = format!(
+        "lattice {}: this host is {}, {} the NATS server; lease {} ms; {} message(s) sent to other hosts, {} taken from them; {} waiting for acknowledgement (outbox holds {})\n",
+        l.lattice,
+        l.host,
+        if l.connected {
+            "connected to"
+        } else {
+            "NOT connected to"
+        },
+        l.lease.as_millis(),
+        l.sent,
+        l.received,
+        l.outboxed.0,
+        l.outboxed.1,
+    );
+    let _ = writeln!(out, "{:<12} {:<6} {:>9}  MODULES", "HOST", "STATE", "HEARD");
+    for h in &l.hosts {
+        let state = if h.id == l.host {
+            "this"
+        } else if h.alive {
+            "up"
+        } else {
+            "DOWN"
+        };
+        let heard = if h.id == l.host {
+            "-".to_string()
+        } else {
+            format!("{} ms", h.seen.as_millis())
+        };
+        let modules = if h.modules.is_empty() {
+            "-".to_string()
+        } else {
+            h.modules.join(", ")
+        };
+        let _ = writeln!(out, "{:<12} {:<6} {:>9}  {modules}", h.id, state, heard);
+    }
+    out.pop();
+    out
 }
 
 impl ToText for VersionsReport {

@@ -25,6 +25,7 @@ const LAYERS: &[&[&str]] = &[
     &["proxy"],
     &["upgrade"],
     &["runtime"],
+    &["lattice"],
     &["lib"],
 ];
 

@@ -7,10 +7,11 @@ mod mailbox;
 mod names;
 mod pubsub;
 mod rates;
+mod remote;
 mod timers;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::bindings::Message;
@@ -24,6 +25,7 @@ pub use mailbox::{Budget, Mailbox, TIMER_SENDER};
 pub use names::NameService;
 pub use pubsub::PubSub;
 pub use rates::WINDOW_SECS;
+pub use remote::{HostRow, LatticeView, Remote};
 pub use timers::TimerService;
 
 /// Sender name stamped on messages injected by the administrator.
@@ -41,6 +43,19 @@ pub enum SendError {
         /// Receiver.
         name: String,
         /// Its capacity.
+        capacity: usize,
+    },
+    /// The outbox for a module on another host is at capacity: that host
+    /// has not acknowledged so many messages (it is down, or unreachable).
+    #[error(
+        "outbox for `{name}` on host `{host}` is full ({capacity} messages unacknowledged; --lattice-outbox)"
+    )]
+    OutboxFull {
+        /// Receiver.
+        name: String,
+        /// The host that serves it.
+        host: String,
+        /// The outbox's capacity.
         capacity: usize,
     },
     /// The receiver is being unloaded.
@@ -113,6 +128,9 @@ pub struct Bus {
     pub refused: AtomicUsize,
     /// The state directory's journal, if the host has one.
     pub journal: Option<Arc<Journal>>,
+    /// The lattice, if the host joined one: where messages for names
+    /// served by other hosts go.
+    pub remote: OnceLock<Arc<dyn Remote>>,
 }
 
 impl Bus {
@@ -133,6 +151,7 @@ impl Bus {
             limits: Arc::new(limits),
             refused: AtomicUsize::new(0),
             journal,
+            remote: OnceLock::new(),
         })
     }
 
@@ -177,6 +196,7 @@ impl Bus {
     fn counted<T>(&self, r: Result<T, SendError>) -> Result<T, SendError> {
         if let Err(
             SendError::Full { .. }
+            | SendError::OutboxFull { .. }
             | SendError::FullBytes { .. }
             | SendError::HostFull { .. }
             | SendError::TooLarge { .. },
@@ -187,18 +207,39 @@ impl Bus {
         r
     }
 
-    /// The mailbox registered as `to`, or the error a sender gets.
-    fn mailbox_of(&self, to: &str) -> Result<Mailbox, SendError> {
-        self.names.resolve(to).ok_or_else(|| {
-            // Never echo a name of any length back whole (checked only
-            // here, off the path of a message that is delivered).
-            let shown = if valid_name(to) {
-                to.to_string()
-            } else {
-                clip(to, 64).into_owned()
-            };
-            SendError::UnknownModule(shown)
-        })
+    /// The error a sender to an unknown name gets.
+    fn unknown(to: &str) -> SendError {
+        // Never echo a name of any length back whole (checked only here,
+        // off the path of a message that is delivered).
+        let shown = if valid_name(to) {
+            to.to_string()
+        } else {
+            clip(to, 64).into_owned()
+        };
+        SendError::UnknownModule(shown)
+    }
+
+    /// The lattice, if `to` runs on another host of it.
+    fn remote_for(&self, to: &str) -> Option<&Arc<dyn Remote>> {
+        self.remote.get().filter(|r| r.host_of(to).is_some())
+    }
+
+    /// Check `msg` as any send is checked, and stamp it with its sender.
+    fn checked(
+        &self,
+        from: &Arc<str>,
+        speaks: &[u32],
+        mut msg: Message,
+    ) -> Result<Message, SendError> {
+        self.check_size(&msg.kind, &msg.body)?;
+        if !speaks.contains(&msg.proto) {
+            return Err(SendError::Protocol {
+                proto: msg.proto,
+                speaks: speaks.to_vec(),
+            });
+        }
+        msg.from = from.to_string();
+        Ok(msg)
     }
 
     /// Queue `msg` for `to`, stamped as coming from `from`, whose version
@@ -208,18 +249,16 @@ impl Bus {
         from: &Arc<str>,
         speaks: &[u32],
         to: &str,
-        mut msg: Message,
+        msg: Message,
     ) -> Result<(), SendError> {
-        self.counted(self.check_size(&msg.kind, &msg.body))?;
-        if !speaks.contains(&msg.proto) {
-            return Err(SendError::Protocol {
-                proto: msg.proto,
-                speaks: speaks.to_vec(),
-            });
+        let msg = self.counted(self.checked(from, speaks, msg))?;
+        match self.names.resolve(to) {
+            Some(mailbox) => self.counted(mailbox.deliver(from, msg)),
+            None => match self.remote_for(to) {
+                Some(remote) => self.counted(remote.send(from, to, msg)),
+                None => Err(Self::unknown(to)),
+            },
         }
-        let mailbox = self.mailbox_of(to)?;
-        msg.from = from.to_string();
-        self.counted(mailbox.deliver(from, msg))
     }
 
     /// Queue `msgs` for `to` in order, as [`Bus::send`] would one by one,
@@ -232,21 +271,35 @@ impl Bus {
         to: &str,
         msgs: impl Iterator<Item = Message>,
     ) -> Result<usize, (usize, SendError)> {
-        let mailbox = self.mailbox_of(to).map_err(|e| (0, e))?;
-        let checked = msgs.map(|mut msg| {
-            self.check_size(&msg.kind, &msg.body)?;
-            if !speaks.contains(&msg.proto) {
-                return Err(SendError::Protocol {
-                    proto: msg.proto,
-                    speaks: speaks.to_vec(),
-                });
-            }
-            msg.from = from.to_string();
-            Ok(msg)
-        });
+        let Some(mailbox) = self.names.resolve(to) else {
+            return self.send_all_remote(from, speaks, to, msgs);
+        };
+        let checked = msgs.map(|msg| self.checked(from, speaks, msg));
         mailbox
             .deliver_all(from, checked)
             .map_err(|(n, e)| (n, self.counted::<()>(Err(e)).unwrap_err()))
+    }
+
+    /// [`Bus::send_all`] to a module on another host.
+    fn send_all_remote(
+        &self,
+        from: &Arc<str>,
+        speaks: &[u32],
+        to: &str,
+        msgs: impl Iterator<Item = Message>,
+    ) -> Result<usize, (usize, SendError)> {
+        let Some(remote) = self.remote_for(to) else {
+            return Err((0, Self::unknown(to)));
+        };
+        let mut n = 0;
+        for msg in msgs {
+            let sent = self
+                .checked(from, speaks, msg)
+                .and_then(|m| remote.send(from, to, m));
+            self.counted(sent).map_err(|e| (n, e))?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Fan `body` out as event `event` of `publisher` to its subscribers.

@@ -1,0 +1,207 @@
+//! The link to the NATS server: one thread running a small tokio runtime
+//! (async-nats needs one), which announces this host, sends what the
+//! outboxes hold, takes batches into local mailboxes and acknowledges
+//! them. Module threads never wait on it: they leave messages in outboxes
+//! and wake it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use tokio::sync::oneshot;
+
+use super::wire::{self, Payload};
+use super::{LatticeOptions, Shared};
+
+/// A batch is cut at this size (NATS' default largest payload is 1 MiB).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// The link thread, and how to stop it.
+pub(super) struct Link {
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Link {
+    pub(super) fn start(shared: Arc<Shared>, opts: &LatticeOptions) -> anyhow::Result<Link> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the lattice link's runtime")?;
+        let (stop, stopped) = oneshot::channel();
+        let url = opts.url.clone();
+        let token = opts.token.clone();
+        let thread = std::thread::Builder::new()
+            .name("lattice".into())
+            .spawn(move || rt.block_on(run(shared, url, token, stopped)))
+            .context("the lattice link's thread")?;
+        Ok(Link { stop, thread })
+    }
+
+    pub(super) fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}
+
+async fn connect(
+    shared: &Arc<Shared>,
+    url: &str,
+    token: Option<String>,
+) -> Result<async_nats::Client, String> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("liveswap host {}", shared.host))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((50 * attempts as u64).min(1000))
+        });
+    if let Some(t) = token {
+        options = options.token(t);
+    }
+    let events = shared.clone();
+    options = options.event_callback(move |e| {
+        let shared = events.clone();
+        async move { shared.link_event(e) }
+    });
+    options.connect(url).await.map_err(|e| e.to_string())
+}
+
+impl Shared {
+    fn link_event(&self, e: async_nats::Event) {
+        match e {
+            async_nats::Event::Connected => {
+                self.connected.store(true, Ordering::Relaxed);
+                self.say(format!(
+                    "host {} connected to the lattice's NATS server",
+                    self.host
+                ));
+                self.wake.notify_one();
+            }
+            async_nats::Event::Disconnected => {
+                self.connected.store(false, Ordering::Relaxed);
+                self.say(format!(
+                    "host {} lost the NATS server: local modules serve on; messages for other hosts wait in their outboxes",
+                    self.host
+                ));
+            }
+            // Each failed reconnect is an error: said once, as the loss.
+            async_nats::Event::ClientError(_) if !self.connected.load(Ordering::Relaxed) => {}
+            other => self.say(format!("NATS: {other}")),
+        }
+    }
+}
+
+async fn publish(client: &async_nats::Client, subject: String, bytes: Vec<u8>) {
+    // A failed publish is a lost batch: the outbox sends it again.
+    let _ = client.publish(subject, bytes.into()).await;
+}
+
+async fn announce(shared: &Shared, client: &async_nats::Client, hello: bool, leaving: bool) {
+    let p = shared.presence(hello, leaving);
+    let subject = format!("liveswap.{}.hosts", shared.lattice);
+    publish(client, subject, wire::presence(&p)).await;
+}
+
+/// Send what the outboxes hold (nothing while the link is down: the
+/// client would only queue it).
+async fn flush(shared: &Shared, client: &async_nats::Client) {
+    if !shared.connected.load(Ordering::Relaxed) {
+        return;
+    }
+    let limit = BATCH_BYTES.min(shared.max_payload.load(Ordering::Relaxed));
+    for (host, bytes, _) in shared.batches(limit, Instant::now()) {
+        publish(client, shared.subject("msg", &host), bytes).await;
+    }
+}
+
+async fn on_payload(shared: &Shared, client: &async_nats::Client, bytes: &[u8]) {
+    match wire::decode(bytes) {
+        Ok(Payload::Presence(p)) if p.host != shared.host => {
+            let hello = p.hello;
+            shared.heard(p);
+            if hello {
+                announce(shared, client, false, false).await;
+            }
+        }
+        Ok(Payload::Presence(_)) => {}
+        Ok(Payload::Batch(b)) => {
+            let to = b.host.clone();
+            let acks = shared.take(b);
+            publish(client, shared.subject("ack", &to), wire::acks(&acks)).await;
+        }
+        Ok(Payload::Acks(a)) => {
+            shared.acked(a);
+            shared.wake.notify_one();
+        }
+        Err(e) => shared.say(format!("dropped a malformed lattice payload: {e}")),
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    url: String,
+    token: Option<String>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let client = match connect(&shared, &url, token).await {
+        Ok(c) => c,
+        Err(e) => {
+            shared.say(format!(
+                "cannot use the NATS server {url}: {e}; this host serves alone"
+            ));
+            return;
+        }
+    };
+    let subscribed = async {
+        let hosts = client
+            .subscribe(format!("liveswap.{}.hosts", shared.lattice))
+            .await?;
+        let msgs = client
+            .subscribe(shared.subject("msg", &shared.host))
+            .await?;
+        let acks = client
+            .subscribe(shared.subject("ack", &shared.host))
+            .await?;
+        Ok::<_, async_nats::SubscribeError>(futures_util::stream::select(
+            hosts,
+            futures_util::stream::select(msgs, acks),
+        ))
+    };
+    let mut inbound = match subscribed.await {
+        Ok(s) => s,
+        Err(e) => {
+            shared.say(format!(
+                "cannot subscribe on the NATS server {url}: {e}; this host serves alone"
+            ));
+            return;
+        }
+    };
+    shared.max_payload.store(
+        client.server_info().max_payload.max(64 * 1024),
+        Ordering::Relaxed,
+    );
+    announce(&shared, &client, true, false).await;
+    let mut beat = tokio::time::interval(shared.lease / 4);
+    let mut resend = tokio::time::interval(super::outbox::RESEND_AFTER / 2);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = shared.wake.notified() => flush(&shared, &client).await,
+            Some(m) = inbound.next() => on_payload(&shared, &client, &m.payload).await,
+            _ = beat.tick() => {
+                announce(&shared, &client, false, false).await;
+                let said = shared.directory.lock().expect("directory poisoned").expire(Instant::now());
+                for s in said {
+                    shared.say(s);
+                }
+            }
+            _ = resend.tick() => flush(&shared, &client).await,
+        }
+    }
+    // Leaving: a lease of zero, so the others mark this host down now.
+    announce(&shared, &client, false, true).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), client.flush()).await;
+}

@@ -1,0 +1,420 @@
+//! A lattice of hosts on NATS: names that resolve on every host, and
+//! messages between hosts with the local contract — accepted means
+//! delivered once, in order per sender — which NATS alone does not give
+//! (core NATS delivers at most once). The sending host numbers each
+//! message per receiving module and keeps it in an outbox until the
+//! receiving host acknowledges it ([`outbox`]); the receiving host keeps,
+//! per sending host and module, a mark of the last number its mailbox took
+//! and drops what it already holds. Hosts announce themselves with a lease
+//! ([`directory`]); a host not heard of within it is down, and messages for
+//! its modules wait for it. The link to the NATS server runs on a thread
+//! of its own ([`link`]); module threads reach it through the bus's
+//! [`Remote`] face, never by waiting on it.
+
+mod directory;
+mod link;
+mod outbox;
+mod wire;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::bindings::Message;
+use crate::bus::{Bus, LatticeView, Remote, SendError};
+use crate::events::Event;
+use crate::runtime::Runtime;
+use directory::Directory;
+use outbox::Outboxes;
+use wire::{Acks, Batch, BatchWriter, Presence};
+
+/// How a host joins a lattice.
+#[derive(Clone, Debug)]
+pub struct LatticeOptions {
+    /// The NATS server, e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    /// The lattice's name: hosts of one lattice see each other only.
+    pub name: String,
+    /// This host's id, unique in the lattice.
+    pub host: String,
+    /// A token the NATS server asks for (read from a file, never given on
+    /// a command line).
+    pub token: Option<String>,
+    /// How many unacknowledged messages one outbox may hold.
+    pub outbox: usize,
+    /// How long this host's announcement holds; it announces itself four
+    /// times per lease.
+    pub lease: Duration,
+}
+
+impl LatticeOptions {
+    /// Options with the defaults: outboxes of 100,000 messages, a lease of
+    /// two seconds.
+    pub fn new(url: &str, name: &str, host: &str) -> Self {
+        LatticeOptions {
+            url: url.to_string(),
+            name: name.to_string(),
+            host: host.to_string(),
+            token: None,
+            outbox: 100_000,
+            lease: Duration::from_secs(2),
+        }
+    }
+
+    /// Read the token from `path` (its first line).
+    pub fn token_file(mut self, path: &PathBuf) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the lattice token", path.display()))?;
+        let token = text.lines().next().unwrap_or("").trim().to_string();
+        anyhow::ensure!(
+            !token.is_empty(),
+            "{}: the lattice token file is empty",
+            path.display()
+        );
+        self.token = Some(token);
+        Ok(self)
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        for (what, v) in [("lattice name", &self.name), ("host id", &self.host)] {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            anyhow::ensure!(
+                ok,
+                "{what} `{v}` must be 1 to 64 letters, digits, `-` or `_` (it names NATS subjects)"
+            );
+        }
+        anyhow::ensure!(self.outbox > 0, "--lattice-outbox must be at least 1");
+        anyhow::ensure!(
+            self.lease >= Duration::from_millis(200),
+            "a lease under 200 ms would expire between two announcements"
+        );
+        Ok(())
+    }
+}
+
+/// A receiving mark: the last number taken from one run of one host for
+/// one module.
+struct Mark {
+    incarnation: u64,
+    last: u64,
+}
+
+/// What the module threads and the link thread share.
+pub(crate) struct Shared {
+    lattice: String,
+    host: String,
+    lease: Duration,
+    /// This run of this host: receivers start a fresh stream when it
+    /// changes.
+    incarnation: u64,
+    bus: Weak<Bus>,
+    outboxes: Mutex<Outboxes>,
+    directory: Mutex<Directory>,
+    marks: Mutex<HashMap<(String, String), Mark>>,
+    /// Set when an outbox has something new to send.
+    wake: tokio::sync::Notify,
+    connected: AtomicBool,
+    /// The NATS server's largest payload (1 MiB until it says).
+    max_payload: AtomicUsize,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl Shared {
+    fn subject(&self, what: &str, host: &str) -> String {
+        format!("liveswap.{}.{what}.{host}", self.lattice)
+    }
+
+    fn say(&self, text: String) {
+        if let Some(bus) = self.bus.upgrade() {
+            bus.events.emit(Event::Progress {
+                origin: "lattice".into(),
+                text,
+            });
+        }
+    }
+
+    /// This host's announcement. Leaving, its lease is zero but its names
+    /// stay: messages for them wait for it (or for the host that takes
+    /// over from it) to come back.
+    fn presence(&self, hello: bool, leaving: bool) -> Presence {
+        let modules = match self.bus.upgrade() {
+            Some(bus) => bus
+                .names
+                .all()
+                .iter()
+                .map(|m| m.name().to_string())
+                .collect(),
+            None => Vec::new(),
+        };
+        Presence {
+            host: self.host.clone(),
+            incarnation: self.incarnation,
+            lease_ms: if leaving {
+                0
+            } else {
+                self.lease.as_millis() as u32
+            },
+            hello,
+            modules,
+        }
+    }
+
+    /// Another host's announcement.
+    fn heard(&self, p: Presence) {
+        let said = self
+            .directory
+            .lock()
+            .expect("directory poisoned")
+            .heard(p, Instant::now());
+        for s in said {
+            self.say(s);
+        }
+        // Names may resolve now, or a host be back: send what waits.
+        self.wake.notify_one();
+    }
+
+    /// Batches of what is to be sent now, by receiving host, none larger
+    /// than `limit` bytes (a single message may be: it was checked against
+    /// the server's largest payload when it was accepted).
+    fn batches(&self, limit: usize, now: Instant) -> Vec<(String, Vec<u8>, u32)> {
+        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        let directory = self.directory.lock().expect("directory poisoned");
+        let mut open: BTreeMap<String, BatchWriter> = BTreeMap::new();
+        let mut done = Vec::new();
+        for (to, ob) in outboxes.by_name.iter_mut() {
+            let Some(host) = directory.host_of(to).filter(|h| directory.is_alive(h)) else {
+                continue;
+            };
+            ob.maybe_go_back(now);
+            while ob.has_unsent() {
+                let batch = open
+                    .entry(host.to_string())
+                    .or_insert_with(|| BatchWriter::new(&self.host, self.incarnation));
+                ob.take_unsent(|seq, from, msg| {
+                    let fits = batch.frames() == 0 || batch.len() + msg.body.len() + 256 <= limit;
+                    if fits {
+                        batch.push(to, seq, from, msg);
+                    }
+                    fits
+                });
+                if ob.has_unsent() {
+                    let full = open.remove(host).expect("just used");
+                    let n = full.frames();
+                    done.push((host.to_string(), full.finish(), n));
+                }
+            }
+        }
+        for (host, b) in open {
+            let n = b.frames();
+            done.push((host, b.finish(), n));
+        }
+        done
+    }
+
+    /// Take a batch into local mailboxes: what to acknowledge.
+    fn take(&self, mut b: Batch) -> Acks {
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        let Some(bus) = self.bus.upgrade() else {
+            return self.acks(&b, last);
+        };
+        let mut marks = self.marks.lock().expect("marks poisoned");
+        let mut stuck: HashSet<String> = HashSet::new();
+        let mut senders = Vec::new();
+        let mut taken = 0;
+        for f in std::mem::take(&mut b.frames) {
+            if stuck.contains(&f.to) {
+                continue;
+            }
+            let mark = marks.entry((b.host.clone(), f.to.clone())).or_insert(Mark {
+                incarnation: b.incarnation,
+                last: f.seq.saturating_sub(1),
+            });
+            if mark.incarnation != b.incarnation {
+                // A new run of the sending host: a new stream.
+                *mark = Mark {
+                    incarnation: b.incarnation,
+                    last: f.seq.saturating_sub(1),
+                };
+            }
+            if f.seq <= mark.last {
+                last.insert(f.to, mark.last); // held already: a resend
+                continue;
+            }
+            let delivered = (f.seq == mark.last + 1)
+                .then(|| bus.names.resolve(&f.to))
+                .flatten()
+                .map(|mailbox| {
+                    let from = wire::interned(&mut senders, &f.msg.from);
+                    mailbox.deliver(&from, f.msg).is_ok()
+                });
+            if delivered == Some(true) {
+                mark.last = f.seq;
+                taken += 1;
+                last.insert(f.to, f.seq);
+            } else {
+                // Out of order after a loss, not here, or refused (full):
+                // the rest of this stream waits for the resend.
+                stuck.insert(f.to);
+            }
+        }
+        self.received.fetch_add(taken, Ordering::Relaxed);
+        self.acks(&b, last)
+    }
+
+    fn acks(&self, b: &Batch, last: BTreeMap<String, u64>) -> Acks {
+        Acks {
+            host: self.host.clone(),
+            incarnation: b.incarnation,
+            last: last.into_iter().collect(),
+        }
+    }
+
+    /// A receiving host's acknowledgements.
+    fn acked(&self, a: Acks) {
+        if a.incarnation != self.incarnation {
+            return; // for an earlier run of this host
+        }
+        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        let directory = self.directory.lock().expect("directory poisoned");
+        for (to, seq) in a.last {
+            // Only the host that serves `to` speaks for it.
+            if directory.host_of(&to) != Some(a.host.as_str()) {
+                continue;
+            }
+            if let Some(ob) = outboxes.by_name.get_mut(&to) {
+                ob.acked(seq);
+            }
+        }
+    }
+}
+
+impl Remote for Shared {
+    fn host_of(&self, name: &str) -> Option<String> {
+        let directory = self.directory.lock().expect("directory poisoned");
+        directory.host_of(name).map(str::to_string)
+    }
+
+    fn send(&self, from: &Arc<str>, to: &str, msg: Message) -> Result<(), SendError> {
+        let Some(host) = self.host_of(to) else {
+            return Err(SendError::UnknownModule(to.to_string()));
+        };
+        let max = self
+            .max_payload
+            .load(Ordering::Relaxed)
+            .saturating_sub(1024);
+        if msg.body.len() + msg.kind.len() > max {
+            return Err(SendError::TooLarge {
+                what: "body",
+                bytes: msg.body.len(),
+                limit: max,
+                flag: "the NATS server's max_payload",
+            });
+        }
+        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        if !outboxes.push(to, from, msg) {
+            return Err(SendError::OutboxFull {
+                name: to.to_string(),
+                host,
+                capacity: outboxes.capacity,
+            });
+        }
+        drop(outboxes);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn view(&self) -> LatticeView {
+        let now = Instant::now();
+        let mut hosts = vec![crate::bus::HostRow {
+            id: self.host.clone(),
+            alive: true,
+            seen: Duration::ZERO,
+            modules: self.presence(false, false).modules,
+        }];
+        hosts.extend(self.directory.lock().expect("directory poisoned").rows(now));
+        let outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        LatticeView {
+            lattice: self.lattice.clone(),
+            host: self.host.clone(),
+            connected: self.connected.load(Ordering::Relaxed),
+            lease: self.lease,
+            hosts,
+            outboxed: (outboxes.waiting(), outboxes.capacity),
+            sent: self.sent.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// This host's membership of a lattice. Dropping it leaves the lattice.
+pub struct Lattice {
+    shared: Arc<Shared>,
+    link: Option<link::Link>,
+}
+
+impl Lattice {
+    /// Join the lattice `opts` names, through its NATS server. The host
+    /// serves its local modules whether or not the server is reachable;
+    /// the link connects (and reconnects) in the background.
+    pub fn join(rt: &Runtime, opts: LatticeOptions) -> anyhow::Result<Lattice> {
+        opts.check()?;
+        let bus = rt.bus();
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).context("a random incarnation")?;
+        let shared = Arc::new(Shared {
+            lattice: opts.name.clone(),
+            host: opts.host.clone(),
+            lease: opts.lease,
+            incarnation: u64::from_le_bytes(seed),
+            bus: Arc::downgrade(bus),
+            outboxes: Mutex::new(Outboxes::new(opts.outbox)),
+            directory: Mutex::new(Directory::default()),
+            marks: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+            connected: AtomicBool::new(false),
+            max_payload: AtomicUsize::new(1 << 20),
+            sent: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        });
+        let remote: Arc<dyn Remote> = shared.clone();
+        anyhow::ensure!(
+            bus.remote.set(remote).is_ok(),
+            "this host has joined a lattice already"
+        );
+        let link = link::Link::start(shared.clone(), &opts)?;
+        Ok(Lattice {
+            shared,
+            link: Some(link),
+        })
+    }
+
+    /// What this host sees of the lattice.
+    pub fn view(&self) -> LatticeView {
+        self.shared.view()
+    }
+
+    /// Leave: tell the other hosts (they mark this one down at once) and
+    /// stop the link.
+    pub fn leave(mut self) {
+        if let Some(l) = self.link.take() {
+            l.stop();
+        }
+    }
+}
+
+impl Drop for Lattice {
+    fn drop(&mut self) {
+        if let Some(l) = self.link.take() {
+            l.stop();
+        }
+    }
+}

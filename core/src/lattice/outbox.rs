@@ -1,0 +1,186 @@
+//! The sending side of the lattice's contract: per receiving module, an
+//! outbox of numbered messages kept until the receiving host acknowledges
+//! them. NATS may lose a batch (core NATS delivers at most once, and not at
+//! all while a link is down); the outbox sends again from the first
+//! message not acknowledged (go-back-N), and the receiver's marks drop what
+//! it already holds. So accepted means delivered once, in order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::bindings::Message;
+
+/// How long an outbox waits for an acknowledgement before it sends again
+/// what is not acknowledged.
+pub(crate) const RESEND_AFTER: Duration = Duration::from_millis(300);
+
+/// How many messages of one outbox may be sent and not yet acknowledged.
+pub(crate) const WINDOW: usize = 16_384;
+
+struct Entry {
+    seq: u64,
+    from: Arc<str>,
+    msg: Message,
+}
+
+/// The messages for one module on another host.
+pub(crate) struct Outbox {
+    /// The number the next accepted message gets (the first is 1).
+    next: u64,
+    queue: VecDeque<Entry>,
+    /// How many of `queue`'s first entries have been sent since the last
+    /// go-back.
+    sent: usize,
+    /// When something was last sent, or acknowledged.
+    last_sent: Instant,
+    last_acked: Instant,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        let now = Instant::now();
+        Outbox {
+            next: 1,
+            queue: VecDeque::new(),
+            sent: 0,
+            last_sent: now,
+            last_acked: now,
+        }
+    }
+
+    /// Messages waiting for their acknowledgement.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Drop every message up to `seq`, which the receiver holds.
+    pub(crate) fn acked(&mut self, seq: u64) {
+        let mut n = 0;
+        while self.queue.front().is_some_and(|e| e.seq <= seq) {
+            self.queue.pop_front();
+            n += 1;
+        }
+        if n > 0 {
+            self.sent = self.sent.saturating_sub(n);
+            self.last_acked = Instant::now();
+        }
+    }
+
+    /// Send again from the first unacknowledged message if nothing moved
+    /// for [`RESEND_AFTER`].
+    pub(crate) fn maybe_go_back(&mut self, now: Instant) -> bool {
+        let stale = now.duration_since(self.last_sent) >= RESEND_AFTER
+            && now.duration_since(self.last_acked) >= RESEND_AFTER;
+        if self.sent > 0 && stale {
+            self.sent = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Whether there is something to send within the window.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.sent < self.queue.len().min(WINDOW)
+    }
+
+    /// Visit what is to be sent now, in order, until `f` says stop; what
+    /// it took counts as sent.
+    pub(crate) fn take_unsent(&mut self, mut f: impl FnMut(u64, &str, &Message) -> bool) {
+        let end = self.queue.len().min(WINDOW);
+        while self.sent < end {
+            let e = &self.queue[self.sent];
+            if !f(e.seq, &e.from, &e.msg) {
+                break;
+            }
+            self.sent += 1;
+            self.last_sent = Instant::now();
+        }
+    }
+}
+
+/// Every outbox of this host, by receiving module.
+pub(crate) struct Outboxes {
+    pub(crate) by_name: HashMap<String, Outbox>,
+    /// How many messages one outbox may hold.
+    pub(crate) capacity: usize,
+}
+
+impl Outboxes {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Outboxes {
+            by_name: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Accept `msg` for `to`; false if its outbox is full.
+    pub(crate) fn push(&mut self, to: &str, from: &Arc<str>, msg: Message) -> bool {
+        if !self.by_name.contains_key(to) {
+            self.by_name.insert(to.to_string(), Outbox::new());
+        }
+        let ob = self.by_name.get_mut(to).expect("just made");
+        if ob.queue.len() >= self.capacity {
+            return false;
+        }
+        let seq = ob.next;
+        ob.next += 1;
+        ob.queue.push_back(Entry {
+            seq,
+            from: from.clone(),
+            msg,
+        });
+        true
+    }
+
+    /// Messages waiting in every outbox.
+    pub(crate) fn waiting(&self) -> usize {
+        self.by_name.values().map(Outbox::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(n: u8) -> Message {
+        Message {
+            from: "T".into(),
+            kind: "n".into(),
+            proto: 1,
+            body: vec![n],
+        }
+    }
+
+    fn unsent(ob: &mut Outbox) -> Vec<u64> {
+        let mut seen = Vec::new();
+        ob.take_unsent(|seq, _, _| {
+            seen.push(seq);
+            true
+        });
+        seen
+    }
+
+    #[test]
+    fn a_lost_batch_is_sent_again_from_the_first_unacknowledged() {
+        let from: Arc<str> = Arc::from("T");
+        let mut obs = Outboxes::new(3);
+        for n in 1..=3 {
+            assert!(obs.push("SINK", &from, msg(n)));
+        }
+        assert!(!obs.push("SINK", &from, msg(4)), "full at its capacity");
+        let ob = obs.by_name.get_mut("SINK").unwrap();
+        assert_eq!(unsent(ob), [1, 2, 3]);
+        assert!(unsent(ob).is_empty(), "sent once until something is lost");
+        ob.acked(1);
+        let later = Instant::now() + RESEND_AFTER;
+        assert!(ob.maybe_go_back(later));
+        assert_eq!(unsent(ob), [2, 3], "again from the first unacknowledged");
+        ob.acked(3);
+        assert_eq!(ob.len(), 0);
+        assert!(!ob.maybe_go_back(later + RESEND_AFTER));
+        assert!(obs.push("SINK", &from, msg(5)));
+        let ob = obs.by_name.get_mut("SINK").unwrap();
+        assert_eq!(unsent(ob), [4], "numbers go on after acknowledgements");
+    }
+}

@@ -1,0 +1,352 @@
+//! What hosts of a lattice say to each other over NATS, byte for byte.
+//! Three kinds of payload, each starting with a magic and a kind byte:
+//! a host's presence (its lease and the names it serves), a batch of
+//! messages for modules on one host, and the acknowledgements of such
+//! batches. Anything else on the lattice's subjects is malformed and
+//! dropped by the reader, never trusted: a decode checks every length.
+
+use std::sync::Arc;
+
+use crate::bindings::Message;
+
+const MAGIC: &[u8; 3] = b"LS1";
+const PRESENCE: u8 = 1;
+const BATCH: u8 = 2;
+const ACKS: u8 = 3;
+
+/// A host's presence: who it is, which run of it, how long its word holds
+/// and which modules it serves.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Presence {
+    pub host: String,
+    pub incarnation: u64,
+    pub lease_ms: u32,
+    /// Whether this host asks every other host to announce itself now
+    /// (it has just joined).
+    pub hello: bool,
+    pub modules: Vec<String>,
+}
+
+/// One message for a module on the receiving host, with its place in the
+/// stream from the sending host to that module.
+#[derive(Clone, Debug)]
+pub(crate) struct Frame {
+    pub to: String,
+    pub seq: u64,
+    pub msg: Message,
+}
+
+/// Messages from one run of one host.
+#[derive(Clone, Debug)]
+pub(crate) struct Batch {
+    pub host: String,
+    pub incarnation: u64,
+    pub frames: Vec<Frame>,
+}
+
+/// From a receiving host: for each module, the last sequence number of
+/// the stream from one run of the sending host that the module's mailbox
+/// holds.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Acks {
+    pub host: String,
+    pub incarnation: u64,
+    pub last: Vec<(String, u64)>,
+}
+
+/// What a payload was.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Presence(Presence),
+    Batch(Batch),
+    Acks(Acks),
+}
+
+struct Writer(Vec<u8>);
+
+impl Writer {
+    fn new(kind: u8) -> Self {
+        let mut v = Vec::with_capacity(256);
+        v.extend_from_slice(MAGIC);
+        v.push(kind);
+        Writer(v)
+    }
+    fn u32(&mut self, n: u32) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn u64(&mut self, n: u64) {
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err(format!(
+                "cut short: {n} bytes wanted, {} left",
+                self.0.len()
+            ));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Result<String, String> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| "a name is not UTF-8".to_string())
+    }
+    /// A count of items, each at least `min` bytes: never more than the
+    /// payload could hold (a forged count allocates nothing).
+    fn count(&mut self, min: usize) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n.saturating_mul(min) > self.0.len() {
+            return Err(format!("{n} items cannot fit in {} bytes", self.0.len()));
+        }
+        Ok(n)
+    }
+}
+
+/// A presence, encoded.
+pub(crate) fn presence(p: &Presence) -> Vec<u8> {
+    let mut w = Writer::new(PRESENCE);
+    w.bytes(p.host.as_bytes());
+    w.u64(p.incarnation);
+    w.u32(p.lease_ms);
+    w.0.push(p.hello as u8);
+    w.u32(p.modules.len() as u32);
+    for m in &p.modules {
+        w.bytes(m.as_bytes());
+    }
+    w.0
+}
+
+/// A batch under way: frames are added until it is as large as a NATS
+/// payload should be.
+pub(crate) struct BatchWriter {
+    w: Writer,
+    count_at: usize,
+    frames: u32,
+}
+
+impl BatchWriter {
+    pub(crate) fn new(host: &str, incarnation: u64) -> Self {
+        let mut w = Writer::new(BATCH);
+        w.bytes(host.as_bytes());
+        w.u64(incarnation);
+        let count_at = w.len();
+        w.u32(0);
+        BatchWriter {
+            w,
+            count_at,
+            frames: 0,
+        }
+    }
+    pub(crate) fn push(&mut self, to: &str, seq: u64, from: &str, msg: &Message) {
+        let w = &mut self.w;
+        w.bytes(to.as_bytes());
+        w.u64(seq);
+        w.bytes(from.as_bytes());
+        w.bytes(msg.kind.as_bytes());
+        w.u32(msg.proto);
+        w.bytes(&msg.body);
+        self.frames += 1;
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.w.len()
+    }
+    pub(crate) fn frames(&self) -> u32 {
+        self.frames
+    }
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.w.0[self.count_at..self.count_at + 4].copy_from_slice(&self.frames.to_le_bytes());
+        self.w.0
+    }
+}
+
+/// Acknowledgements, encoded.
+pub(crate) fn acks(a: &Acks) -> Vec<u8> {
+    let mut w = Writer::new(ACKS);
+    w.bytes(a.host.as_bytes());
+    w.u64(a.incarnation);
+    w.u32(a.last.len() as u32);
+    for (to, seq) in &a.last {
+        w.bytes(to.as_bytes());
+        w.u64(*seq);
+    }
+    w.0
+}
+
+/// Read a payload; an error says what is wrong with it.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
+    let mut r = Reader(bytes);
+    if r.take(3)? != MAGIC {
+        return Err("not a liveswap lattice payload".into());
+    }
+    let kind = r.u8()?;
+    let host = r.string()?;
+    let incarnation = r.u64()?;
+    let payload = match kind {
+        PRESENCE => {
+            let lease_ms = r.u32()?;
+            let hello = r.u8()? != 0;
+            let n = r.count(4)?;
+            let modules = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+            Payload::Presence(Presence {
+                host,
+                incarnation,
+                lease_ms,
+                hello,
+                modules,
+            })
+        }
+        BATCH => {
+            let n = r.count(28)?;
+            let mut frames = Vec::with_capacity(n);
+            for _ in 0..n {
+                let to = r.string()?;
+                let seq = r.u64()?;
+                let from = r.string()?;
+                let kind = r.string()?;
+                let proto = r.u32()?;
+                let body = r.bytes()?.to_vec();
+                frames.push(Frame {
+                    to,
+                    seq,
+                    msg: Message {
+                        from,
+                        kind,
+                        proto,
+                        body,
+                    },
+                });
+            }
+            Payload::Batch(Batch {
+                host,
+                incarnation,
+                frames,
+            })
+        }
+        ACKS => {
+            let n = r.count(12)?;
+            let last = (0..n)
+                .map(|_| Ok((r.string()?, r.u64()?)))
+                .collect::<Result<_, String>>()?;
+            Payload::Acks(Acks {
+                host,
+                incarnation,
+                last,
+            })
+        }
+        k => return Err(format!("unknown payload kind {k}")),
+    };
+    if !r.0.is_empty() {
+        return Err(format!("{} bytes after the end", r.0.len()));
+    }
+    Ok(payload)
+}
+
+/// A sender's name, shared by every frame it sent.
+pub(crate) fn interned(names: &mut Vec<Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(n) = names.iter().find(|n| &***n == name) {
+        return n.clone();
+    }
+    let n: Arc<str> = Arc::from(name);
+    names.push(n.clone());
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: &str, body: &[u8]) -> Message {
+        Message {
+            from: "T".into(),
+            kind: kind.into(),
+            proto: 1,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_payload_reads_back_as_written() {
+        let p = Presence {
+            host: "a".into(),
+            incarnation: 7,
+            lease_ms: 2000,
+            hello: true,
+            modules: vec!["SINK".into(), "T".into()],
+        };
+        let Ok(Payload::Presence(got)) = decode(&presence(&p)) else {
+            panic!("a presence")
+        };
+        assert_eq!(got, p);
+        let mut b = BatchWriter::new("a", 9);
+        b.push("SINK", 1, "T", &msg("n", b"1"));
+        b.push("SINK", 2, "T", &msg("n", b""));
+        let frames = b.frames();
+        let got = decode(&b.finish()).unwrap();
+        let Payload::Batch(batch) = got else {
+            panic!("{got:?}")
+        };
+        assert_eq!(frames, 2);
+        assert_eq!(batch.frames[1].seq, 2);
+        let first = &batch.frames[0];
+        assert_eq!((first.to.as_str(), first.seq), ("SINK", 1));
+        assert_eq!(first.msg.from, "T");
+        assert_eq!(
+            (first.msg.kind.as_str(), &first.msg.body[..]),
+            ("n", &b"1"[..])
+        );
+        let a = Acks {
+            host: "b".into(),
+            incarnation: 9,
+            last: vec![("SINK".into(), 2)],
+        };
+        let Ok(Payload::Acks(got)) = decode(&acks(&a)) else {
+            panic!("acks")
+        };
+        assert_eq!(got, a);
+    }
+
+    #[test]
+    fn a_cut_or_forged_payload_is_refused_not_trusted() {
+        let mut b = BatchWriter::new("a", 9);
+        b.push("SINK", 1, "T", &msg("n", b"12345"));
+        let bytes = b.finish();
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A count of four billion frames in a small payload.
+        let mut forged = bytes.clone();
+        let at = 3 + 1 + 4 + 1 + 8;
+        forged[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode(&forged).unwrap_err().contains("cannot fit"));
+        assert!(decode(b"HTTP/1.1 200").is_err());
+    }
+}
