@@ -577,7 +577,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIVESWAP_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // The lattice says in its own words what its NATS client
+                // would log at every reconnect attempt.
+                .unwrap_or_else(|_| "warn,async_nats=off".into()),
         )
         .with_writer(std::io::stderr)
         // Colour for a person at a terminal, never into a log file.

@@ -114,6 +114,16 @@ pub enum CommandError {
     /// `Load` of a name already in use.
     #[error("a module named `{0}` is already loaded")]
     AlreadyLoaded(String),
+    /// `Load` of a name another host of the lattice serves.
+    #[error(
+        "a module named `{name}` runs on host `{host}` of the lattice: names are lattice-wide (unload it there first)"
+    )]
+    ServedElsewhere {
+        /// The name.
+        name: String,
+        /// The host that serves it.
+        host: String,
+    },
     /// The same name twice in one command.
     #[error("`{0}` is named twice in one command")]
     DuplicateTarget(String),

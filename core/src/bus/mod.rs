@@ -219,6 +219,11 @@ impl Bus {
         SendError::UnknownModule(shown)
     }
 
+    /// The host of the lattice that serves `name`, if another one does.
+    pub fn served_elsewhere(&self, name: &str) -> Option<String> {
+        self.remote.get().and_then(|r| r.host_of(name))
+    }
+
     /// The lattice, if `to` runs on another host of it.
     fn remote_for(&self, to: &str) -> Option<&Arc<dyn Remote>> {
         self.remote.get().filter(|r| r.host_of(to).is_some())

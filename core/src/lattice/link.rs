@@ -74,6 +74,7 @@ impl Shared {
         match e {
             async_nats::Event::Connected => {
                 self.connected.store(true, Ordering::Relaxed);
+                self.refused_said.store(false, Ordering::Relaxed);
                 self.say(format!(
                     "host {} connected to the lattice's NATS server",
                     self.host
@@ -86,6 +87,16 @@ impl Shared {
                     "host {} lost the NATS server: local modules serve on; messages for other hosts wait in their outboxes",
                     self.host
                 ));
+            }
+            async_nats::Event::ClientError(async_nats::ClientError::Other(why))
+                if why.contains("authoriz") || why.contains("authentic") =>
+            {
+                if !self.refused_said.swap(true, Ordering::Relaxed) {
+                    self.say(format!(
+                        "the NATS server refused host {} (authorization violation): is --lattice-token-file the server's token? Trying again; local modules serve on",
+                        self.host
+                    ));
+                }
             }
             // Each failed reconnect is an error: said once, as the loss.
             async_nats::Event::ClientError(_) if !self.connected.load(Ordering::Relaxed) => {}

@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     /// Set when an outbox has something new to send.
     wake: tokio::sync::Notify,
     connected: AtomicBool,
+    /// Whether a refusal by the server was said since the last connect.
+    refused_said: AtomicBool,
     /// The NATS server's largest payload (1 MiB until it says).
     max_payload: AtomicUsize,
     sent: AtomicU64,
@@ -381,6 +383,7 @@ impl Lattice {
             marks: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             connected: AtomicBool::new(false),
+            refused_said: AtomicBool::new(false),
             max_payload: AtomicUsize::new(1 << 20),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),

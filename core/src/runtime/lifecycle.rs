@@ -106,6 +106,10 @@ impl Core {
         if self.modules.contains(name) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
+        if let Some(host) = self.bus.served_elsewhere(name) {
+            let name = name.to_string();
+            return Err(CommandError::ServedElsewhere { name, host });
+        }
         let file = self.repo.read_checked(path, options.pin.as_deref())?;
         let what = format!("compiling {}", path.display());
         let version = self.timed(origin, &what, || self.repo.version_of(file))?;

@@ -131,6 +131,12 @@ impl Core {
                 (GroupKind::Load, Some(_)) => {
                     return Err(CommandError::AlreadyLoaded(t.name.clone()));
                 }
+                (_, None) => {
+                    if let Some(host) = self.bus.served_elsewhere(&t.name) {
+                        let name = t.name.clone();
+                        return Err(CommandError::ServedElsewhere { name, host });
+                    }
+                }
                 _ => {}
             }
             let kept = LoadOptions {

@@ -1,0 +1,332 @@
+//! A lattice as an operator meets it: a real `nats-server` on a free
+//! loopback port (token auth) and three real `liveswap run` processes
+//! joined to it. T on host a sends SINK on host b a number every
+//! millisecond; through Replaces of SINK, a restart of the NATS server and
+//! a SIGKILL of host c, SINK sees every number T counted as sent, once and
+//! in order, and every host's `Status` says where each module runs and
+//! which host is down.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{BIN, ctl_in, liveswap_in};
+
+const TOKEN: &str = "lattice-token-for-the-test";
+
+/// A process stopped with the test, however it ends.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn nats_server() -> PathBuf {
+    let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    found.expect(
+        "nats-server is missing: install Debian's nats-server (apt-get install nats-server)",
+    )
+}
+
+/// `nats-server` on `port`, asking for the test's token; returns once it
+/// accepts connections.
+fn start_nats(dir: &Path, port: u16) -> Proc {
+    let log = std::fs::File::create(
+        dir.join(format!("nats-{}.log", Instant::now().elapsed().as_nanos())),
+    )
+    .unwrap();
+    let child = Command::new(nats_server())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--auth", TOKEN])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("nats-server starts");
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < until,
+            "nats-server never listened on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Proc(child)
+}
+
+/// `liveswap run` as host `id` of the lattice on `port`, its output in
+/// `dir/<id>.out`.
+fn start_host(dir: &Path, port: u16, id: &str, script: &str) -> Proc {
+    let path = dir.join(format!("{id}.ls"));
+    std::fs::write(&path, script).unwrap();
+    let out = std::fs::File::create(dir.join(format!("{id}.out"))).unwrap();
+    let child = Command::new(BIN)
+        .arg("run")
+        .arg("--admin")
+        .arg(dir.join(format!("{id}.sock")))
+        .args(["--lattice", &format!("nats://127.0.0.1:{port}")])
+        .args(["--lattice-name", "test", "--host-id", id])
+        .arg("--lattice-token-file")
+        .arg(dir.join("token"))
+        .arg(&path)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .expect("liveswap runs");
+    Proc(child)
+}
+
+fn ctl(dir: &Path, id: &str, args: &[&str]) -> String {
+    let o = ctl_in(None, &dir.join(format!("{id}.sock")), args);
+    o.stdout + &o.stderr
+}
+
+/// Wait until host `id`'s `Status` satisfies `f`; how long it took.
+fn status_until(dir: &Path, id: &str, what: &str, f: impl Fn(&str) -> bool) -> Duration {
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(60);
+    loop {
+        let s = ctl(dir, id, &["Status"]);
+        if f(&s) {
+            return t0.elapsed();
+        }
+        assert!(
+            Instant::now() < until,
+            "host {id} never showed {what}:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The row of host `host` in a `Status`'s lattice table.
+fn host_row<'a>(status: &'a str, host: &str) -> Option<&'a str> {
+    let table = status.split("HOST ").nth(1)?;
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(host))
+}
+
+fn output(dir: &Path, id: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{id}.out"))).unwrap_or_default()
+}
+
+/// The count `key` (`sent=` or `seen=`) for `peer` on `who`'s last report.
+fn count(out: &str, who: &str, key: &str, peer: &str) -> u64 {
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with(&format!("{who} v")) && l.contains(" | report "))
+        .unwrap_or_else(|| panic!("{who} reported nothing:\n{out}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .and_then(|f| {
+            f.split(',')
+                .find_map(|kv| kv.strip_prefix(&format!("{peer}:")))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}{peer} in {line}"))
+}
+
+fn temp_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("liveswap-lattice-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    dir
+}
+
+#[test]
+fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restart_and_a_dead_host()
+{
+    let dir = temp_dir();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let port = free_port();
+    let mut nats = start_nats(&dir, port);
+    let v2 = liveswap_guests::PROBE_V2;
+    let _b = start_host(
+        &dir,
+        port,
+        "b",
+        &format!("Load SINK {v2} config \"quiet\"\n"),
+    );
+    let _a = start_host(&dir, port, "a", "");
+    let c = start_host(&dir, port, "c", "");
+    // Every host sees every other, and where SINK runs.
+    for id in ["a", "b", "c"] {
+        status_until(&dir, id, "three hosts up", |s| {
+            ["a", "b", "c"]
+                .iter()
+                .all(|h| host_row(s, h).is_some_and(|r| r.contains(" up ") || r.contains(" this ")))
+                && host_row(s, "b").is_some_and(|r| r.ends_with("SINK"))
+        });
+    }
+    let load = [
+        "Load",
+        "T",
+        v2,
+        "config",
+        "timer t 1; tick-send SINK; quiet",
+    ];
+    let r = ctl(&dir, "a", &load);
+    assert!(r.contains("loaded T"), "{r}");
+    let taken = |s: &str| -> u64 {
+        s.split(" taken from them")
+            .next()
+            .and_then(|h| h.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    status_until(&dir, "b", "messages from a", |s| taken(s) > 300);
+
+    // Replaces of the receiver while numbers arrive from the other host.
+    for _ in 0..5 {
+        let r = ctl(&dir, "b", &["Replace", "SINK", v2]);
+        assert!(r.contains("COMMITTED"), "{r}");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    // The NATS server goes away for longer than a lease: each host serves
+    // on, says the server is gone and shows the other hosts DOWN; T's
+    // numbers wait in a's outbox.
+    drop(nats);
+    status_until(&dir, "a", "b down", |s| {
+        s.contains("NOT connected") && host_row(s, "b").is_some_and(|r| r.contains("DOWN"))
+    });
+    let waiting = ctl(&dir, "a", &["Status"]);
+    assert!(
+        !waiting.contains(" 0 waiting for acknowledgement"),
+        "{waiting}"
+    );
+    nats = start_nats(&dir, port);
+    status_until(&dir, "a", "b back", |s| {
+        host_row(s, "b").is_some_and(|r| r.contains(" up "))
+    });
+
+    // A host killed outright is shown DOWN within its lease (2 s), plus
+    // at most one announcement period and the poll.
+    let mut c = c;
+    c.0.kill().unwrap();
+    let _ = c.0.wait();
+    let noticed = status_until(&dir, "a", "c down", |s| {
+        host_row(s, "c").is_some_and(|r| r.contains("DOWN"))
+    });
+    eprintln!(
+        "a SIGKILLed host was shown DOWN after {} ms",
+        noticed.as_millis()
+    );
+    assert!(noticed < Duration::from_secs(6), "{noticed:?}");
+
+    // Stop the sender, let every number be acknowledged, and count.
+    ctl(&dir, "a", &["Send", "T", "do", "cancel t"]);
+    status_until(&dir, "a", "an empty outbox", |s| {
+        s.contains(" 0 waiting for acknowledgement")
+    });
+    ctl(&dir, "a", &["Send", "T", "do", "report"]);
+    ctl(&dir, "b", &["Send", "SINK", "do", "report"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !(output(&dir, "a").contains("T v2.0 | report")
+        && output(&dir, "b").contains("SINK v2.0 | report"))
+    {
+        assert!(Instant::now() < until, "no reports");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (a, b) = (output(&dir, "a"), output(&dir, "b"));
+    for out in [&a, &b] {
+        assert!(
+            !out.contains("GAP") && !out.contains("DUP"),
+            "numbers lost or repeated:\n{out}"
+        );
+    }
+    let sent = count(&a, "T", "sent=", "SINK");
+    let seen = count(&b, "SINK", "seen=", "T");
+    assert!(sent > 1000, "T sent {sent}");
+    assert_eq!(seen, sent, "SINK saw every number T counted as sent");
+    eprintln!("T sent {sent} numbers across hosts; SINK saw each once, in order");
+    // What the hosts said of it, in words.
+    assert!(a.contains("host a lost the NATS server"), "{a}");
+    assert!(a.contains("host c is down"), "{a}");
+    drop(nats);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_lattice_options_are_refused_before_anything_starts() {
+    let dir = temp_dir().join("bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = dir.join("s.ls");
+    std::fs::write(&script, "").unwrap();
+    let script = script.to_str().unwrap();
+    let missing = dir.join("no-such-token");
+    let o = liveswap_in(
+        None,
+        &[
+            "run",
+            "--once",
+            "--no-admin",
+            "--lattice",
+            "nats://127.0.0.1:1",
+            "--lattice-token-file",
+            missing.to_str().unwrap(),
+            script,
+        ],
+    );
+    assert_ne!(o.code, 0);
+    assert!(
+        o.stderr.contains("no-such-token") && o.stderr.contains("cannot read the lattice token"),
+        "{}",
+        o.stderr
+    );
+    let o = liveswap_in(
+        None,
+        &[
+            "run",
+            "--once",
+            "--no-admin",
+            "--lattice",
+            "nats://127.0.0.1:1",
+            "--host-id",
+            "a.b",
+            script,
+        ],
+    );
+    assert_ne!(o.code, 0);
+    assert!(o.stderr.contains("host id `a.b`"), "{}", o.stderr);
+    // A wrong token: the host serves alone and says why, once.
+    std::fs::write(dir.join("token"), "not-the-token\n").unwrap();
+    let port = free_port();
+    let _nats = start_nats(&dir, port);
+    let _x = start_host(&dir, port, "x", "");
+    let until = Instant::now() + Duration::from_secs(30);
+    while !output(&dir, "x").contains("refused host x (authorization violation)") {
+        assert!(Instant::now() < until, "{}", output(&dir, "x"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        output(&dir, "x").matches("authorization").count(),
+        1,
+        "said once"
+    );
+    // A token only from a file: there is no flag that takes one.
+    let o = liveswap_in(None, &["run", "--help"]);
+    assert!(
+        o.stdout.contains("--lattice-token-file") && !o.stdout.contains("--lattice-token "),
+        "{}",
+        o.stdout
+    );
+}
