@@ -11,6 +11,7 @@
 
 mod dashboard;
 mod durable;
+mod lattice;
 mod shadow;
 
 use std::fmt::Write as _;
@@ -898,7 +899,7 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
     };
     let mut tables = Vec::new();
     type Scenario<'b> = fn(&Bench<'b>, &mut dyn FnMut(&str)) -> anyhow::Result<Table>;
-    let scenarios: [(&str, Scenario<'_>); 12] = [
+    let scenarios: [(&str, Scenario<'_>); 13] = [
         ("pause_vs_state", Bench::state_size),
         ("pause_vs_backlog", Bench::backlog),
         ("group_scaling", Bench::group),
@@ -910,6 +911,7 @@ pub fn run(opts: &BenchOptions, say: &mut dyn FnMut(&str)) -> anyhow::Result<Vec
         ("durable_handoff", Bench::durable_handoff),
         ("shadow_promote", Bench::shadow),
         ("shadow_cost", Bench::shadow_cost),
+        ("lattice", Bench::lattice),
         ("dashboard", Bench::dashboard),
     ];
     for o in &opts.only {

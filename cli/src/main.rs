@@ -457,7 +457,8 @@ enum Cmd {
     /// Measure swap pause (against state size and backlog), group scaling
     /// (concurrent and sequential), throughput, scale, faults and
     /// durability (relay under each sync policy, restart after a crash,
-    /// handoff pause) with real guest components; print tables, write CSV
+    /// handoff pause), shadow runs and the lattice (two hosts on a local
+    /// nats-server) with real guest components; print tables, write CSV
     /// and SVG plots. Build with --release for figures worth reading.
     Bench {
         /// A brief run of every scenario.
@@ -469,7 +470,7 @@ enum Cmd {
         /// Run only these scenarios (comma-separated: pause_vs_state,
         /// pause_vs_backlog, group_scaling, throughput, scale, faults,
         /// durable_relay, durable_restart, durable_handoff, shadow_promote,
-        /// shadow_cost; and dashboard,
+        /// shadow_cost, lattice; and dashboard,
         /// which runs only when named: it starts a headless Chromium).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

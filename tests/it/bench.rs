@@ -31,7 +31,8 @@ fn the_quick_benchmark_produces_every_table_and_plot() {
             "durable_restart",
             "durable_handoff",
             "shadow_promote",
-            "shadow_cost"
+            "shadow_cost",
+            "lattice"
         ]
     );
     for t in &tables {
