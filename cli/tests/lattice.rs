@@ -1,9 +1,10 @@
 //! A lattice as an operator meets it: a real `nats-server` on a free
 //! loopback port (token auth) and three real `liveswap run` processes
 //! joined to it. T on host a sends SINK on host b a number every
-//! millisecond; through Replaces of SINK, a restart of the NATS server and
-//! a SIGKILL of host c, SINK sees every number T counted as sent, once and
-//! in order, and every host's `Status` says where each module runs and
+//! millisecond, and PUB on b publishes an event every 5 ms to SUB on a;
+//! through Replaces of SINK, a restart of the NATS server and a SIGKILL of
+//! host c, SINK sees every number T counted as sent and SUB every event
+//! PUB published, once and in order, and every host's `Status` says where each module runs and
 //! which host is down.
 
 mod common;
@@ -162,7 +163,7 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         &dir,
         port,
         "b",
-        &format!("Load SINK {v2} config \"quiet\"\n"),
+        &format!("Load SINK {v2} config \"quiet\"\nLoad PUB {v2} config \"quiet\"\n"),
     );
     let _a = start_host(&dir, port, "a", "");
     let c = start_host(&dir, port, "c", "");
@@ -175,6 +176,22 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
                 && host_row(s, "b").is_some_and(|r| r.ends_with("SINK"))
         });
     }
+    // SUB on a subscribes to PUB on b: b learns of it, and PUB publishes
+    // an event every 5 ms to a subscriber on another host.
+    let r = ctl(
+        &dir,
+        "a",
+        &["Load", "SUB", v2, "config", "sub PUB ev; quiet"],
+    );
+    assert!(r.contains("loaded SUB"), "{r}");
+    status_until(&dir, "b", "a's subscription", |s| {
+        host_row(s, "a").is_some_and(|r| r.contains(" 1  SUB"))
+    });
+    ctl(
+        &dir,
+        "b",
+        &["Send", "PUB", "do", "timer p 5; tick-publish ev"],
+    );
     let load = [
         "Load",
         "T",
@@ -233,15 +250,18 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
 
     // Stop the sender, let every number be acknowledged, and count.
     ctl(&dir, "a", &["Send", "T", "do", "cancel t"]);
-    status_until(&dir, "a", "an empty outbox", |s| {
-        s.contains(" 0 waiting for acknowledgement")
-    });
-    ctl(&dir, "a", &["Send", "T", "do", "report"]);
-    ctl(&dir, "b", &["Send", "SINK", "do", "report"]);
+    ctl(&dir, "b", &["Send", "PUB", "do", "cancel p"]);
+    for id in ["a", "b"] {
+        status_until(&dir, id, "an empty outbox", |s| {
+            s.contains(" 0 waiting for acknowledgement")
+        });
+    }
+    for (id, m) in [("a", "T"), ("a", "SUB"), ("b", "SINK"), ("b", "PUB")] {
+        ctl(&dir, id, &["Send", m, "do", "report"]);
+    }
     let until = Instant::now() + Duration::from_secs(30);
-    while !(output(&dir, "a").contains("T v2.0 | report")
-        && output(&dir, "b").contains("SINK v2.0 | report"))
-    {
+    let reported = |id: &str| output(&dir, id).matches(" | report ").count() >= 2;
+    while !(reported("a") && reported("b")) {
         assert!(Instant::now() < until, "no reports");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -256,6 +276,13 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
     let seen = count(&b, "SINK", "seen=", "T");
     assert!(sent > 1000, "T sent {sent}");
     assert_eq!(seen, sent, "SINK saw every number T counted as sent");
+    let published = count(&b, "PUB", "sent=", "event:ev");
+    let heard = count(&a, "SUB", "seen=", "PUB");
+    assert!(published > 100, "PUB published {published}");
+    assert_eq!(heard, published, "SUB heard every event PUB published");
+    eprintln!(
+        "PUB published {published} events to a subscriber on another host; SUB heard each once"
+    );
     eprintln!("T sent {sent} numbers across hosts; SINK saw each once, in order");
     // What the hosts said of it, in words.
     assert!(a.contains("host a lost the NATS server"), "{a}");

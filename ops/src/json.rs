@@ -129,6 +129,7 @@ fn lattice_json(l: &liveswap::bus::LatticeView) -> Value {
             json!({
                 "host": h.id, "this": h.id == l.host, "alive": h.alive,
                 "heard_ms": h.seen.as_millis() as u64, "modules": h.modules,
+                "subscriptions": h.subscriptions,
             })
         })
         .collect();

@@ -314,7 +314,11 @@ fn lattice_text(l: &liveswap::bus::LatticeView) -> String {
         l.outboxed.0,
         l.outboxed.1,
     );
-    let _ = writeln!(out, "{:<12} {:<6} {:>9}  MODULES", "HOST", "STATE", "HEARD");
+    let _ = writeln!(
+        out,
+        "{:<12} {:<6} {:>9} {:>5}  MODULES",
+        "HOST", "STATE", "HEARD", "SUBS"
+    );
     for h in &l.hosts {
         let state = if h.id == l.host {
             "this"
@@ -333,7 +337,11 @@ fn lattice_text(l: &liveswap::bus::LatticeView) -> String {
         } else {
             h.modules.join(", ")
         };
-        let _ = writeln!(out, "{:<12} {:<6} {:>9}  {modules}", h.id, state, heard);
+        let _ = writeln!(
+            out,
+            "{:<12} {:<6} {:>9} {:>5}  {modules}",
+            h.id, state, heard, h.subscriptions
+        );
     }
     out.pop();
     out

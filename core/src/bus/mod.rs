@@ -324,7 +324,18 @@ impl Bus {
                 speaks: Vec::new(),
             });
         };
-        let mut refused = Vec::new();
+        let mut refused = match self.remote.get() {
+            None => Vec::new(),
+            Some(r) => {
+                let msg = Message {
+                    from: publisher.to_string(),
+                    kind: event.to_string(),
+                    proto,
+                    body: body.to_vec(),
+                };
+                self.counted_all(r.publish(publisher, &msg))
+            }
+        };
         for sub in self.pubsub.subscribers(publisher, event) {
             let msg = Message {
                 from: publisher.to_string(),
@@ -344,6 +355,21 @@ impl Bus {
             }
         }
         Ok(refused)
+    }
+
+    /// Count refusals for a limit among `refused`.
+    fn counted_all(&self, refused: Vec<(String, SendError)>) -> Vec<(String, SendError)> {
+        refused
+            .into_iter()
+            .map(|(n, e)| (n, self.counted::<()>(Err(e)).unwrap_err()))
+            .collect()
+    }
+
+    /// Tell the lattice, if any, that subscriptions changed.
+    pub(crate) fn changed(&self) {
+        if let Some(r) = self.remote.get() {
+            r.changed();
+        }
     }
 
     /// Journal what `op` makes, if the host has a state directory.
@@ -387,6 +413,7 @@ impl Bus {
     pub(crate) fn forget(&self, name: &str) {
         self.timers.cancel_all(name);
         self.pubsub.forget(name);
+        self.changed();
     }
 }
 
@@ -436,6 +463,7 @@ impl HostView for Bus {
             .to_string());
         }
         self.pubsub.subscribe(who, publisher, event)?;
+        self.changed();
         self.record(|| Op::Sub {
             module: Arc::from(who),
             publisher: publisher.to_string(),
@@ -447,6 +475,7 @@ impl HostView for Bus {
 
     fn unsubscribe(&self, who: &str, publisher: &str, event: &str) {
         self.pubsub.unsubscribe(who, publisher, event);
+        self.changed();
         self.record(|| Op::Sub {
             module: Arc::from(who),
             publisher: publisher.to_string(),

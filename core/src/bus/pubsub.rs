@@ -111,6 +111,18 @@ impl PubSub {
             .collect()
     }
 
+    /// Every subscription: (publisher, event, subscriber).
+    pub fn all(&self) -> Vec<(String, String, String)> {
+        let t = self.map.read().expect("pubsub poisoned");
+        let mut out = Vec::new();
+        for ((publisher, event), subs) in t.subs.iter() {
+            for s in subs {
+                out.push((publisher.clone(), event.clone(), s.clone()));
+            }
+        }
+        out
+    }
+
     /// Every (publisher, subscriber) pair with at least one subscription:
     /// edges that will carry messages, whether or not any has yet.
     pub fn edges(&self) -> Vec<(String, String)> {

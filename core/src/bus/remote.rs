@@ -17,6 +17,12 @@ pub trait Remote: Send + Sync {
     /// Accept `msg`, stamped with its sender `from`, for `to` on another
     /// host: kept in the outbox for `to` until that host acknowledges it.
     fn send(&self, from: &Arc<str>, to: &str, msg: Message) -> Result<(), SendError>;
+    /// Fan event `kind` of `publisher` out to its subscribers on other
+    /// hosts, as messages: the names whose outbox refused it.
+    fn publish(&self, publisher: &Arc<str>, msg: &Message) -> Vec<(String, SendError)>;
+    /// This host's modules or subscriptions changed: tell the other hosts
+    /// now rather than at the next announcement.
+    fn changed(&self);
     /// What this host sees of the lattice now.
     fn view(&self) -> LatticeView;
 }
@@ -54,4 +60,6 @@ pub struct HostRow {
     pub seen: Duration,
     /// The modules it serves.
     pub modules: Vec<String>,
+    /// Subscriptions its modules hold.
+    pub subscriptions: usize,
 }

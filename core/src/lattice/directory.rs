@@ -16,6 +16,7 @@ struct Host {
     seen: Instant,
     alive: bool,
     modules: Vec<String>,
+    subs: Vec<(String, String, String)>,
 }
 
 /// What changed with an announcement or a lease that ran out, in words
@@ -74,9 +75,24 @@ impl Directory {
                 seen: now,
                 alive: true,
                 modules: p.modules,
+                subs: p.subs,
             },
         );
         said
+    }
+
+    /// The modules of other hosts subscribed to `event` of `publisher`
+    /// (a host that is down included: the events wait for it).
+    pub(crate) fn subscribers(&self, publisher: &str, event: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in self.hosts.values() {
+            for (p, e, s) in &h.subs {
+                if p == publisher && e == event {
+                    out.push(s.clone());
+                }
+            }
+        }
+        out
     }
 
     /// Mark down the hosts whose lease ran out.
@@ -105,6 +121,7 @@ impl Directory {
                 alive: h.alive,
                 seen: now.duration_since(h.seen),
                 modules: h.modules.clone(),
+                subscriptions: h.subs.len(),
             })
             .collect()
     }
@@ -129,6 +146,7 @@ mod tests {
             lease_ms: 2000,
             hello: false,
             modules: modules.iter().map(|m| m.to_string()).collect(),
+            subs: Vec::new(),
         }
     }
 

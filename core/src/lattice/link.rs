@@ -200,7 +200,12 @@ async fn run(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            _ = shared.wake.notified() => flush(&shared, &client).await,
+            _ = shared.wake.notified() => {
+                if shared.announce.swap(false, Ordering::Relaxed) {
+                    announce(&shared, &client, false, false).await;
+                }
+                flush(&shared, &client).await
+            }
             Some(m) = inbound.next() => on_payload(&shared, &client, &m.payload).await,
             _ = beat.tick() => {
                 announce(&shared, &client, false, false).await;

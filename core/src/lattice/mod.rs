@@ -121,6 +121,9 @@ pub(crate) struct Shared {
     /// Set when an outbox has something new to send.
     wake: tokio::sync::Notify,
     connected: AtomicBool,
+    /// Whether this host's modules or subscriptions changed since it last
+    /// announced itself.
+    announce: AtomicBool,
     /// Whether a refusal by the server was said since the last connect.
     refused_said: AtomicBool,
     /// The NATS server's largest payload (1 MiB until it says).
@@ -147,14 +150,16 @@ impl Shared {
     /// stay: messages for them wait for it (or for the host that takes
     /// over from it) to come back.
     fn presence(&self, hello: bool, leaving: bool) -> Presence {
-        let modules = match self.bus.upgrade() {
-            Some(bus) => bus
-                .names
-                .all()
-                .iter()
-                .map(|m| m.name().to_string())
-                .collect(),
-            None => Vec::new(),
+        let (modules, subs) = match self.bus.upgrade() {
+            Some(bus) => (
+                bus.names
+                    .all()
+                    .iter()
+                    .map(|m| m.name().to_string())
+                    .collect(),
+                bus.pubsub.all(),
+            ),
+            None => (Vec::new(), Vec::new()),
         };
         Presence {
             host: self.host.clone(),
@@ -166,6 +171,7 @@ impl Shared {
             },
             hello,
             modules,
+            subs,
         }
     }
 
@@ -334,13 +340,35 @@ impl Remote for Shared {
         Ok(())
     }
 
+    fn publish(&self, publisher: &Arc<str>, msg: &Message) -> Vec<(String, SendError)> {
+        let subscribers = self
+            .directory
+            .lock()
+            .expect("directory poisoned")
+            .subscribers(publisher, &msg.kind);
+        let mut refused = Vec::new();
+        for s in subscribers {
+            if let Err(e) = self.send(publisher, &s, msg.clone()) {
+                refused.push((s, e));
+            }
+        }
+        refused
+    }
+
+    fn changed(&self) {
+        self.announce.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
     fn view(&self) -> LatticeView {
         let now = Instant::now();
+        let me = self.presence(false, false);
         let mut hosts = vec![crate::bus::HostRow {
             id: self.host.clone(),
             alive: true,
             seen: Duration::ZERO,
-            modules: self.presence(false, false).modules,
+            modules: me.modules,
+            subscriptions: me.subs.len(),
         }];
         hosts.extend(self.directory.lock().expect("directory poisoned").rows(now));
         let outboxes = self.outboxes.lock().expect("outboxes poisoned");
@@ -384,6 +412,7 @@ impl Lattice {
             wake: tokio::sync::Notify::new(),
             connected: AtomicBool::new(false),
             refused_said: AtomicBool::new(false),
+            announce: AtomicBool::new(false),
             max_payload: AtomicUsize::new(1 << 20),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),

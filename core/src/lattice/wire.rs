@@ -25,6 +25,8 @@ pub(crate) struct Presence {
     /// (it has just joined).
     pub hello: bool,
     pub modules: Vec<String>,
+    /// The subscriptions its modules hold: (publisher, event, subscriber).
+    pub subs: Vec<(String, String, String)>,
 }
 
 /// One message for a module on the receiving host, with its place in the
@@ -142,6 +144,12 @@ pub(crate) fn presence(p: &Presence) -> Vec<u8> {
     for m in &p.modules {
         w.bytes(m.as_bytes());
     }
+    w.u32(p.subs.len() as u32);
+    for (publisher, event, subscriber) in &p.subs {
+        w.bytes(publisher.as_bytes());
+        w.bytes(event.as_bytes());
+        w.bytes(subscriber.as_bytes());
+    }
     w.0
 }
 
@@ -216,12 +224,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
             let hello = r.u8()? != 0;
             let n = r.count(4)?;
             let modules = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+            let n = r.count(12)?;
+            let subs = (0..n)
+                .map(|_| Ok((r.string()?, r.string()?, r.string()?)))
+                .collect::<Result<_, String>>()?;
             Payload::Presence(Presence {
                 host,
                 incarnation,
                 lease_ms,
                 hello,
                 modules,
+                subs,
             })
         }
         BATCH => {
@@ -301,6 +314,7 @@ mod tests {
             lease_ms: 2000,
             hello: true,
             modules: vec!["SINK".into(), "T".into()],
+            subs: vec![("PUB".into(), "ev".into(), "SUB".into())],
         };
         let Ok(Payload::Presence(got)) = decode(&presence(&p)) else {
             panic!("a presence")

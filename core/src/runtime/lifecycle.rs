@@ -138,6 +138,7 @@ impl Core {
         if !self.modules.register(proxy.clone()) {
             return Err(CommandError::AlreadyLoaded(name.to_string()));
         }
+        self.bus.changed();
         let (started_tx, started) = bounded(1);
         let start = Start::Now(started_tx);
         proxy.spawn(
