@@ -2,10 +2,11 @@
 //! loopback port (token auth) and three real `liveswap run` processes
 //! joined to it. T on host a sends SINK on host b a number every
 //! millisecond, and PUB on b publishes an event every 5 ms to SUB on a;
-//! through Replaces of SINK, a restart of the NATS server and a SIGKILL of
-//! host c, SINK sees every number T counted as sent and SUB every event
-//! PUB published, once and in order, and every host's `Status` says where each module runs and
-//! which host is down.
+//! through ten Moves of SINK between the three hosts (and a Replace after
+//! each), Moves of SUB and PUB away and back, a restart of the NATS server
+//! and a SIGKILL of host c, SINK sees every number T counted as sent and
+//! SUB every event PUB published, once and in order, and every host's
+//! `Status` says where each module runs and which host is down.
 
 mod common;
 
@@ -210,12 +211,57 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
     };
     status_until(&dir, "b", "messages from a", |s| taken(s) > 300);
 
-    // Replaces of the receiver while numbers arrive from the other host.
-    for _ in 0..5 {
-        let r = ctl(&dir, "b", &["Replace", "SINK", v2]);
+    // Ten Moves of the receiver between the three hosts, each followed
+    // by a Replace wherever it landed, while numbers arrive; SUB (with its
+    // subscription) and PUB (with its timer) move away and back.
+    let route = ["b", "c", "a", "b", "a", "c", "b", "c", "a", "c", "b"];
+    let mut pauses = Vec::new();
+    for hop in route.windows(2) {
+        let (from, to) = (hop[0], hop[1]);
+        let r = ctl(&dir, from, &["Move", "SINK", to]);
+        assert!(
+            r.contains(&format!("moved SINK to host {to}: paused ")),
+            "{r}"
+        );
+        let us: u64 = r
+            .split("paused ")
+            .nth(1)
+            .and_then(|p| p.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        pauses.push(us);
+        let r = ctl(&dir, to, &["Replace", "SINK", v2]);
         assert!(r.contains("COMMITTED"), "{r}");
-        std::thread::sleep(Duration::from_millis(150));
+        std::thread::sleep(Duration::from_millis(100));
     }
+    pauses.sort_unstable();
+    eprintln!(
+        "10 Moves of SINK: pause p50 {} µs, max {} µs",
+        pauses[pauses.len() / 2],
+        pauses[pauses.len() - 1]
+    );
+    for (m, away, home) in [("SUB", "c", "a"), ("PUB", "c", "b")] {
+        let r = ctl(&dir, home, &["Move", m, away]);
+        assert!(r.contains(&format!("moved {m} to host {away}")), "{r}");
+        std::thread::sleep(Duration::from_millis(200));
+        let r = ctl(&dir, away, &["Move", m, home]);
+        assert!(r.contains(&format!("moved {m} to host {home}")), "{r}");
+    }
+    let r = ctl(&dir, "b", &["Move", "PUB", "a"]);
+    assert!(r.contains("1 timer(s)"), "PUB's timer moves with it: {r}");
+    let r = ctl(&dir, "a", &["Move", "PUB", "b"]);
+    assert!(r.contains("moved PUB to host b"), "{r}");
+    // A module that cannot hand its state over does not move, and serves
+    // on where it was.
+    ctl(&dir, "b", &["Send", "SINK", "do", "flag fail-put"]);
+    let r = ctl(&dir, "b", &["Move", "SINK", "c"]);
+    assert!(
+        r.contains("it cannot move now: its put-state failed") && r.contains("nothing changed"),
+        "{r}"
+    );
+    ctl(&dir, "b", &["Send", "SINK", "do", "unflag fail-put"]);
+    let s = ctl(&dir, "a", &["Status"]);
+    assert!(host_row(&s, "b").is_some_and(|r| r.contains("SINK")), "{s}");
 
     // The NATS server goes away for longer than a lease: each host serves
     // on, says the server is gone and shows the other hosts DOWN; T's
@@ -230,8 +276,10 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         "{waiting}"
     );
     nats = start_nats(&dir, port);
-    status_until(&dir, "a", "b back", |s| {
-        host_row(s, "b").is_some_and(|r| r.contains(" up "))
+    status_until(&dir, "a", "b and c back", |s| {
+        ["b", "c"]
+            .iter()
+            .all(|h| host_row(s, h).is_some_and(|r| r.contains(" up ")))
     });
 
     // A host killed outright is shown DOWN within its lease (2 s), plus
@@ -247,6 +295,11 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         noticed.as_millis()
     );
     assert!(noticed < Duration::from_secs(6), "{noticed:?}");
+    status_until(&dir, "b", "c down", |s| {
+        host_row(s, "c").is_some_and(|r| r.contains("DOWN"))
+    });
+    let r = ctl(&dir, "b", &["Move", "SINK", "c"]);
+    assert!(r.contains("host c is down; nothing changed"), "{r}");
 
     // Stop the sender, let every number be acknowledged, and count.
     ctl(&dir, "a", &["Send", "T", "do", "cancel t"]);

@@ -6,6 +6,7 @@
 
 mod inspect;
 mod lifecycle;
+mod moving;
 mod restore;
 mod state_check;
 
@@ -382,6 +383,7 @@ impl Core {
                 options,
             } => self.load(&name, &path, &options, origin).map(Reply::Done),
             Command::Unload(name) => self.unload(&name).map(Reply::Done),
+            Command::Move { name, host } => self.move_out(&name, &host, origin).map(Reply::Done),
             Command::Enable(name) => self.enable(&name, true).map(Reply::Done),
             Command::Disable(name) => self.enable(&name, false).map(Reply::Done),
             Command::Upgrade { kind, targets } => Ok(Reply::Transaction(Box::new(
@@ -489,6 +491,11 @@ impl Runtime {
     /// The bus (names, mailboxes): what a lattice attaches to.
     pub(crate) fn bus(&self) -> &Arc<Bus> {
         &self.core.bus
+    }
+
+    /// The core: what a lattice installs modules moved here with.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
     }
 
     /// Inject a message from `$admin`.

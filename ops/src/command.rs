@@ -134,6 +134,7 @@ fn grant(
 pub const KEYWORDS: &[&str] = &[
     "Load",
     "Unload",
+    "Move",
     "Enable",
     "Disable",
     "Replace",
@@ -178,6 +179,15 @@ pub const ENTRIES: &[(&str, &str)] = &[
     (
         "Unload",
         "  Unload <name>                    disable, drain its mailbox, remove it",
+    ),
+    (
+        "Move",
+        "\
+  Move <name> <host>               move a module to another host of the
+                                   lattice: state, queued messages, timers
+                                   and subscriptions; senders everywhere
+                                   follow the name, nothing is lost or
+                                   doubled (a refusal leaves it serving here)",
     ),
     (
         "Enable",
@@ -681,6 +691,13 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
                 name,
                 path: PathBuf::from(&args[1]),
                 options,
+            }
+        }
+        "move" => {
+            arity("Move", args, 2, "Move <name> <host>")?;
+            Command::Move {
+                name: name_arg("Move", &args[0])?,
+                host: args[1].clone(),
             }
         }
         "unload" => {

@@ -25,6 +25,8 @@ pub trait Remote: Send + Sync {
     fn changed(&self);
     /// What this host sees of the lattice now.
     fn view(&self) -> LatticeView;
+    /// The lattice's part in a `Move`.
+    fn mover(&self) -> &dyn Mover;
 }
 
 /// The lattice as one host sees it (`Status`).
@@ -62,4 +64,74 @@ pub struct HostRow {
     pub modules: Vec<String>,
     /// Subscriptions its modules hold.
     pub subscriptions: usize,
+}
+
+/// A step of a `Move`, asked of the host the module moves to.
+#[derive(Clone, Debug)]
+pub enum MoveStep {
+    /// Before any pause: compile the version (by digest, its bytes).
+    Compile {
+        /// `sha256:<hex>` of `wasm`.
+        digest: String,
+        /// The component.
+        wasm: Vec<u8>,
+    },
+    /// In the pause: an instance of the version under `name`, with the
+    /// state the old host's instance put; held until `Commit`.
+    Install {
+        /// This move's id, unique on the old host.
+        id: u64,
+        /// Module name.
+        name: String,
+        /// The version (compiled by `Compile`).
+        digest: String,
+        /// Linear-memory limit, if not the host's default.
+        memory: Option<u64>,
+        /// Mailbox capacity.
+        capacity: u64,
+        /// What `put-state` returned.
+        state: Vec<u8>,
+    },
+    /// What the module's mailbox held when the old host gave the name up,
+    /// in order (in parts, each within a NATS payload).
+    Queue {
+        /// The move's id.
+        id: u64,
+        /// The messages, each stamped with its sender.
+        msgs: Vec<Message>,
+    },
+    /// The old host has given the name up: serve it, what `Queue` brought
+    /// first.
+    Commit {
+        /// The move's id.
+        id: u64,
+        /// Timers of the module: name and period in ms.
+        timers: Vec<(String, u64)>,
+        /// Its subscriptions: publisher and event.
+        subs: Vec<(String, String)>,
+        /// The receiving marks of the module's streams from other hosts:
+        /// sending host, its run, the last number taken.
+        marks: Vec<(String, u64, u64)>,
+    },
+    /// The move was given up: drop what `Install` made.
+    Cancel {
+        /// The move's id.
+        id: u64,
+    },
+}
+
+/// The lattice's part in a `Move`, as the host a module leaves uses it.
+pub trait Mover: Send + Sync {
+    /// Ask `host` to take `step`; an error says why it did not.
+    fn ask(&self, host: &str, step: MoveStep) -> Result<(), String>;
+    /// Give `name` up to `host`: from now on the name resolves to `host`
+    /// here, once `detach` has unregistered the module. The receiving
+    /// marks of the module's streams from other hosts, handed over.
+    fn give_up(&self, name: &str, host: &str, detach: &mut dyn FnMut()) -> Vec<(String, u64, u64)>;
+    /// Send what waits for `name` now, without waiting for a resend.
+    fn kick(&self, name: &str);
+    /// Wait, up to `within`, until every message `sender` sent to modules
+    /// on other hosts is acknowledged (a module moves only then, or its
+    /// later messages from the new host could overtake them); why not.
+    fn acknowledged(&self, sender: &str, within: std::time::Duration) -> Result<(), String>;
 }

@@ -75,6 +75,7 @@ impl fmt::Display for Command {
                 options(f, o)
             }
             Command::Unload(n) => write!(f, "Unload {n}"),
+            Command::Move { name, host } => write!(f, "Move {name} {host}"),
             Command::Enable(n) => write!(f, "Enable {n}"),
             Command::Disable(n) => write!(f, "Disable {n}"),
             Command::Upgrade { kind, targets } => {

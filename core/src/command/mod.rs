@@ -124,6 +124,14 @@ pub enum Command {
     },
     /// `Unload <name>`.
     Unload(String),
+    /// `Move <name> <host>`: the module, with its state, mailbox, timers
+    /// and subscriptions, to another host of the lattice.
+    Move {
+        /// Module name.
+        name: String,
+        /// The host's id.
+        host: String,
+    },
     /// `Enable <name>`.
     Enable(String),
     /// `Disable <name>`.

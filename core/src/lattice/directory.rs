@@ -29,12 +29,20 @@ pub(crate) struct Directory {
     hosts: BTreeMap<String, Host>,
     /// Module name → the host that serves it (or served it last).
     names: BTreeMap<String, String>,
+    /// Subscriptions of modules that moved, until the host they went to
+    /// announces them (publishers elsewhere keep sending them events).
+    carried: Vec<(String, String, String)>,
 }
 
 impl Directory {
     /// The host that serves `name`.
     pub(crate) fn host_of(&self, name: &str) -> Option<&str> {
         self.names.get(name).map(String::as_str)
+    }
+
+    /// `name` is served by `host` from now on (this host moved it there).
+    pub(crate) fn moved(&mut self, name: &str, host: &str) {
+        self.names.insert(name.to_string(), host.to_string());
     }
 
     /// Whether `host`'s lease holds.
@@ -67,6 +75,29 @@ impl Directory {
         for m in &p.modules {
             self.names.insert(m.clone(), p.host.clone());
         }
+        // A module this host gave up is where it went, at once (the host
+        // it went to may not have said so yet), and so are its
+        // subscriptions.
+        for (name, to) in &p.moved {
+            self.names.entry(name.clone()).or_insert_with(|| to.clone());
+        }
+        if let Some(old) = self.hosts.get(&p.host) {
+            let gone =
+                |s: &str| !p.modules.iter().any(|m| m == s) && p.moved.iter().any(|(n, _)| n == s);
+            let carried: Vec<_> = old
+                .subs
+                .iter()
+                .filter(|(_, _, s)| gone(s))
+                .cloned()
+                .collect();
+            for c in carried {
+                if !self.carried.contains(&c) {
+                    self.carried.push(c);
+                }
+            }
+        }
+        self.carried
+            .retain(|(_, _, s)| !p.modules.iter().any(|m| m == s));
         self.hosts.insert(
             p.host,
             Host {
@@ -85,11 +116,10 @@ impl Directory {
     /// (a host that is down included: the events wait for it).
     pub(crate) fn subscribers(&self, publisher: &str, event: &str) -> Vec<String> {
         let mut out = Vec::new();
-        for h in self.hosts.values() {
-            for (p, e, s) in &h.subs {
-                if p == publisher && e == event {
-                    out.push(s.clone());
-                }
+        let all = self.hosts.values().flat_map(|h| h.subs.iter());
+        for (p, e, s) in all.chain(self.carried.iter()) {
+            if p == publisher && e == event && !out.contains(s) {
+                out.push(s.clone());
             }
         }
         out
@@ -147,6 +177,7 @@ mod tests {
             hello: false,
             modules: modules.iter().map(|m| m.to_string()).collect(),
             subs: Vec::new(),
+            moved: Vec::new(),
         }
     }
 

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
+use super::moving::Ask;
 use super::wire::{self, Payload};
 use super::{LatticeOptions, Shared};
 
@@ -25,7 +26,11 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn start(shared: Arc<Shared>, opts: &LatticeOptions) -> anyhow::Result<Link> {
+    pub(super) fn start(
+        shared: Arc<Shared>,
+        opts: &LatticeOptions,
+        asked: mpsc::UnboundedReceiver<Ask>,
+    ) -> anyhow::Result<Link> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -35,7 +40,7 @@ impl Link {
         let token = opts.token.clone();
         let thread = std::thread::Builder::new()
             .name("lattice".into())
-            .spawn(move || rt.block_on(run(shared, url, token, stopped)))
+            .spawn(move || rt.block_on(run(shared, url, token, stopped, asked)))
             .context("the lattice link's thread")?;
         Ok(Link { stop, thread })
     }
@@ -128,8 +133,47 @@ async fn flush(shared: &Shared, client: &async_nats::Client) {
     }
 }
 
-async fn on_payload(shared: &Shared, client: &async_nats::Client, bytes: &[u8]) {
-    match wire::decode(bytes) {
+/// Ask another host a step of a move, and pass its answer on.
+async fn ask(shared: Arc<Shared>, client: async_nats::Client, a: Ask) {
+    let subject = shared.subject("rpc", &a.host);
+    let asked = client.request(subject, a.payload.into());
+    let answer = match tokio::time::timeout(a.timeout, asked).await {
+        Err(_) => Err(format!(
+            "host {} did not answer within {:?}",
+            a.host, a.timeout
+        )),
+        Ok(Err(e)) => Err(format!("host {} could not be asked: {e}", a.host)),
+        Ok(Ok(m)) => match m.payload.strip_prefix(b"ERR:") {
+            Some(why) => Err(String::from_utf8_lossy(why).into_owned()),
+            None => Ok(()),
+        },
+    };
+    let _ = a.answer.send(answer);
+}
+
+/// Take a step of a move asked by `from` (off this thread: compiling and
+/// instantiating take a while), and answer.
+async fn answer(
+    shared: Arc<Shared>,
+    client: async_nats::Client,
+    from: String,
+    step: crate::bus::MoveStep,
+    reply: Option<async_nats::Subject>,
+) {
+    let taker = shared.clone();
+    let done = tokio::task::spawn_blocking(move || taker.arrive(&from, step)).await;
+    let bytes = match done {
+        Ok(Ok(())) => b"OK".to_vec(),
+        Ok(Err(why)) => format!("ERR:{why}").into_bytes(),
+        Err(e) => format!("ERR:{e}").into_bytes(),
+    };
+    if let Some(r) = reply {
+        let _ = client.publish(r, bytes.into()).await;
+    }
+}
+
+async fn on_payload(shared: &Arc<Shared>, client: &async_nats::Client, m: async_nats::Message) {
+    match wire::decode(&m.payload) {
         Ok(Payload::Presence(p)) if p.host != shared.host => {
             let hello = p.hello;
             shared.heard(p);
@@ -147,6 +191,9 @@ async fn on_payload(shared: &Shared, client: &async_nats::Client, bytes: &[u8]) 
             shared.acked(a);
             shared.wake.notify_one();
         }
+        Ok(Payload::Step(from, step)) => {
+            tokio::spawn(answer(shared.clone(), client.clone(), from, step, m.reply));
+        }
         Err(e) => shared.say(format!("dropped a malformed lattice payload: {e}")),
     }
 }
@@ -156,6 +203,7 @@ async fn run(
     url: String,
     token: Option<String>,
     mut stop: oneshot::Receiver<()>,
+    mut asked: mpsc::UnboundedReceiver<Ask>,
 ) {
     let client = match connect(&shared, &url, token).await {
         Ok(c) => c,
@@ -176,8 +224,11 @@ async fn run(
         let acks = client
             .subscribe(shared.subject("ack", &shared.host))
             .await?;
+        let rpc = client
+            .subscribe(shared.subject("rpc", &shared.host))
+            .await?;
         Ok::<_, async_nats::SubscribeError>(futures_util::stream::select(
-            hosts,
+            futures_util::stream::select(hosts, rpc),
             futures_util::stream::select(msgs, acks),
         ))
     };
@@ -206,7 +257,10 @@ async fn run(
                 }
                 flush(&shared, &client).await
             }
-            Some(m) = inbound.next() => on_payload(&shared, &client, &m.payload).await,
+            Some(m) = inbound.next() => on_payload(&shared, &client, m).await,
+            Some(a) = asked.recv() => {
+                tokio::spawn(ask(shared.clone(), client.clone(), a));
+            }
             _ = beat.tick() => {
                 announce(&shared, &client, false, false).await;
                 let said = shared.directory.lock().expect("directory poisoned").expire(Instant::now());

@@ -13,6 +13,7 @@
 
 mod directory;
 mod link;
+mod moving;
 mod outbox;
 mod wire;
 
@@ -25,9 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::bindings::Message;
-use crate::bus::{Bus, LatticeView, Remote, SendError};
+use crate::bus::{Bus, LatticeView, Mover, Remote, SendError};
 use crate::events::Event;
 use crate::runtime::Runtime;
+use crate::upgrade::Core;
 use directory::Directory;
 use outbox::Outboxes;
 use wire::{Acks, Batch, BatchWriter, Presence};
@@ -115,6 +117,11 @@ pub(crate) struct Shared {
     /// changes.
     incarnation: u64,
     bus: Weak<Bus>,
+    /// What modules moved here are made with.
+    core: Weak<Core>,
+    /// Requests for the link thread to make (steps of a move).
+    asks: tokio::sync::mpsc::UnboundedSender<moving::Ask>,
+    arrivals: Mutex<moving::Arrivals>,
     outboxes: Mutex<Outboxes>,
     directory: Mutex<Directory>,
     marks: Mutex<HashMap<(String, String), Mark>>,
@@ -124,6 +131,8 @@ pub(crate) struct Shared {
     /// Whether this host's modules or subscriptions changed since it last
     /// announced itself.
     announce: AtomicBool,
+    /// Modules this host gave up, where each went and when.
+    gone: Mutex<Vec<(String, String, Instant)>>,
     /// Whether a refusal by the server was said since the last connect.
     refused_said: AtomicBool,
     /// The NATS server's largest payload (1 MiB until it says).
@@ -172,11 +181,22 @@ impl Shared {
             hello,
             modules,
             subs,
+            moved: self.gone(),
         }
     }
 
+    /// Modules given up in the last two leases, and where each went.
+    fn gone(&self) -> Vec<(String, String)> {
+        let mut gone = self.gone.lock().expect("gone poisoned");
+        gone.retain(|(_, _, at)| at.elapsed() < self.lease * 2);
+        gone.iter()
+            .map(|(n, h, _)| (n.clone(), h.clone()))
+            .collect()
+    }
+
     /// Another host's announcement.
-    fn heard(&self, p: Presence) {
+    fn heard(&self, mut p: Presence) {
+        p.moved.retain(|(_, to)| *to != self.host);
         let said = self
             .directory
             .lock()
@@ -241,10 +261,21 @@ impl Shared {
             if stuck.contains(&f.to) {
                 continue;
             }
-            let mark = marks.entry((b.host.clone(), f.to.clone())).or_insert(Mark {
-                incarnation: b.incarnation,
-                last: f.seq.saturating_sub(1),
-            });
+            // A name not served here gets no mark: its frames wait (a
+            // module moving here has its marks brought at the commit).
+            let Some(mailbox) = bus.names.resolve(&f.to) else {
+                stuck.insert(f.to);
+                continue;
+            };
+            let mark = marks
+                .entry((b.host.clone(), f.to.clone()))
+                .or_insert_with(|| {
+                    tracing::debug!(from = %b.host, to = %f.to, seq = f.seq, "a new stream");
+                    Mark {
+                        incarnation: b.incarnation,
+                        last: f.seq.saturating_sub(1),
+                    }
+                });
             if mark.incarnation != b.incarnation {
                 // A new run of the sending host: a new stream.
                 *mark = Mark {
@@ -256,19 +287,16 @@ impl Shared {
                 last.insert(f.to, mark.last); // held already: a resend
                 continue;
             }
-            let delivered = (f.seq == mark.last + 1)
-                .then(|| bus.names.resolve(&f.to))
-                .flatten()
-                .map(|mailbox| {
-                    let from = wire::interned(&mut senders, &f.msg.from);
-                    mailbox.deliver(&from, f.msg).is_ok()
-                });
-            if delivered == Some(true) {
+            let delivered = f.seq == mark.last + 1 && {
+                let from = wire::interned(&mut senders, &f.msg.from);
+                mailbox.deliver(&from, f.msg).is_ok()
+            };
+            if delivered {
                 mark.last = f.seq;
                 taken += 1;
                 last.insert(f.to, f.seq);
             } else {
-                // Out of order after a loss, not here, or refused (full):
+                // Out of order after a loss, or refused (full):
                 // the rest of this stream waits for the resend.
                 stuck.insert(f.to);
             }
@@ -327,6 +355,12 @@ impl Remote for Shared {
             });
         }
         let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        // A module may have moved here while this sender waited for the
+        // lock (it is registered under it): its mailbox, then.
+        if let Some(mailbox) = self.bus.upgrade().and_then(|b| b.names.resolve(to)) {
+            drop(outboxes);
+            return mailbox.deliver(from, msg);
+        }
         if !outboxes.push(to, from, msg) {
             return Err(SendError::OutboxFull {
                 name: to.to_string(),
@@ -348,8 +382,10 @@ impl Remote for Shared {
             .subscribers(publisher, &msg.kind);
         let mut refused = Vec::new();
         for s in subscribers {
-            if let Err(e) = self.send(publisher, &s, msg.clone()) {
-                refused.push((s, e));
+            match self.send(publisher, &s, msg.clone()) {
+                // Unloaded since: not there to receive, as on one host.
+                Ok(()) | Err(SendError::UnknownModule(_)) => {}
+                Err(e) => refused.push((s, e)),
             }
         }
         refused
@@ -358,6 +394,10 @@ impl Remote for Shared {
     fn changed(&self) {
         self.announce.store(true, Ordering::Relaxed);
         self.wake.notify_one();
+    }
+
+    fn mover(&self) -> &dyn Mover {
+        self
     }
 
     fn view(&self) -> LatticeView {
@@ -398,6 +438,7 @@ impl Lattice {
     pub fn join(rt: &Runtime, opts: LatticeOptions) -> anyhow::Result<Lattice> {
         opts.check()?;
         let bus = rt.bus();
+        let (asks, asked) = tokio::sync::mpsc::unbounded_channel();
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).context("a random incarnation")?;
         let shared = Arc::new(Shared {
@@ -406,12 +447,16 @@ impl Lattice {
             lease: opts.lease,
             incarnation: u64::from_le_bytes(seed),
             bus: Arc::downgrade(bus),
+            core: Arc::downgrade(rt.core()),
+            asks,
+            arrivals: Mutex::new(moving::Arrivals::default()),
             outboxes: Mutex::new(Outboxes::new(opts.outbox)),
             directory: Mutex::new(Directory::default()),
             marks: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),
             connected: AtomicBool::new(false),
             refused_said: AtomicBool::new(false),
+            gone: Mutex::new(Vec::new()),
             announce: AtomicBool::new(false),
             max_payload: AtomicUsize::new(1 << 20),
             sent: AtomicU64::new(0),
@@ -422,7 +467,7 @@ impl Lattice {
             bus.remote.set(remote).is_ok(),
             "this host has joined a lattice already"
         );
-        let link = link::Link::start(shared.clone(), &opts)?;
+        let link = link::Link::start(shared.clone(), &opts, asked)?;
         Ok(Lattice {
             shared,
             link: Some(link),

@@ -32,9 +32,10 @@ pub(crate) struct Outbox {
     /// How many of `queue`'s first entries have been sent since the last
     /// go-back.
     sent: usize,
-    /// When something was last sent, or acknowledged.
-    last_sent: Instant,
+    /// When something was last acknowledged, and when the outbox last
+    /// went back to send again what was not.
     last_acked: Instant,
+    last_rewind: Instant,
 }
 
 impl Outbox {
@@ -44,8 +45,8 @@ impl Outbox {
             next: 1,
             queue: VecDeque::new(),
             sent: 0,
-            last_sent: now,
             last_acked: now,
+            last_rewind: now,
         }
     }
 
@@ -67,16 +68,35 @@ impl Outbox {
         }
     }
 
-    /// Send again from the first unacknowledged message if nothing moved
-    /// for [`RESEND_AFTER`].
+    /// Send again from the first unacknowledged message if no
+    /// acknowledgement came for [`RESEND_AFTER`] (since the last one, or
+    /// the last time it went back), however much is being sent after it.
     pub(crate) fn maybe_go_back(&mut self, now: Instant) -> bool {
-        let stale = now.duration_since(self.last_sent) >= RESEND_AFTER
-            && now.duration_since(self.last_acked) >= RESEND_AFTER;
+        let stale = now.duration_since(self.last_acked.max(self.last_rewind)) >= RESEND_AFTER;
         if self.sent > 0 && stale {
-            self.sent = 0;
+            self.rewind();
             return true;
         }
         false
+    }
+
+    /// The number of the last message it accepted (0: none yet).
+    pub(crate) fn last_number(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Take every message it holds, in order, with its number and
+    /// sender. Its numbering goes on: a receiver's mark for this stream
+    /// stays right.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, Arc<str>, Message)> + '_ {
+        self.sent = 0;
+        self.queue.drain(..).map(|e| (e.seq, e.from, e.msg))
+    }
+
+    /// Send again from the first unacknowledged message, now.
+    pub(crate) fn rewind(&mut self) {
+        self.sent = 0;
+        self.last_rewind = Instant::now();
     }
 
     /// Whether there is something to send within the window.
@@ -94,7 +114,6 @@ impl Outbox {
                 break;
             }
             self.sent += 1;
-            self.last_sent = Instant::now();
         }
     }
 }
@@ -131,6 +150,21 @@ impl Outboxes {
             msg,
         });
         true
+    }
+
+    /// Messages from `sender` waiting for their acknowledgement, and the
+    /// first receiving module that holds one.
+    pub(crate) fn from(&self, sender: &str) -> (usize, Option<&str>) {
+        let mut n = 0;
+        let mut first = None;
+        for (to, ob) in &self.by_name {
+            let k = ob.queue.iter().filter(|e| &*e.from == sender).count();
+            if k > 0 {
+                n += k;
+                first.get_or_insert(to.as_str());
+            }
+        }
+        (n, first)
     }
 
     /// Messages waiting in every outbox.

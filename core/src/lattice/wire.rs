@@ -8,11 +8,13 @@
 use std::sync::Arc;
 
 use crate::bindings::Message;
+use crate::bus::MoveStep;
 
 const MAGIC: &[u8; 3] = b"LS1";
 const PRESENCE: u8 = 1;
 const BATCH: u8 = 2;
 const ACKS: u8 = 3;
+const STEP: u8 = 4;
 
 /// A host's presence: who it is, which run of it, how long its word holds
 /// and which modules it serves.
@@ -27,6 +29,8 @@ pub(crate) struct Presence {
     pub modules: Vec<String>,
     /// The subscriptions its modules hold: (publisher, event, subscriber).
     pub subs: Vec<(String, String, String)>,
+    /// Modules it gave up lately, and the host each went to.
+    pub moved: Vec<(String, String)>,
 }
 
 /// One message for a module on the receiving host, with its place in the
@@ -62,6 +66,8 @@ pub(crate) enum Payload {
     Presence(Presence),
     Batch(Batch),
     Acks(Acks),
+    /// A step of a move, from `host`.
+    Step(String, MoveStep),
 }
 
 struct Writer(Vec<u8>);
@@ -150,6 +156,11 @@ pub(crate) fn presence(p: &Presence) -> Vec<u8> {
         w.bytes(event.as_bytes());
         w.bytes(subscriber.as_bytes());
     }
+    w.u32(p.moved.len() as u32);
+    for (name, host) in &p.moved {
+        w.bytes(name.as_bytes());
+        w.bytes(host.as_bytes());
+    }
     w.0
 }
 
@@ -209,6 +220,131 @@ pub(crate) fn acks(a: &Acks) -> Vec<u8> {
     w.0
 }
 
+/// A step of a move, encoded.
+pub(crate) fn step(host: &str, incarnation: u64, step: &MoveStep) -> Vec<u8> {
+    let mut w = Writer::new(STEP);
+    w.bytes(host.as_bytes());
+    w.u64(incarnation);
+    match step {
+        MoveStep::Compile { digest, wasm } => {
+            w.0.push(1);
+            w.bytes(digest.as_bytes());
+            w.bytes(wasm);
+        }
+        MoveStep::Install {
+            id,
+            name,
+            digest,
+            memory,
+            capacity,
+            state,
+        } => {
+            w.0.push(2);
+            w.u64(*id);
+            w.bytes(name.as_bytes());
+            w.bytes(digest.as_bytes());
+            w.u64(memory.unwrap_or(u64::MAX));
+            w.u64(*capacity);
+            w.bytes(state);
+        }
+        MoveStep::Commit {
+            id,
+            timers,
+            subs,
+            marks,
+        } => {
+            w.0.push(3);
+            w.u64(*id);
+            w.u32(timers.len() as u32);
+            for (t, ms) in timers {
+                w.bytes(t.as_bytes());
+                w.u64(*ms);
+            }
+            w.u32(subs.len() as u32);
+            for (p, e) in subs {
+                w.bytes(p.as_bytes());
+                w.bytes(e.as_bytes());
+            }
+            w.u32(marks.len() as u32);
+            for (h, inc, last) in marks {
+                w.bytes(h.as_bytes());
+                w.u64(*inc);
+                w.u64(*last);
+            }
+        }
+        MoveStep::Cancel { id } => {
+            w.0.push(4);
+            w.u64(*id);
+        }
+        MoveStep::Queue { id, msgs } => {
+            w.0.push(5);
+            w.u64(*id);
+            w.u32(msgs.len() as u32);
+            for m in msgs {
+                w.bytes(m.from.as_bytes());
+                w.bytes(m.kind.as_bytes());
+                w.u32(m.proto);
+                w.bytes(&m.body);
+            }
+        }
+    }
+    w.0
+}
+
+fn read_step(r: &mut Reader<'_>) -> Result<MoveStep, String> {
+    Ok(match r.u8()? {
+        1 => MoveStep::Compile {
+            digest: r.string()?,
+            wasm: r.bytes()?.to_vec(),
+        },
+        2 => MoveStep::Install {
+            id: r.u64()?,
+            name: r.string()?,
+            digest: r.string()?,
+            memory: Some(r.u64()?).filter(|m| *m != u64::MAX),
+            capacity: r.u64()?,
+            state: r.bytes()?.to_vec(),
+        },
+        3 => {
+            let id = r.u64()?;
+            let n = r.count(12)?;
+            let timers = (0..n)
+                .map(|_| Ok((r.string()?, r.u64()?)))
+                .collect::<Result<_, String>>()?;
+            let n = r.count(8)?;
+            let subs = (0..n)
+                .map(|_| Ok((r.string()?, r.string()?)))
+                .collect::<Result<_, String>>()?;
+            let n = r.count(20)?;
+            let marks = (0..n)
+                .map(|_| Ok((r.string()?, r.u64()?, r.u64()?)))
+                .collect::<Result<_, String>>()?;
+            MoveStep::Commit {
+                id,
+                timers,
+                subs,
+                marks,
+            }
+        }
+        4 => MoveStep::Cancel { id: r.u64()? },
+        5 => {
+            let id = r.u64()?;
+            let n = r.count(16)?;
+            let mut msgs = Vec::with_capacity(n);
+            for _ in 0..n {
+                msgs.push(Message {
+                    from: r.string()?,
+                    kind: r.string()?,
+                    proto: r.u32()?,
+                    body: r.bytes()?.to_vec(),
+                });
+            }
+            MoveStep::Queue { id, msgs }
+        }
+        k => return Err(format!("unknown move step {k}")),
+    })
+}
+
 /// Read a payload; an error says what is wrong with it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
     let mut r = Reader(bytes);
@@ -228,6 +364,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
             let subs = (0..n)
                 .map(|_| Ok((r.string()?, r.string()?, r.string()?)))
                 .collect::<Result<_, String>>()?;
+            let n = r.count(8)?;
+            let moved = (0..n)
+                .map(|_| Ok((r.string()?, r.string()?)))
+                .collect::<Result<_, String>>()?;
             Payload::Presence(Presence {
                 host,
                 incarnation,
@@ -235,6 +375,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
                 hello,
                 modules,
                 subs,
+                moved,
             })
         }
         BATCH => {
@@ -275,6 +416,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
                 last,
             })
         }
+        STEP => Payload::Step(host, read_step(&mut r)?),
         k => return Err(format!("unknown payload kind {k}")),
     };
     if !r.0.is_empty() {
@@ -315,6 +457,7 @@ mod tests {
             hello: true,
             modules: vec!["SINK".into(), "T".into()],
             subs: vec![("PUB".into(), "ev".into(), "SUB".into())],
+            moved: vec![("OSPF".into(), "c".into())],
         };
         let Ok(Payload::Presence(got)) = decode(&presence(&p)) else {
             panic!("a presence")

@@ -24,6 +24,7 @@
 
 mod batch;
 mod durable;
+mod moving;
 mod poison;
 mod probation;
 mod recovery;
@@ -32,6 +33,8 @@ mod shadow;
 mod table;
 mod vote;
 mod worker;
+
+pub(crate) use moving::Detach;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +88,8 @@ pub(crate) enum Control {
     Unshadow { why: String, reply: Sender<bool> },
     /// CanCommit of `Promote`: the shadow is the candidate.
     Promote { txn: Arc<Txn> },
+    /// `Move`: hand the state over and wait for the decision.
+    Detach(moving::Detach),
 }
 
 /// How a new worker starts.
@@ -99,6 +104,9 @@ pub(crate) enum Start {
     /// After a restart: rebuild from the state directory's recovery point,
     /// then serve (or hold, if it was disabled) what was queued.
     Restore(Box<Restored>),
+    /// Moved here from another host: `get-state` has run with this state,
+    /// its recovery point; serve.
+    Moved(Vec<u8>),
 }
 
 /// A point-in-time view of a module, for `Status`.

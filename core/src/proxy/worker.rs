@@ -121,6 +121,7 @@ impl Worker {
                 let _ = started.send(self.switch(true));
             }
             Start::Restore(r) => self.restore(*r),
+            Start::Moved(state) => self.arrive(state),
             Start::OnDecision(txn) => {
                 let decision = txn.wait();
                 let committed = decision == Decision::Commit;
@@ -375,6 +376,7 @@ impl Worker {
                 self.park(reply);
                 return false;
             }
+            Control::Detach(d) => return self.detach(d),
             Control::Stop(reply) => {
                 self.stop(reply);
                 return false;

@@ -105,6 +105,11 @@ impl CheckedFile {
     pub fn digest(&self) -> &str {
         &self.digest
     }
+
+    /// Its bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// Compiled versions by digest.
