@@ -7,9 +7,11 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
+use common::{Proc, free_port};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,23 +54,6 @@ fn post(url: &str, token: Option<&str>, body: &str) -> (u16, String) {
 }
 
 /// A process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn need(tool: &str) -> PathBuf {
     let p = Path::new("/usr/bin").join(tool);
     assert!(

@@ -10,32 +10,13 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, ctl_in, liveswap_in};
+use common::{BIN, Proc, ctl_in, free_port, liveswap_in};
 
 const TOKEN: &str = "lattice-token-for-the-test";
-
-/// A process stopped with the test, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn nats_server() -> PathBuf {
     let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
@@ -352,38 +333,26 @@ fn bad_lattice_options_are_refused_before_anything_starts() {
     std::fs::write(&script, "").unwrap();
     let script = script.to_str().unwrap();
     let missing = dir.join("no-such-token");
-    let o = liveswap_in(
-        None,
-        &[
+    let run = |extra: &[&str]| {
+        let mut args = vec![
             "run",
             "--once",
             "--no-admin",
             "--lattice",
             "nats://127.0.0.1:1",
-            "--lattice-token-file",
-            missing.to_str().unwrap(),
-            script,
-        ],
-    );
+        ];
+        args.extend_from_slice(extra);
+        args.push(script);
+        liveswap_in(None, &args)
+    };
+    let o = run(&["--lattice-token-file", missing.to_str().unwrap()]);
     assert_ne!(o.code, 0);
     assert!(
         o.stderr.contains("no-such-token") && o.stderr.contains("cannot read the lattice token"),
         "{}",
         o.stderr
     );
-    let o = liveswap_in(
-        None,
-        &[
-            "run",
-            "--once",
-            "--no-admin",
-            "--lattice",
-            "nats://127.0.0.1:1",
-            "--host-id",
-            "a.b",
-            script,
-        ],
-    );
+    let o = run(&["--host-id", "a.b"]);
     assert_ne!(o.code, 0);
     assert!(o.stderr.contains("host id `a.b`"), "{}", o.stderr);
     // A wrong token: the host serves alone and says why, once.

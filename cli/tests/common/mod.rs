@@ -22,6 +22,25 @@ pub struct Out {
     pub stderr: String,
 }
 
+/// A process stopped with the test, however it ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on the loopback interface now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Run `liveswap ARGS` (in `cwd`, if given) to its end.
 pub fn liveswap_in(cwd: Option<&Path>, args: &[&str]) -> Out {
     let mut cmd = Command::new(BIN);
