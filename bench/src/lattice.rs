@@ -11,7 +11,11 @@ use anyhow::Context as _;
 use liveswap::Runtime;
 use liveswap::lattice::{Lattice, LatticeOptions};
 
-use super::{Bench, Table, exec, pct, runtime, served};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use liveswap_ops::Reply;
+
+use super::{Bench, Table, exec, pace, pct, runtime, served, txn};
 
 /// The NATS server the scenario starts, stopped when it ends.
 struct Server(Child);
@@ -230,6 +234,77 @@ impl Bench<'_> {
                 "-".into(),
             ]);
         }
+        say("lattice swap and move pauses");
+        let moves = if self.opts.quick { 4 } else { 20 };
+        let (mut swaps, mut moved) = self.pauses(port, moves)?;
+        t.rows.push(vec![
+            "Replace of the receiver under a relay from the other host, pause p50 / p99, µs".into(),
+            "-".into(),
+            format!("{} / {}", pct(&mut swaps, 0.5), pct(&mut swaps, 0.99)),
+            format!("{}-{}", swaps[0], swaps[swaps.len() - 1]),
+            "-".into(),
+            "-".into(),
+        ]);
+        let p50 = pct(&mut moved, 0.5);
+        t.rows.push(vec![
+            format!("Move of a module with 1 KiB of state between the hosts, under a relay, pause p50 / p99, µs ({moves} moves)"),
+            "-".into(),
+            format!("{p50} / {}", pct(&mut moved, 0.99)),
+            format!("{}-{}", moved[0], moved[moved.len() - 1]),
+            "<= 5000 p50".into(),
+            if p50 <= 5000 { "yes" } else { "NO" }.into(),
+        ]);
         Ok(t)
     }
+
+    /// A on host a sends B (1 KiB of state) numbers at the steady rate;
+    /// B is replaced on its host, then moved from host to host, `n` times
+    /// each: the pauses in µs (Replace from its report, Move as it said).
+    fn pauses(&self, port: u16, n: usize) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+        let pair = Pair::join(port, &format!("pauses{}", rand_id()))?;
+        let hosts = [&pair.a.0, &pair.b.0];
+        exec(
+            hosts[1],
+            &format!("Load B {} config \"quiet; pad 1024\"", self.v2),
+        )?;
+        exec(hosts[0], &format!("Load A {} config quiet", self.v1))?;
+        pair.routed("B")?;
+        let stop = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| pace(hosts[0], "B", &stop));
+            let mut swaps = Vec::new();
+            for _ in 0..n {
+                std::thread::sleep(Duration::from_millis(20));
+                swaps.push(
+                    txn(hosts[1], &format!("Replace B {}", self.v2))?.modules[0]
+                        .pause_us
+                        .unwrap_or(0),
+                );
+            }
+            let mut moved = Vec::new();
+            let ids = ["a", "b"];
+            for i in 0..n {
+                std::thread::sleep(Duration::from_millis(20));
+                let (from, to) = (1 - i % 2, i % 2);
+                let said = exec(hosts[from], &format!("Move B {}", ids[to]))?;
+                moved.push(moved_pause(&said)?);
+            }
+            stop.store(true, Ordering::Relaxed);
+            Ok::<_, anyhow::Error>((swaps, moved))
+        });
+        pair.stop();
+        result
+    }
+}
+
+/// The pause a `Move` reported.
+fn moved_pause(reply: &Reply) -> anyhow::Result<u64> {
+    let Reply::Done(text) = reply else {
+        anyhow::bail!("Move answered {reply:?}");
+    };
+    text.split("paused ")
+        .nth(1)
+        .and_then(|p| p.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no pause in `{text}`"))
 }
