@@ -55,6 +55,10 @@ fn start_nats(dir: &Path, port: u16) -> Proc {
 /// `liveswap run` as host `id` of the lattice on `port`, its output in
 /// `dir/<id>.out`.
 fn start_host(dir: &Path, port: u16, id: &str, script: &str) -> Proc {
+    start_host_with(dir, port, id, script, &[])
+}
+
+fn start_host_with(dir: &Path, port: u16, id: &str, script: &str, extra: &[&str]) -> Proc {
     let path = dir.join(format!("{id}.ls"));
     std::fs::write(&path, script).unwrap();
     let out = std::fs::File::create(dir.join(format!("{id}.out"))).unwrap();
@@ -66,6 +70,7 @@ fn start_host(dir: &Path, port: u16, id: &str, script: &str) -> Proc {
         .args(["--lattice-name", "test", "--host-id", id])
         .arg("--lattice-token-file")
         .arg(dir.join("token"))
+        .args(extra)
         .arg(&path)
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -147,7 +152,8 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         "b",
         &format!("Load SINK {v2} config \"quiet\"\nLoad PUB {v2} config \"quiet\"\n"),
     );
-    let _a = start_host(&dir, port, "a", "");
+    // A small outbox on a: the NATS server's absence fills it.
+    let _a = start_host_with(&dir, port, "a", "", &["--lattice-outbox", "1000"]);
     let c = start_host(&dir, port, "c", "");
     // Every host sees every other, and where SINK runs.
     for id in ["a", "b", "c"] {
@@ -256,6 +262,14 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         !waiting.contains(" 0 waiting for acknowledgement"),
         "{waiting}"
     );
+    // Past its bound the outbox refuses, with the error T logs; T's next
+    // number stays consecutive (a refused send is not counted).
+    let until = Instant::now() + Duration::from_secs(30);
+    let full = "send to SINK failed: outbox for `SINK` on host `b` is full (1000 messages unacknowledged; --lattice-outbox)";
+    while !output(&dir, "a").contains(full) {
+        assert!(Instant::now() < until, "{}", output(&dir, "a"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
     nats = start_nats(&dir, port);
     status_until(&dir, "a", "b and c back", |s| {
         ["b", "c"]

@@ -44,7 +44,7 @@ impl Budget {
     }
 
     /// Take `n` bytes, or say the budget is spent.
-    fn take(&self, n: usize) -> Result<(), SendError> {
+    pub(crate) fn take(&self, n: usize) -> Result<(), SendError> {
         if self.used.fetch_add(n, Ordering::AcqRel) + n > self.max {
             self.used.fetch_sub(n, Ordering::AcqRel);
             return Err(SendError::HostFull { limit: self.max });
@@ -52,7 +52,7 @@ impl Budget {
         Ok(())
     }
 
-    fn give(&self, n: usize) {
+    pub(crate) fn give(&self, n: usize) {
         self.used.fetch_sub(n, Ordering::AcqRel);
     }
 }

@@ -325,8 +325,9 @@ impl Shared {
             if directory.host_of(&to) != Some(a.host.as_str()) {
                 continue;
             }
+            let budget = outboxes.budget.clone();
             if let Some(ob) = outboxes.by_name.get_mut(&to) {
-                ob.acked(seq);
+                ob.acked(seq, &budget);
             }
         }
     }
@@ -361,13 +362,7 @@ impl Remote for Shared {
             drop(outboxes);
             return mailbox.deliver(from, msg);
         }
-        if !outboxes.push(to, from, msg) {
-            return Err(SendError::OutboxFull {
-                name: to.to_string(),
-                host,
-                capacity: outboxes.capacity,
-            });
-        }
+        outboxes.push(to, &host, from, msg)?;
         drop(outboxes);
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
@@ -450,7 +445,7 @@ impl Lattice {
             core: Arc::downgrade(rt.core()),
             asks,
             arrivals: Mutex::new(moving::Arrivals::default()),
-            outboxes: Mutex::new(Outboxes::new(opts.outbox)),
+            outboxes: Mutex::new(Outboxes::new(opts.outbox, bus.budget.clone())),
             directory: Mutex::new(Directory::default()),
             marks: Mutex::new(HashMap::new()),
             wake: tokio::sync::Notify::new(),

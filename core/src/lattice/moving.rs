@@ -168,8 +168,9 @@ impl Shared {
             .find(|(h, inc, _)| *h == self.host && *inc == self.incarnation)
             .map_or(0, |m| m.2);
         let mut marks = marks;
+        let budget = outboxes.budget.clone();
         if let Some(ob) = outboxes.by_name.get_mut(&name) {
-            for (seq, from, m) in ob.drain() {
+            for (seq, from, m) in ob.drain(&budget) {
                 if seq > taken {
                     proxy
                         .mailbox()

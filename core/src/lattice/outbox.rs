@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bindings::Message;
+use crate::bus::{Budget, SendError};
+use crate::limits::message_cost;
 
 /// How long an outbox waits for an acknowledgement before it sends again
 /// what is not acknowledged.
@@ -22,6 +24,8 @@ struct Entry {
     seq: u64,
     from: Arc<str>,
     msg: Message,
+    /// Bytes it holds of the host's budget.
+    cost: usize,
 }
 
 /// The messages for one module on another host.
@@ -55,11 +59,13 @@ impl Outbox {
         self.queue.len()
     }
 
-    /// Drop every message up to `seq`, which the receiver holds.
-    pub(crate) fn acked(&mut self, seq: u64) {
+    /// Drop every message up to `seq`, which the receiver holds; the
+    /// bytes they held of the host's budget go back to it.
+    pub(crate) fn acked(&mut self, seq: u64, budget: &Budget) {
         let mut n = 0;
         while self.queue.front().is_some_and(|e| e.seq <= seq) {
-            self.queue.pop_front();
+            let e = self.queue.pop_front().expect("checked");
+            budget.give(e.cost);
             n += 1;
         }
         if n > 0 {
@@ -88,9 +94,15 @@ impl Outbox {
     /// Take every message it holds, in order, with its number and
     /// sender. Its numbering goes on: a receiver's mark for this stream
     /// stays right.
-    pub(crate) fn drain(&mut self) -> impl Iterator<Item = (u64, Arc<str>, Message)> + '_ {
+    pub(crate) fn drain<'a>(
+        &'a mut self,
+        budget: &'a Budget,
+    ) -> impl Iterator<Item = (u64, Arc<str>, Message)> + 'a {
         self.sent = 0;
-        self.queue.drain(..).map(|e| (e.seq, e.from, e.msg))
+        self.queue.drain(..).map(move |e| {
+            budget.give(e.cost);
+            (e.seq, e.from, e.msg)
+        })
     }
 
     /// Send again from the first unacknowledged message, now.
@@ -123,33 +135,51 @@ pub(crate) struct Outboxes {
     pub(crate) by_name: HashMap<String, Outbox>,
     /// How many messages one outbox may hold.
     pub(crate) capacity: usize,
+    /// The host-wide budget of queued bytes, which outboxes share with
+    /// mailboxes.
+    pub(crate) budget: Arc<Budget>,
 }
 
 impl Outboxes {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, budget: Arc<Budget>) -> Self {
         Outboxes {
             by_name: HashMap::new(),
             capacity,
+            budget,
         }
     }
 
-    /// Accept `msg` for `to`; false if its outbox is full.
-    pub(crate) fn push(&mut self, to: &str, from: &Arc<str>, msg: Message) -> bool {
+    /// Accept `msg` for `to`, which `host` serves; refused if its outbox
+    /// is full or the host's budget of queued bytes is spent.
+    pub(crate) fn push(
+        &mut self,
+        to: &str,
+        host: &str,
+        from: &Arc<str>,
+        msg: Message,
+    ) -> Result<(), SendError> {
         if !self.by_name.contains_key(to) {
             self.by_name.insert(to.to_string(), Outbox::new());
         }
         let ob = self.by_name.get_mut(to).expect("just made");
         if ob.queue.len() >= self.capacity {
-            return false;
+            return Err(SendError::OutboxFull {
+                name: to.to_string(),
+                host: host.to_string(),
+                capacity: self.capacity,
+            });
         }
+        let cost = message_cost(&msg.kind, from, &msg.body);
+        self.budget.take(cost)?;
         let seq = ob.next;
         ob.next += 1;
         ob.queue.push_back(Entry {
             seq,
             from: from.clone(),
             msg,
+            cost,
         });
-        true
+        Ok(())
     }
 
     /// Messages from `sender` waiting for their acknowledgement, and the
@@ -198,22 +228,37 @@ mod tests {
     #[test]
     fn a_lost_batch_is_sent_again_from_the_first_unacknowledged() {
         let from: Arc<str> = Arc::from("T");
-        let mut obs = Outboxes::new(3);
+        let budget = Arc::new(Budget::new(usize::MAX));
+        let mut obs = Outboxes::new(3, budget.clone());
         for n in 1..=3 {
-            assert!(obs.push("SINK", &from, msg(n)));
+            assert!(obs.push("SINK", "b", &from, msg(n)).is_ok());
         }
-        assert!(!obs.push("SINK", &from, msg(4)), "full at its capacity");
+        let full = obs.push("SINK", "b", &from, msg(4)).unwrap_err();
+        assert!(
+            full.to_string()
+                .contains("outbox for `SINK` on host `b` is full"),
+            "{full}"
+        );
+        assert!(
+            budget.used() > 0,
+            "the outbox holds bytes of the host's budget"
+        );
         let ob = obs.by_name.get_mut("SINK").unwrap();
         assert_eq!(unsent(ob), [1, 2, 3]);
         assert!(unsent(ob).is_empty(), "sent once until something is lost");
-        ob.acked(1);
+        ob.acked(1, &budget);
         let later = Instant::now() + RESEND_AFTER;
         assert!(ob.maybe_go_back(later));
         assert_eq!(unsent(ob), [2, 3], "again from the first unacknowledged");
-        ob.acked(3);
+        ob.acked(3, &budget);
         assert_eq!(ob.len(), 0);
+        assert_eq!(
+            budget.used(),
+            0,
+            "acknowledged: the bytes are the host's again"
+        );
         assert!(!ob.maybe_go_back(later + RESEND_AFTER));
-        assert!(obs.push("SINK", &from, msg(5)));
+        assert!(obs.push("SINK", "b", &from, msg(5)).is_ok());
         let ob = obs.by_name.get_mut("SINK").unwrap();
         assert_eq!(unsent(ob), [4], "numbers go on after acknowledgements");
     }
