@@ -169,7 +169,14 @@ impl Serving {
                         o.name, o.host, o.url
                     ));
                 }
-                Some(Lattice::join(&rt, o).context("joining the lattice")?)
+                let lattice = Lattice::join(&rt, o).context("joining the lattice")?;
+                // Commands other hosts forward for modules served here.
+                let weak = Arc::downgrade(&rt);
+                lattice.take_commands(Box::new(move |line, origin| match weak.upgrade() {
+                    Some(rt) => liveswap_ops::forwarded(&rt, line, origin),
+                    None => Err("the host is stopping".into()),
+                }));
+                Some(lattice)
             }
         };
         let endpoint = start_admin_with(&rt, &args.serve, inherited)?;

@@ -3,7 +3,7 @@
 //! joined to it. T on host a sends SINK on host b a number every
 //! millisecond, and PUB on b publishes an event every 5 ms to SUB on a;
 //! through ten Moves of SINK between the three hosts (and a Replace after
-//! each), Moves of SUB and PUB away and back, a restart of the NATS server
+//! each, asked of host a wherever SINK runs), Moves of SUB and PUB away and back, a restart of the NATS server
 //! and a SIGKILL of host c, SINK sees every number T counted as sent and
 //! SUB every event PUB published, once and in order, and every host's
 //! `Status` says where each module runs and which host is down.
@@ -217,8 +217,13 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
             .and_then(|n| n.parse().ok())
             .unwrap();
         pauses.push(us);
-        let r = ctl(&dir, to, &["Replace", "SINK", v2]);
+        // Asked of host a wherever SINK runs: a forwards it to SINK's
+        // host.
+        let r = ctl(&dir, "a", &["Replace", "SINK", v2]);
         assert!(r.contains("COMMITTED"), "{r}");
+        if to != "a" {
+            assert!(r.contains(&format!("(on host {to})")), "{r}");
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     pauses.sort_unstable();
@@ -227,6 +232,13 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         pauses[pauses.len() / 2],
         pauses[pauses.len() - 1]
     );
+    let history = ctl(&dir, "b", &["History"]);
+    assert!(history.contains("via host a"), "{history}");
+    // A Move asked of a host that does not serve the module.
+    let r = ctl(&dir, "a", &["Move", "SINK", "c"]);
+    assert!(r.contains("(on host b) moved SINK to host c"), "{r}");
+    let r = ctl(&dir, "a", &["Move", "SINK", "b"]);
+    assert!(r.contains("(on host c) moved SINK to host b"), "{r}");
     for (m, away, home) in [("SUB", "c", "a"), ("PUB", "c", "b")] {
         let r = ctl(&dir, home, &["Move", m, away]);
         assert!(r.contains(&format!("moved {m} to host {away}")), "{r}");

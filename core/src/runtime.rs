@@ -498,6 +498,20 @@ impl Runtime {
         &self.core
     }
 
+    /// The host of the lattice that serves `name`, if another one does.
+    pub fn served_elsewhere(&self, name: &str) -> Option<String> {
+        self.core.bus.served_elsewhere(name)
+    }
+
+    /// Run the command `line` on `host` of the lattice, for `origin`:
+    /// its answer in text, or why it failed.
+    pub fn forward(&self, host: &str, line: &str, origin: &str) -> Result<String, String> {
+        match self.core.bus.remote.get() {
+            Some(r) => r.forward(host, line, origin),
+            None => Err("this host is in no lattice".into()),
+        }
+    }
+
     /// Inject a message from `$admin`.
     pub fn send(&self, to: &str, kind: &str, body: &[u8]) -> Result<(), SendError> {
         self.core.send(to, kind, body)

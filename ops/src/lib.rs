@@ -21,7 +21,7 @@ pub mod script;
 pub mod text;
 pub mod web;
 
-use liveswap::{Command, CommandError, Runtime, TransactionReport};
+use liveswap::{Command, CommandError, GroupKind, Runtime, TransactionReport};
 
 pub use json::ToJson;
 pub use text::ToText;
@@ -67,6 +67,17 @@ pub fn execute_line_data(
     line: &str,
     origin: &str,
 ) -> Result<Option<(Reply, Option<serde_json::Value>)>, CommandError> {
+    run_line(rt, line, origin, true)
+}
+
+/// Parse and run one line; a command naming a module another host serves
+/// is sent there if `may_forward` (a forwarded one is never sent on).
+fn run_line(
+    rt: &Runtime,
+    line: &str,
+    origin: &str,
+    may_forward: bool,
+) -> Result<Option<(Reply, Option<serde_json::Value>)>, CommandError> {
     let parsed: Option<Command> = command::parse(line).map_err(CommandError::Parse)?;
     if let (Some(Command::Help), Ok(words)) = (&parsed, command::tokenize(line))
         && let [_, word] = words.as_slice()
@@ -76,6 +87,49 @@ pub fn execute_line_data(
     }
     match parsed {
         None => Ok(None),
-        Some(c) => rt.execute(c, line.trim(), origin).map(|r| Some(render(r))),
+        Some(c) => match target(&c)
+            .filter(|_| may_forward)
+            .and_then(|n| rt.served_elsewhere(n))
+        {
+            // A module another host serves: that host runs the command.
+            Some(host) => rt
+                .forward(&host, line.trim(), origin)
+                .map(|text| Some((Reply::Done(format!("(on host {host}) {text}")), None)))
+                .map_err(|e| CommandError::Parse(format!("on host {host}: {e}"))),
+            None => rt.execute(c, line.trim(), origin).map(|r| Some(render(r))),
+        },
+    }
+}
+
+/// The one module a command acts on, if it names exactly one.
+fn target(c: &Command) -> Option<&str> {
+    match c {
+        Command::Upgrade { targets, kind } if targets.len() == 1 && *kind == GroupKind::Replace => {
+            Some(&targets[0].name)
+        }
+        Command::Unload(n)
+        | Command::Enable(n)
+        | Command::Disable(n)
+        | Command::Unshadow(n)
+        | Command::Poison(n) => Some(n),
+        Command::Move { name, .. } => Some(name),
+        Command::Shadow(s) => Some(&s.name),
+        Command::Promote(names) if names.len() == 1 => Some(&names[0]),
+        _ => None,
+    }
+}
+
+/// What a host answers a command forwarded to it: its text, or why it
+/// failed (a transaction that did not commit, too).
+pub fn forwarded(rt: &Runtime, line: &str, origin: &str) -> Result<String, String> {
+    match run_line(rt, line, origin, false).map(|r| r.map(|(reply, _)| reply)) {
+        Ok(Some(Reply::Done(m) | Reply::Text(m))) => Ok(m),
+        Ok(Some(Reply::Transaction(r))) if r.outcome == liveswap::Outcome::Committed => {
+            Ok(r.to_text())
+        }
+        Ok(Some(Reply::Transaction(r))) => Err(r.to_text()),
+        Ok(Some(Reply::Quit)) => Err("Quit is not taken from another host".into()),
+        Ok(None) => Ok(String::new()),
+        Err(e) => Err(e.to_string()),
     }
 }

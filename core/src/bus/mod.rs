@@ -221,6 +221,11 @@ impl Bus {
 
     /// The host of the lattice that serves `name`, if another one does.
     pub fn served_elsewhere(&self, name: &str) -> Option<String> {
+        // Served here (moved here a moment ago, say, before the host it
+        // left has said so): here.
+        if self.names.contains(name) {
+            return None;
+        }
         self.remote.get().and_then(|r| r.host_of(name))
     }
 

@@ -27,6 +27,9 @@ pub trait Remote: Send + Sync {
     fn view(&self) -> LatticeView;
     /// The lattice's part in a `Move`.
     fn mover(&self) -> &dyn Mover;
+    /// Run the command `line` on `host` (it names a module `host`
+    /// serves), for `origin`: its answer in text, or why it failed.
+    fn forward(&self, host: &str, line: &str, origin: &str) -> Result<String, String>;
 }
 
 /// The lattice as one host sees it (`Status`).

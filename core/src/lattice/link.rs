@@ -145,7 +145,10 @@ async fn ask(shared: Arc<Shared>, client: async_nats::Client, a: Ask) {
         Ok(Err(e)) => Err(format!("host {} could not be asked: {e}", a.host)),
         Ok(Ok(m)) => match m.payload.strip_prefix(b"ERR:") {
             Some(why) => Err(String::from_utf8_lossy(why).into_owned()),
-            None => Ok(()),
+            None => {
+                let text = m.payload.strip_prefix(b"OK:").unwrap_or_default();
+                Ok(String::from_utf8_lossy(text).into_owned())
+            }
         },
     };
     let _ = a.answer.send(answer);
@@ -161,9 +164,38 @@ async fn answer(
     reply: Option<async_nats::Subject>,
 ) {
     let taker = shared.clone();
-    let done = tokio::task::spawn_blocking(move || taker.arrive(&from, step)).await;
+    let done =
+        tokio::task::spawn_blocking(move || taker.arrive(&from, step).map(|()| String::new()));
+    reply_with(&client, reply, done.await).await;
+}
+
+/// Run a command another host forwarded here (off this thread: it may
+/// take as long as a transaction), and answer with its text.
+async fn run_forwarded(
+    shared: Arc<Shared>,
+    client: async_nats::Client,
+    from: String,
+    origin: String,
+    line: String,
+    reply: Option<async_nats::Subject>,
+) {
+    let done = tokio::task::spawn_blocking(move || match shared.commands.get() {
+        Some(run) => run(&line, &format!("{origin} via host {from}")),
+        None => Err(format!(
+            "host {} takes no commands from the lattice",
+            shared.host
+        )),
+    });
+    reply_with(&client, reply, done.await).await;
+}
+
+async fn reply_with(
+    client: &async_nats::Client,
+    reply: Option<async_nats::Subject>,
+    done: Result<Result<String, String>, tokio::task::JoinError>,
+) {
     let bytes = match done {
-        Ok(Ok(())) => b"OK".to_vec(),
+        Ok(Ok(text)) => format!("OK:{text}").into_bytes(),
         Ok(Err(why)) => format!("ERR:{why}").into_bytes(),
         Err(e) => format!("ERR:{e}").into_bytes(),
     };
@@ -193,6 +225,10 @@ async fn on_payload(shared: &Arc<Shared>, client: &async_nats::Client, m: async_
         }
         Ok(Payload::Step(from, step)) => {
             tokio::spawn(answer(shared.clone(), client.clone(), from, step, m.reply));
+        }
+        Ok(Payload::Forward(from, origin, line)) => {
+            let (s, c) = (shared.clone(), client.clone());
+            tokio::spawn(run_forwarded(s, c, from, origin, line, m.reply));
         }
         Err(e) => shared.say(format!("dropped a malformed lattice payload: {e}")),
     }

@@ -101,6 +101,13 @@ impl LatticeOptions {
     }
 }
 
+/// Runs one command line for an origin: its answer in text, or why it
+/// failed.
+pub type CommandRunner = Box<dyn Fn(&str, &str) -> Result<String, String> + Send + Sync>;
+
+/// How long a forwarded command may take (a transaction's bound and more).
+const FORWARD_BOUND: Duration = Duration::from_secs(120);
+
 /// A receiving mark: the last number taken from one run of one host for
 /// one module.
 struct Mark {
@@ -131,6 +138,9 @@ pub(crate) struct Shared {
     /// Whether this host's modules or subscriptions changed since it last
     /// announced itself.
     announce: AtomicBool,
+    /// What runs commands forwarded here by other hosts (the operator
+    /// surface installs it: it reads and renders the command language).
+    commands: std::sync::OnceLock<CommandRunner>,
     /// Modules this host gave up, where each went and when.
     gone: Mutex<Vec<(String, String, Instant)>>,
     /// Whether a refusal by the server was said since the last connect.
@@ -395,6 +405,11 @@ impl Remote for Shared {
         self
     }
 
+    fn forward(&self, host: &str, line: &str, origin: &str) -> Result<String, String> {
+        let payload = wire::forward(&self.host, self.incarnation, origin, line);
+        self.request(host, payload, FORWARD_BOUND)
+    }
+
     fn view(&self) -> LatticeView {
         let now = Instant::now();
         let me = self.presence(false, false);
@@ -452,6 +467,7 @@ impl Lattice {
             connected: AtomicBool::new(false),
             refused_said: AtomicBool::new(false),
             gone: Mutex::new(Vec::new()),
+            commands: std::sync::OnceLock::new(),
             announce: AtomicBool::new(false),
             max_payload: AtomicUsize::new(1 << 20),
             sent: AtomicU64::new(0),
@@ -467,6 +483,12 @@ impl Lattice {
             shared,
             link: Some(link),
         })
+    }
+
+    /// Run commands other hosts forward here (for modules this host
+    /// serves) with `run`.
+    pub fn take_commands(&self, run: CommandRunner) {
+        let _ = self.shared.commands.set(run);
     }
 
     /// What this host sees of the lattice.

@@ -44,32 +44,17 @@ pub(crate) struct Ask {
     pub host: String,
     pub payload: Vec<u8>,
     pub timeout: Duration,
-    pub answer: crossbeam_channel::Sender<Result<(), String>>,
+    pub answer: crossbeam_channel::Sender<Result<String, String>>,
 }
 
 impl Mover for Shared {
     fn ask(&self, host: &str, step: MoveStep) -> Result<(), String> {
-        if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("the lattice's NATS server is not reachable".into());
-        }
         let timeout = match step {
             MoveStep::Compile { .. } => Duration::from_secs(60),
             _ => Duration::from_secs(5),
         };
         let payload = super::wire::step(&self.host, self.incarnation, &step);
-        let (answer, answered) = bounded(1);
-        let ask = Ask {
-            host: host.to_string(),
-            payload,
-            timeout,
-            answer,
-        };
-        self.asks
-            .send(ask)
-            .map_err(|_| "the lattice link has stopped".to_string())?;
-        answered
-            .recv()
-            .unwrap_or_else(|_| Err("the lattice link has stopped".into()))
+        self.request(host, payload, timeout).map(drop)
     }
 
     fn give_up(&self, name: &str, host: &str, detach: &mut dyn FnMut()) -> Vec<(String, u64, u64)> {
@@ -140,6 +125,32 @@ impl Mover for Shared {
 }
 
 impl Shared {
+    /// Ask `host` (NATS request and reply), waiting up to `timeout`: its
+    /// answer's text, or why there is none.
+    pub(crate) fn request(
+        &self,
+        host: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err("the lattice's NATS server is not reachable".into());
+        }
+        let (answer, answered) = bounded(1);
+        let ask = Ask {
+            host: host.to_string(),
+            payload,
+            timeout,
+            answer,
+        };
+        self.asks
+            .send(ask)
+            .map_err(|_| "the lattice link has stopped".to_string())?;
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err("the lattice link has stopped".into()))
+    }
+
     /// Register a module moved here, first filling its mailbox, in order,
     /// with what the old host's mailbox held and then with what this
     /// host's outbox for it held that the old host never took (its mark

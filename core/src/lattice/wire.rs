@@ -15,6 +15,7 @@ const PRESENCE: u8 = 1;
 const BATCH: u8 = 2;
 const ACKS: u8 = 3;
 const STEP: u8 = 4;
+const FORWARD: u8 = 5;
 
 /// A host's presence: who it is, which run of it, how long its word holds
 /// and which modules it serves.
@@ -68,6 +69,8 @@ pub(crate) enum Payload {
     Acks(Acks),
     /// A step of a move, from `host`.
     Step(String, MoveStep),
+    /// A command to run here, from `host`: (host, origin, line).
+    Forward(String, String, String),
 }
 
 struct Writer(Vec<u8>);
@@ -220,6 +223,16 @@ pub(crate) fn acks(a: &Acks) -> Vec<u8> {
     w.0
 }
 
+/// A command forwarded to another host, encoded.
+pub(crate) fn forward(host: &str, incarnation: u64, origin: &str, line: &str) -> Vec<u8> {
+    let mut w = Writer::new(FORWARD);
+    w.bytes(host.as_bytes());
+    w.u64(incarnation);
+    w.bytes(origin.as_bytes());
+    w.bytes(line.as_bytes());
+    w.0
+}
+
 /// A step of a move, encoded.
 pub(crate) fn step(host: &str, incarnation: u64, step: &MoveStep) -> Vec<u8> {
     let mut w = Writer::new(STEP);
@@ -345,6 +358,30 @@ fn read_step(r: &mut Reader<'_>) -> Result<MoveStep, String> {
     })
 }
 
+fn read_presence(r: &mut Reader<'_>, host: String, incarnation: u64) -> Result<Presence, String> {
+    let lease_ms = r.u32()?;
+    let hello = r.u8()? != 0;
+    let n = r.count(4)?;
+    let modules = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+    let n = r.count(12)?;
+    let subs = (0..n)
+        .map(|_| Ok((r.string()?, r.string()?, r.string()?)))
+        .collect::<Result<_, String>>()?;
+    let n = r.count(8)?;
+    let moved = (0..n)
+        .map(|_| Ok((r.string()?, r.string()?)))
+        .collect::<Result<_, String>>()?;
+    Ok(Presence {
+        host,
+        incarnation,
+        lease_ms,
+        hello,
+        modules,
+        subs,
+        moved,
+    })
+}
+
 /// Read a payload; an error says what is wrong with it.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
     let mut r = Reader(bytes);
@@ -355,29 +392,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
     let host = r.string()?;
     let incarnation = r.u64()?;
     let payload = match kind {
-        PRESENCE => {
-            let lease_ms = r.u32()?;
-            let hello = r.u8()? != 0;
-            let n = r.count(4)?;
-            let modules = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
-            let n = r.count(12)?;
-            let subs = (0..n)
-                .map(|_| Ok((r.string()?, r.string()?, r.string()?)))
-                .collect::<Result<_, String>>()?;
-            let n = r.count(8)?;
-            let moved = (0..n)
-                .map(|_| Ok((r.string()?, r.string()?)))
-                .collect::<Result<_, String>>()?;
-            Payload::Presence(Presence {
-                host,
-                incarnation,
-                lease_ms,
-                hello,
-                modules,
-                subs,
-                moved,
-            })
-        }
+        PRESENCE => Payload::Presence(read_presence(&mut r, host, incarnation)?),
         BATCH => {
             let n = r.count(28)?;
             let mut frames = Vec::with_capacity(n);
@@ -417,6 +432,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
             })
         }
         STEP => Payload::Step(host, read_step(&mut r)?),
+        FORWARD => {
+            let origin = r.string()?;
+            let line = r.string()?;
+            Payload::Forward(host, origin, line)
+        }
         k => return Err(format!("unknown payload kind {k}")),
     };
     if !r.0.is_empty() {
@@ -489,6 +509,52 @@ mod tests {
             panic!("acks")
         };
         assert_eq!(got, a);
+    }
+
+    #[test]
+    fn steps_of_a_move_and_forwarded_commands_read_back_as_written() {
+        let commit = MoveStep::Commit {
+            id: 7,
+            timers: vec![("t".into(), 5)],
+            subs: vec![("PUB".into(), "ev".into())],
+            marks: vec![("a".into(), 9, 1040)],
+        };
+        let Ok(Payload::Step(
+            from,
+            MoveStep::Commit {
+                id,
+                timers,
+                subs,
+                marks,
+            },
+        )) = decode(&step("b", 1, &commit))
+        else {
+            panic!("a commit")
+        };
+        assert_eq!((from.as_str(), id), ("b", 7));
+        assert_eq!(timers, [("t".to_string(), 5)]);
+        assert_eq!(subs, [("PUB".to_string(), "ev".to_string())]);
+        assert_eq!(marks, [("a".to_string(), 9, 1040)]);
+        let queue = MoveStep::Queue {
+            id: 7,
+            msgs: vec![msg("n", b"42")],
+        };
+        let Ok(Payload::Step(_, MoveStep::Queue { msgs, .. })) = decode(&step("b", 1, &queue))
+        else {
+            panic!("a queue")
+        };
+        assert_eq!(
+            (msgs[0].from.as_str(), &msgs[0].body[..]),
+            ("T", &b"42"[..])
+        );
+        let Ok(Payload::Forward(host, origin, line)) = decode(&forward("a", 1, "ctl", "Unload X"))
+        else {
+            panic!("a forwarded command")
+        };
+        assert_eq!(
+            (host.as_str(), origin.as_str(), line.as_str()),
+            ("a", "ctl", "Unload X")
+        );
     }
 
     #[test]
