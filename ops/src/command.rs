@@ -695,9 +695,21 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
         }
         "move" => {
             arity("Move", args, 2, "Move <name> <host>")?;
+            let host = &args[1];
+            let ok = !host.is_empty()
+                && host.len() <= 64
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !ok {
+                return Err(format!(
+                    "Move: host id {:?} must be 1 to 64 letters, digits, `-` or `_`",
+                    liveswap::limits::clip(host, 64)
+                ));
+            }
             Command::Move {
                 name: name_arg("Move", &args[0])?,
-                host: args[1].clone(),
+                host: host.clone(),
             }
         }
         "unload" => {
