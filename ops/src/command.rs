@@ -696,12 +696,7 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
         "move" => {
             arity("Move", args, 2, "Move <name> <host>")?;
             let host = &args[1];
-            let ok = !host.is_empty()
-                && host.len() <= 64
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !ok {
+            if !liveswap::lattice::valid_id(host) {
                 return Err(format!(
                     "Move: host id {:?} must be 1 to 64 letters, digits, `-` or `_`",
                     liveswap::limits::clip(host, 64)

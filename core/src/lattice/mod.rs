@@ -83,12 +83,8 @@ impl LatticeOptions {
 
     fn check(&self) -> anyhow::Result<()> {
         for (what, v) in [("lattice name", &self.name), ("host id", &self.host)] {
-            let ok = !v.is_empty()
-                && v.len() <= 64
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             anyhow::ensure!(
-                ok,
+                valid_id(v),
                 "{what} `{v}` must be 1 to 64 letters, digits, `-` or `_` (it names NATS subjects)"
             );
         }
@@ -107,6 +103,16 @@ pub type CommandRunner = Box<dyn Fn(&str, &str) -> Result<String, String> + Send
 
 /// How long a forwarded command may take (a transaction's bound and more).
 const FORWARD_BOUND: Duration = Duration::from_secs(120);
+
+/// Whether `id` may name a lattice or a host: 1 to 64 letters, digits,
+/// `-` or `_` (it names NATS subjects).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
 
 /// A receiving mark: the last number taken from one run of one host for
 /// one module.
