@@ -48,6 +48,9 @@ pub struct ModuleReport {
     /// The file was the very version the module ran (same digest): a
     /// fresh instance took the state over, and nothing else changed.
     pub same_version: bool,
+    /// The lattice host that serves the module, when a group spans hosts
+    /// and it is not this one.
+    pub host: Option<String>,
 }
 
 /// A finished transaction.
@@ -157,6 +160,9 @@ pub enum Cause {
     BoundPassed,
     /// `Promote`: no shadow can take over; what became of it.
     NoShadow(String),
+    /// A group spanning hosts: another host refused, voted NO, did not
+    /// answer, or decided before this one could (the sentence names it).
+    Host(String),
 }
 
 /// Why a transaction did not commit: which module, in which phase, and
@@ -245,6 +251,7 @@ impl std::fmt::Display for Refusal {
             (Cause::Gone, _) => write!(f, "a module thread went away during the vote"),
             (Cause::NoShadow(why), _) => write!(f, "{m} cannot be promoted: {why}"),
             (Cause::BoundPassed, _) => write!(f, "the bound passed as the last vote came in"),
+            (Cause::Host(why), _) => write!(f, "{why}"),
         }
     }
 }

@@ -58,7 +58,7 @@ impl ToJson for TransactionReport {
                 json!({"name": m.name, "from": m.from, "to": m.to,
                        "quiesce_us": m.quiesce_us, "pause_us": m.pause_us,
                        "buffered": m.buffered, "state_bytes": m.state_bytes,
-                       "same_version": m.same_version})
+                       "same_version": m.same_version, "host": m.host})
             })
             .collect();
         json!({

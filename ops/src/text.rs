@@ -106,6 +106,9 @@ impl ToText for TransactionReport {
                 us(m.pause_us),
                 m.buffered
             ));
+            if let Some(h) = &m.host {
+                out.push_str(&format!("  on host {h}"));
+            }
             if m.same_version {
                 out.push_str(&format!(
                     "\n   {:<10} (the file it ran already: a fresh instance took its state over; nothing else changed)",

@@ -3,11 +3,13 @@
 //! that joined none has no remote, and a name it does not hold is unknown,
 //! as ever.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::SendError;
 use crate::bindings::Message;
+use crate::report::{Refusal, TransactionReport};
 
 /// The lattice, as the bus reaches it.
 pub trait Remote: Send + Sync {
@@ -30,6 +32,41 @@ pub trait Remote: Send + Sync {
     /// Run the command `line` on `host` (it names a module `host`
     /// serves), for `origin`: its answer in text, or why it failed.
     fn forward(&self, host: &str, line: &str, origin: &str) -> Result<String, String>;
+    /// Coordinate a group upgrade whose targets `parts` (by host) other
+    /// hosts serve, within the vote's `bound`: the lattice's part of it,
+    /// or why the group cannot be started.
+    fn coordinate(
+        &self,
+        line: &str,
+        bound: Duration,
+        parts: BTreeMap<String, Vec<PartTarget>>,
+    ) -> Result<Box<dyn Group>, String>;
+}
+
+/// A target of a group upgrade that another host serves: the version's
+/// bytes travel to it, checked on this host.
+#[derive(Clone, Debug)]
+pub struct PartTarget {
+    /// Module name.
+    pub name: String,
+    /// `sha256:<hex>` of `wasm`.
+    pub digest: String,
+    /// The component.
+    pub wasm: Vec<u8>,
+}
+
+/// The lattice's part in a group upgrade that spans hosts, as the
+/// transaction's driver calls it: on the coordinating host and on each
+/// participant alike, at the same three points of the usual phases.
+pub trait Group: Send {
+    /// The local targets are prepared (or refused: why). Whether to go on
+    /// to the vote; an error is why the group ends here.
+    fn prepared(&mut self, local: Result<(), String>) -> Result<(), String>;
+    /// The local votes are in (`no`: the first NO, if any). The group's
+    /// decision: none to commit, the refusal that aborts it otherwise.
+    fn decide(&mut self, no: Option<Refusal>) -> Option<Refusal>;
+    /// The decision is applied here: add what the other hosts reported.
+    fn finish(&mut self, report: &mut TransactionReport);
 }
 
 /// The lattice as one host sees it (`Status`).

@@ -35,6 +35,7 @@ impl Link {
             .enable_all()
             .build()
             .context("the lattice link's runtime")?;
+        let _ = shared.handle.set(rt.handle().clone());
         let (stop, stopped) = oneshot::channel();
         let url = opts.url.clone();
         let token = opts.token.clone();
@@ -226,11 +227,62 @@ async fn on_payload(shared: &Arc<Shared>, client: &async_nats::Client, m: async_
         Ok(Payload::Step(from, step)) => {
             tokio::spawn(answer(shared.clone(), client.clone(), from, step, m.reply));
         }
+        Ok(Payload::Group(from, step)) => {
+            let (s, c, reply) = (shared.clone(), client.clone(), m.reply);
+            tokio::spawn(async move {
+                let done = tokio::task::spawn_blocking(move || s.group_step(&from, step));
+                reply_with(&c, reply, done.await).await;
+            });
+        }
         Ok(Payload::Forward(from, origin, line)) => {
             let (s, c) = (shared.clone(), client.clone());
             tokio::spawn(run_forwarded(s, c, from, origin, line, m.reply));
         }
         Err(e) => shared.say(format!("dropped a malformed lattice payload: {e}")),
+    }
+}
+
+/// The key-value store where groups spanning hosts record decisions (a
+/// JetStream bucket per lattice); then settle what this host coordinated
+/// in an earlier run and never saw end.
+async fn open_store(shared: &Arc<Shared>, client: &async_nats::Client) {
+    use async_nats::jetstream::stream;
+    let js = async_nats::jetstream::new(client.clone());
+    let bucket = format!("liveswap-{}-groups", shared.lattice);
+    // The bucket's stream, as the client's own `create_key_value` makes
+    // it; made by hand because that asks the account's limits first, in a
+    // form NATS servers before 2.10 do not answer in.
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        description: Some("decisions of liveswap group upgrades spanning hosts".into()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 4,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        num_replicas: 1,
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let made = match js.get_or_create_stream(config).await {
+        Ok(_) => js.get_key_value(bucket).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match made {
+        Ok(store) => {
+            *shared.kv.lock().expect("kv poisoned") = Some(store);
+            let s = shared.clone();
+            tokio::task::spawn_blocking(move || {
+                for text in s.settle_earlier() {
+                    s.say(text);
+                }
+            });
+        }
+        Err(e) => shared.say(format!(
+            "the NATS server keeps no key-value store ({e}): group upgrades spanning hosts are refused here (start nats-server with -js)"
+        )),
     }
 }
 
@@ -281,6 +333,7 @@ async fn run(
         client.server_info().max_payload.max(64 * 1024),
         Ordering::Relaxed,
     );
+    open_store(&shared, &client).await;
     announce(&shared, &client, true, false).await;
     let mut beat = tokio::time::interval(shared.lease / 4);
     let mut resend = tokio::time::interval(super::outbox::RESEND_AFTER / 2);

@@ -12,6 +12,7 @@
 //! [`Remote`] face, never by waiting on it.
 
 mod directory;
+mod group;
 mod link;
 mod moving;
 mod outbox;
@@ -155,6 +156,15 @@ pub(crate) struct Shared {
     max_payload: AtomicUsize,
     sent: AtomicU64,
     received: AtomicU64,
+    /// This, for the threads a group's steps are asked on.
+    this: Weak<Shared>,
+    /// The link's runtime, for the key-value store's calls.
+    handle: std::sync::OnceLock<tokio::runtime::Handle>,
+    /// Where groups spanning hosts record their decisions (none if the
+    /// NATS server has no JetStream).
+    kv: Mutex<Option<async_nats::jetstream::kv::Store>>,
+    /// Groups this host takes part in, by id.
+    groups: Mutex<group::Joined>,
 }
 
 impl Shared {
@@ -416,6 +426,16 @@ impl Remote for Shared {
         self.request(host, payload, FORWARD_BOUND)
     }
 
+    fn coordinate(
+        &self,
+        line: &str,
+        bound: Duration,
+        parts: BTreeMap<String, Vec<crate::bus::PartTarget>>,
+    ) -> Result<Box<dyn crate::bus::Group>, String> {
+        let me = self.this.upgrade().ok_or("the lattice link has stopped")?;
+        me.coordinating(line, bound, parts)
+    }
+
     fn view(&self) -> LatticeView {
         let now = Instant::now();
         let me = self.presence(false, false);
@@ -457,7 +477,7 @@ impl Lattice {
         let (asks, asked) = tokio::sync::mpsc::unbounded_channel();
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).context("a random incarnation")?;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|this| Shared {
             lattice: opts.name.clone(),
             host: opts.host.clone(),
             lease: opts.lease,
@@ -478,6 +498,10 @@ impl Lattice {
             max_payload: AtomicUsize::new(1 << 20),
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            this: this.clone(),
+            handle: std::sync::OnceLock::new(),
+            kv: Mutex::new(None),
+            groups: Mutex::new(group::Joined::new()),
         });
         let remote: Arc<dyn Remote> = shared.clone();
         anyhow::ensure!(

@@ -341,11 +341,18 @@ fn compiled(core: &Core, digest: &str, wasm: Vec<u8>) -> Result<Arc<Version>, St
     if let Some(v) = core.repo.lookup(digest) {
         return Ok(v);
     }
-    let dir = std::env::temp_dir().join(format!("liveswap-moved-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let path = dir.join(format!("{}.wasm", digest.trim_start_matches("sha256:")));
-    std::fs::write(&path, wasm).map_err(|e| e.to_string())?;
+    let path = stored(digest, &wasm)?;
     core.repo
         .fetch_pinned(&path, Some(digest))
         .map_err(|e| e.to_string())
+}
+
+/// A file holding `wasm`, a version another host sent (named by its
+/// digest, which reading it checks).
+pub(crate) fn stored(digest: &str, wasm: &[u8]) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!("liveswap-sent-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let path = dir.join(format!("{}.wasm", digest.trim_start_matches("sha256:")));
+    std::fs::write(&path, wasm).map_err(|e| e.to_string())?;
+    Ok(path)
 }

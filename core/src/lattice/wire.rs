@@ -1,14 +1,16 @@
 //! What hosts of a lattice say to each other over NATS, byte for byte.
-//! Three kinds of payload, each starting with a magic and a kind byte:
-//! a host's presence (its lease and the names it serves), a batch of
-//! messages for modules on one host, and the acknowledgements of such
-//! batches. Anything else on the lattice's subjects is malformed and
+//! Each payload starts with a magic and a kind byte: a host's presence
+//! (its lease and the names it serves), a batch of messages for modules
+//! on one host, the acknowledgements of such batches, and the requests
+//! one host makes of another (a step of a move or of a group upgrade, a
+//! forwarded command). Anything else on the lattice's subjects is malformed and
 //! dropped by the reader, never trusted: a decode checks every length.
 
 use std::sync::Arc;
 
+use super::group::GroupStep;
 use crate::bindings::Message;
-use crate::bus::MoveStep;
+use crate::bus::{MoveStep, PartTarget};
 
 const MAGIC: &[u8; 3] = b"LS1";
 const PRESENCE: u8 = 1;
@@ -16,6 +18,7 @@ const BATCH: u8 = 2;
 const ACKS: u8 = 3;
 const STEP: u8 = 4;
 const FORWARD: u8 = 5;
+const GROUP: u8 = 6;
 
 /// A host's presence: who it is, which run of it, how long its word holds
 /// and which modules it serves.
@@ -71,6 +74,8 @@ pub(crate) enum Payload {
     Step(String, MoveStep),
     /// A command to run here, from `host`: (host, origin, line).
     Forward(String, String, String),
+    /// A step of a group upgrade spanning hosts, from its coordinator.
+    Group(String, GroupStep),
 }
 
 struct Writer(Vec<u8>);
@@ -304,6 +309,74 @@ pub(crate) fn step(host: &str, incarnation: u64, step: &MoveStep) -> Vec<u8> {
     w.0
 }
 
+/// A step of a group upgrade spanning hosts, encoded.
+pub(crate) fn group(host: &str, incarnation: u64, step: &GroupStep) -> Vec<u8> {
+    let mut w = Writer::new(GROUP);
+    w.bytes(host.as_bytes());
+    w.u64(incarnation);
+    match step {
+        GroupStep::Prepare {
+            gid,
+            line,
+            bound_ms,
+            targets,
+        } => {
+            w.0.push(1);
+            w.bytes(gid.as_bytes());
+            w.bytes(line.as_bytes());
+            w.u64(*bound_ms);
+            w.u32(targets.len() as u32);
+            for t in targets {
+                w.bytes(t.name.as_bytes());
+                w.bytes(t.digest.as_bytes());
+                w.bytes(&t.wasm);
+            }
+        }
+        GroupStep::Vote { gid } => {
+            w.0.push(2);
+            w.bytes(gid.as_bytes());
+        }
+        GroupStep::Decide { gid, commit } => {
+            w.0.push(3);
+            w.bytes(gid.as_bytes());
+            w.0.push(u8::from(*commit));
+        }
+    }
+    w.0
+}
+
+fn read_group(r: &mut Reader<'_>) -> Result<GroupStep, String> {
+    Ok(match r.u8()? {
+        1 => {
+            let gid = r.string()?;
+            let line = r.string()?;
+            let bound_ms = r.u64()?;
+            let n = r.count(12)?;
+            let targets = (0..n)
+                .map(|_| {
+                    Ok(PartTarget {
+                        name: r.string()?,
+                        digest: r.string()?,
+                        wasm: r.bytes()?.to_vec(),
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            GroupStep::Prepare {
+                gid,
+                line,
+                bound_ms,
+                targets,
+            }
+        }
+        2 => GroupStep::Vote { gid: r.string()? },
+        3 => GroupStep::Decide {
+            gid: r.string()?,
+            commit: r.u8()? == 1,
+        },
+        k => return Err(format!("unknown group step {k}")),
+    })
+}
+
 fn read_step(r: &mut Reader<'_>) -> Result<MoveStep, String> {
     Ok(match r.u8()? {
         1 => MoveStep::Compile {
@@ -432,6 +505,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Payload, String> {
             })
         }
         STEP => Payload::Step(host, read_step(&mut r)?),
+        GROUP => Payload::Group(host, read_group(&mut r)?),
         FORWARD => {
             let origin = r.string()?;
             let line = r.string()?;
@@ -547,6 +621,32 @@ mod tests {
             (msgs[0].from.as_str(), &msgs[0].body[..]),
             ("T", &b"42"[..])
         );
+        let prepare = GroupStep::Prepare {
+            gid: "g.a.7".into(),
+            line: "Syn_Replace X x.wasm Y y.wasm".into(),
+            bound_ms: 5000,
+            targets: vec![PartTarget {
+                name: "Y".into(),
+                digest: "sha256:00".into(),
+                wasm: b"\0asm".to_vec(),
+            }],
+        };
+        let Ok(Payload::Group(from, GroupStep::Prepare { gid, targets, .. })) =
+            decode(&group("a", 1, &prepare))
+        else {
+            panic!("a group's prepare")
+        };
+        assert_eq!((from.as_str(), gid.as_str()), ("a", "g.a.7"));
+        assert_eq!((targets[0].name.as_str(), &targets[0].wasm[..]), ("Y", &b"\0asm"[..]));
+        let decide = GroupStep::Decide {
+            gid: "g.a.7".into(),
+            commit: true,
+        };
+        let Ok(Payload::Group(_, GroupStep::Decide { commit: true, .. })) =
+            decode(&group("a", 1, &decide))
+        else {
+            panic!("a group's decision")
+        };
         let Ok(Payload::Forward(host, origin, line)) = decode(&forward("a", 1, "ctl", "Unload X"))
         else {
             panic!("a forwarded command")

@@ -133,7 +133,7 @@ impl Core {
                     fresh: Vec::new(),
                     loads: Vec::new(),
                 };
-                self.vote_and_complete(admin, voting, &mut report, origin);
+                self.vote_and_complete(admin, voting, &mut report, origin, &mut None);
                 self.bus.record(|| Op::TxnEnd { txn: id });
             }
         }

@@ -2,6 +2,7 @@
 //! `Syn_Upgrade`) as a short driver over its phases (architecture.md §4): prepare,
 //! start the new modules waiting on the decision, vote, decide, complete.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,9 @@ use crossbeam_channel::{Receiver, unbounded};
 use super::coordinator::{Ask, Ballot, Tally};
 use super::prepare::Prepared;
 use super::{AdminState, Core};
+use crate::bus::{Group, PartTarget};
 use crate::command::{GroupKind, Mode, Target};
+use crate::error::CommandError;
 use crate::proxy::{Control, ModuleProxy, Start};
 use crate::report::{Cause, Outcome, Phase, Refusal, TransactionReport};
 use crate::store::Op;
@@ -29,7 +32,9 @@ pub(super) struct Voting {
 }
 
 impl Core {
-    /// Run one upgrade command to its end.
+    /// Run one upgrade command to its end. Targets another host of the
+    /// lattice serves make it a group spanning hosts: this host
+    /// coordinates, the lattice asks the others at each phase.
     pub(crate) fn transact(
         &self,
         admin: &AdminState,
@@ -38,19 +43,54 @@ impl Core {
         text: &str,
         origin: &str,
     ) -> TransactionReport {
+        let (local, parts) = self.split_by_host(kind, targets);
+        let group = match parts.is_empty() {
+            true => Ok(None),
+            false => self.coordinate(admin, text, parts).map(Some),
+        };
+        self.transact_with(admin, kind, (targets, &local), text, origin, group)
+    }
+
+    /// Run an upgrade of the local targets `local` (of `all`), as part of
+    /// `group` if it spans hosts (or refused: why it cannot start).
+    pub(crate) fn transact_with(
+        &self,
+        admin: &AdminState,
+        kind: GroupKind,
+        (all, local): (&[Target], &[Target]),
+        text: &str,
+        origin: &str,
+        group: Result<Option<Box<dyn Group>>, String>,
+    ) -> TransactionReport {
         let started = Instant::now();
         let id = self.next_txn();
-        let names = targets.iter().map(|t| t.name.clone());
+        let names = all.iter().map(|t| t.name.clone());
         let mut report = self.new_report(id, text.to_string(), origin, names, admin.mode.as_str());
-        match self.prepare(kind, targets, origin) {
-            Err(e) => report.reason = Some(e.to_string()),
-            Ok(prepared) => {
-                for (m, p) in report.modules.iter_mut().zip(&prepared) {
-                    m.to = Some(p.imp.label().to_string());
-                    m.same_version = p
-                        .old
-                        .as_ref()
-                        .is_some_and(|o| o.version().digest == p.version.digest);
+        let prepared = group.and_then(|mut g| {
+            let local = self.prepare(kind, local, origin);
+            match g.as_mut() {
+                None => local.map(|p| (p, g)).map_err(|e| e.to_string()),
+                Some(gr) => {
+                    let asked = gr.prepared(local.as_ref().map(drop).map_err(|e| e.to_string()));
+                    match (local, asked) {
+                        (Ok(p), Ok(())) => Ok((p, g)),
+                        (Ok(p), Err(e)) => Err(self.unprepare(p, e)),
+                        (Err(e), _) => Err(e.to_string()),
+                    }
+                }
+            }
+        });
+        match prepared {
+            Err(e) => report.reason = Some(e),
+            Ok((prepared, mut group)) => {
+                for p in &prepared {
+                    if let Some(m) = report.modules.iter_mut().find(|m| m.name == p.name) {
+                        m.to = Some(p.imp.label().to_string());
+                        m.same_version = p
+                            .old
+                            .as_ref()
+                            .is_some_and(|o| o.version().digest == p.version.digest);
+                    }
                 }
                 self.bus.record(|| Op::TxnBegin {
                     txn: id,
@@ -61,8 +101,9 @@ impl Core {
                         .collect(),
                 });
                 report.prepare_us = started.elapsed().as_micros() as u64;
-                let voting = self.start_voting(admin, id, &report.command, prepared);
-                self.vote_and_complete(admin, voting, &mut report, origin);
+                let alone = group.is_none();
+                let voting = self.start_voting(admin, (id, alone), &report.command, prepared);
+                self.vote_and_complete(admin, voting, &mut report, origin, &mut group);
                 self.bus.record(|| Op::TxnEnd { txn: id });
             }
         }
@@ -72,13 +113,75 @@ impl Core {
         report
     }
 
+    /// Targets served here (or to be loaded here), and those other hosts
+    /// of the lattice serve, by host.
+    fn split_by_host(
+        &self,
+        kind: GroupKind,
+        targets: &[Target],
+    ) -> (Vec<Target>, BTreeMap<String, Vec<Target>>) {
+        let mut local = Vec::new();
+        let mut parts: BTreeMap<String, Vec<Target>> = BTreeMap::new();
+        for t in targets {
+            let elsewhere = match kind {
+                GroupKind::Load => None,
+                _ if self.modules.contains(&t.name) => None,
+                _ => self.bus.served_elsewhere(&t.name),
+            };
+            match elsewhere {
+                Some(host) => parts.entry(host).or_default().push(t.clone()),
+                None => local.push(t.clone()),
+            }
+        }
+        (local, parts)
+    }
+
+    /// Start a group spanning hosts: read and check the other hosts'
+    /// files here (pins and signatures as for local ones), and hand them
+    /// to the lattice.
+    fn coordinate(
+        &self,
+        admin: &AdminState,
+        text: &str,
+        parts: BTreeMap<String, Vec<Target>>,
+    ) -> Result<Box<dyn Group>, String> {
+        let remote = self.bus.remote.get().ok_or("this host is in no lattice")?;
+        let mut sent = BTreeMap::new();
+        for (host, targets) in parts {
+            let mut files = Vec::new();
+            for t in targets {
+                let f = self
+                    .repo
+                    .read_checked(&t.path, t.options.pin.as_deref())
+                    .map_err(|e| CommandError::from(e).to_string())?;
+                files.push(PartTarget {
+                    name: t.name,
+                    digest: f.digest().to_string(),
+                    wasm: f.bytes().to_vec(),
+                });
+            }
+            sent.insert(host, files);
+        }
+        remote.coordinate(text, admin.bound, sent)
+    }
+
+    /// Undo what preparing did for a group that ends before its vote:
+    /// what new modules' `init` set up. Gives back `why`.
+    fn unprepare(&self, prepared: Vec<Prepared>, why: String) -> String {
+        for p in prepared.iter().filter(|p| p.old.is_none()) {
+            self.bus.forget(&p.name);
+        }
+        why
+    }
+
     /// The transaction record, its probation if one is set, and every
     /// participant: replaced modules get a CanCommit, new modules a worker
-    /// that waits for the decision.
+    /// that waits for the decision. A transaction that is part of a group
+    /// spanning hosts (not `alone`) never decides on its last vote.
     fn start_voting(
         &self,
         admin: &AdminState,
-        id: u64,
+        (id, alone): (u64, bool),
         command: &str,
         prepared: Vec<Prepared>,
     ) -> Voting {
@@ -87,7 +190,7 @@ impl Core {
             .filter(|p| p.old.is_some())
             .map(|p| p.name.clone())
             .collect();
-        let auto_commit = replacing.len() == prepared.len();
+        let auto_commit = alone && replacing.len() == prepared.len();
         let (txn, rx) = self.new_txn(admin, id, command, replacing, auto_commit);
         let mut asks = Vec::new();
         let mut fresh = Vec::new();
@@ -179,6 +282,7 @@ impl Core {
         v: Voting,
         report: &mut TransactionReport,
         origin: &str,
+        group: &mut Option<Box<dyn Group>>,
     ) {
         let total = v.asks.len();
         let mut tally = self.collect_votes(Ballot {
@@ -190,6 +294,10 @@ impl Core {
             bound: admin.bound,
             progress: Some(origin),
         });
+        if let Some(g) = group.as_mut() {
+            // A group spanning hosts: the decision is the group's.
+            tally.no = g.decide(tally.no.take());
+        }
         let decision = self.decide(&v.txn, (&v.fresh, v.loads), &mut tally);
         // Completion reports: every participant that heard the decision.
         let expected = total.min(tally.asked) + v.fresh.len();
@@ -201,6 +309,9 @@ impl Core {
             }
         }
         tally.fill(report);
+        if let Some(g) = group {
+            g.finish(report);
+        }
         if decision == Decision::Commit {
             report.outcome = Outcome::Committed;
         } else {
