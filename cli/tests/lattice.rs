@@ -10,141 +10,21 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, Proc, ctl_in, free_port, liveswap_in};
-
-const TOKEN: &str = "lattice-token-for-the-test";
-
-fn nats_server() -> PathBuf {
-    let found = ["/usr/sbin/nats-server", "/usr/bin/nats-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
-    found.expect(
-        "nats-server is missing: install Debian's nats-server (apt-get install nats-server)",
-    )
-}
-
-/// `nats-server` on `port`, asking for the test's token; returns once it
-/// accepts connections.
-fn start_nats(dir: &Path, port: u16) -> Proc {
-    let log = std::fs::File::create(
-        dir.join(format!("nats-{}.log", Instant::now().elapsed().as_nanos())),
-    )
-    .unwrap();
-    let child = Command::new(nats_server())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--auth", TOKEN])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("nats-server starts");
-    let until = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < until,
-            "nats-server never listened on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Proc(child)
-}
-
-/// `liveswap run` as host `id` of the lattice on `port`, its output in
-/// `dir/<id>.out`.
-fn start_host(dir: &Path, port: u16, id: &str, script: &str) -> Proc {
-    start_host_with(dir, port, id, script, &[])
-}
-
-fn start_host_with(dir: &Path, port: u16, id: &str, script: &str, extra: &[&str]) -> Proc {
-    let path = dir.join(format!("{id}.ls"));
-    std::fs::write(&path, script).unwrap();
-    let out = std::fs::File::create(dir.join(format!("{id}.out"))).unwrap();
-    let child = Command::new(BIN)
-        .arg("run")
-        .arg("--admin")
-        .arg(dir.join(format!("{id}.sock")))
-        .args(["--lattice", &format!("nats://127.0.0.1:{port}")])
-        .args(["--lattice-name", "test", "--host-id", id])
-        .arg("--lattice-token-file")
-        .arg(dir.join("token"))
-        .args(extra)
-        .arg(&path)
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .expect("liveswap runs");
-    Proc(child)
-}
-
-fn ctl(dir: &Path, id: &str, args: &[&str]) -> String {
-    let o = ctl_in(None, &dir.join(format!("{id}.sock")), args);
-    o.stdout + &o.stderr
-}
-
-/// Wait until host `id`'s `Status` satisfies `f`; how long it took.
-fn status_until(dir: &Path, id: &str, what: &str, f: impl Fn(&str) -> bool) -> Duration {
-    let t0 = Instant::now();
-    let until = t0 + Duration::from_secs(60);
-    loop {
-        let s = ctl(dir, id, &["Status"]);
-        if f(&s) {
-            return t0.elapsed();
-        }
-        assert!(
-            Instant::now() < until,
-            "host {id} never showed {what}:\n{s}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The row of host `host` in a `Status`'s lattice table.
-fn host_row<'a>(status: &'a str, host: &str) -> Option<&'a str> {
-    let table = status.split("HOST ").nth(1)?;
-    table
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(host))
-}
-
-fn output(dir: &Path, id: &str) -> String {
-    std::fs::read_to_string(dir.join(format!("{id}.out"))).unwrap_or_default()
-}
-
-/// The count `key` (`sent=` or `seen=`) for `peer` on `who`'s last report.
-fn count(out: &str, who: &str, key: &str, peer: &str) -> u64 {
-    let line = out
-        .lines()
-        .rev()
-        .find(|l| l.starts_with(&format!("{who} v")) && l.contains(" | report "))
-        .unwrap_or_else(|| panic!("{who} reported nothing:\n{out}"));
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key))
-        .and_then(|f| {
-            f.split(',')
-                .find_map(|kv| kv.strip_prefix(&format!("{peer}:")))
-        })
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no {key}{peer} in {line}"))
-}
-
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("liveswap-lattice-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    dir
-}
+use common::lattice::{
+    TOKEN, count, ctl, host_row, output, start_host, start_host_with, start_nats, status_until,
+    temp_dir,
+};
+use common::{free_port, liveswap_in};
 
 #[test]
 fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restart_and_a_dead_host()
 {
-    let dir = temp_dir();
+    let dir = temp_dir("lattice");
     std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
     let port = free_port();
-    let mut nats = start_nats(&dir, port);
+    let mut nats = start_nats(&dir, port, &[]);
     let v2 = liveswap_guests::PROBE_V2;
     let _b = start_host(
         &dir,
@@ -282,7 +162,7 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         assert!(Instant::now() < until, "{}", output(&dir, "a"));
         std::thread::sleep(Duration::from_millis(50));
     }
-    nats = start_nats(&dir, port);
+    nats = start_nats(&dir, port, &[]);
     status_until(&dir, "a", "b and c back", |s| {
         ["b", "c"]
             .iter()
@@ -353,7 +233,7 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
 
 #[test]
 fn bad_lattice_options_are_refused_before_anything_starts() {
-    let dir = temp_dir().join("bad");
+    let dir = temp_dir("lattice").join("bad");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("s.ls");
     std::fs::write(&script, "").unwrap();
@@ -384,7 +264,7 @@ fn bad_lattice_options_are_refused_before_anything_starts() {
     // A wrong token: the host serves alone and says why, once.
     std::fs::write(dir.join("token"), "not-the-token\n").unwrap();
     let port = free_port();
-    let _nats = start_nats(&dir, port);
+    let _nats = start_nats(&dir, port, &[]);
     let _x = start_host(&dir, port, "x", "");
     let until = Instant::now() + Duration::from_secs(30);
     while !output(&dir, "x").contains("refused host x (authorization violation)") {

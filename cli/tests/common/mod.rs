@@ -11,6 +11,7 @@ use std::process::{Child, Command};
 use crossbeam_channel::Receiver;
 
 pub mod componentize;
+pub mod lattice;
 
 /// The `liveswap` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_liveswap");

@@ -100,13 +100,18 @@ impl Shared {
         let store = self.kv.lock().expect("kv poisoned").clone().ok_or_else(|| {
             "the lattice's NATS server keeps no key-value store (start nats-server with -js): a group spanning hosts records its decision there".to_string()
         })?;
-        let handle = self.handle.get().ok_or("the lattice link has not started")?;
+        let handle = self
+            .handle
+            .get()
+            .ok_or("the lattice link has not started")?;
         let (tx, rx) = bounded(1);
         let fut = op(store);
         handle.spawn(async move {
             let r = tokio::time::timeout(Duration::from_secs(5), fut)
                 .await
-                .unwrap_or_else(|_| Err("the NATS key-value store did not answer within 5s".into()));
+                .unwrap_or_else(
+                    |_| Err("the NATS key-value store did not answer within 5s".into()),
+                );
             let _ = tx.send(r);
         });
         rx.recv()
@@ -131,9 +136,9 @@ impl Shared {
         let key = Self::group_key(gid);
         let value = format!("open\n{}\n{line}", self.host);
         self.kv(|s| async move {
-            s.create(key, value.into())
-                .await
-                .map_err(|e| format!("cannot open the group's entry in the NATS key-value store: {e}"))
+            s.create(key, value.into()).await.map_err(|e| {
+                format!("cannot open the group's entry in the NATS key-value store: {e}")
+            })
         })
     }
 
@@ -141,9 +146,8 @@ impl Shared {
     /// write succeeds. Otherwise what is recorded instead.
     fn settle(&self, gid: &str, revision: u64, value: String) -> Result<(), Record> {
         let key = Self::group_key(gid);
-        let done = self.kv(move |s| async move {
-            Ok(s.update(key, value.into(), revision).await.is_ok())
-        });
+        let done = self
+            .kv(move |s| async move { Ok(s.update(key, value.into(), revision).await.is_ok()) });
         match done {
             Ok(true) => Ok(()),
             Ok(false) => Err(self.record(gid).unwrap_or(Record::Missing)),
@@ -177,9 +181,15 @@ impl Shared {
         parts: BTreeMap<String, Vec<PartTarget>>,
     ) -> Result<Box<dyn Group>, String> {
         for host in parts.keys() {
-            let alive = self.directory.lock().expect("directory poisoned").is_alive(host);
+            let alive = self
+                .directory
+                .lock()
+                .expect("directory poisoned")
+                .is_alive(host);
             if !alive {
-                return Err(format!("host {host} is down: it cannot take part in the group"));
+                return Err(format!(
+                    "host {host} is down: it cannot take part in the group"
+                ));
             }
         }
         let mut nonce = [0u8; 6];
@@ -263,15 +273,26 @@ impl Coordinating {
 
 /// A fault for tests of recovery: `LIVESWAP_GROUP_STALL=before` (or
 /// `after`) stalls the coordinator just before (after) it records the
-/// decision, until it is killed.
+/// decision, until it is killed; `before:S` stalls it S seconds only.
 fn stall(at: &str, shared: &Shared) {
-    if std::env::var("LIVESWAP_GROUP_STALL").is_ok_and(|v| v == at) {
-        shared.say(format!(
-            "LIVESWAP_GROUP_STALL={at}: stalling {at} the decision is recorded"
-        ));
-        loop {
+    let Ok(v) = std::env::var("LIVESWAP_GROUP_STALL") else {
+        return;
+    };
+    let (when, secs) = match v.split_once(':') {
+        Some((w, s)) => (w, s.parse::<u64>().ok()),
+        None => (v.as_str(), None),
+    };
+    if when != at {
+        return;
+    }
+    shared.say(format!(
+        "LIVESWAP_GROUP_STALL={v}: stalling {at} the decision is recorded"
+    ));
+    match secs {
+        Some(s) => std::thread::sleep(Duration::from_secs(s)),
+        None => loop {
             std::thread::sleep(Duration::from_secs(3600));
-        }
+        },
     }
 }
 
@@ -285,15 +306,17 @@ impl Group for Coordinating {
             self.gid,
             hosts.join(", ")
         ));
-        let steps = std::mem::take(&mut self.parts).into_iter().map(|(h, targets)| {
-            let step = GroupStep::Prepare {
-                gid: self.gid.clone(),
-                line: self.line.clone(),
-                bound_ms: self.bound.as_millis() as u64,
-                targets,
-            };
-            (h, step)
-        });
+        let steps = std::mem::take(&mut self.parts)
+            .into_iter()
+            .map(|(h, targets)| {
+                let step = GroupStep::Prepare {
+                    gid: self.gid.clone(),
+                    line: self.line.clone(),
+                    bound_ms: self.bound.as_millis() as u64,
+                    targets,
+                };
+                (h, step)
+            });
         let rx = self.shared.ask_all(steps, PREPARE_BOUND);
         let (mut ok, mut refused) = (Vec::new(), None);
         for _ in 0..hosts.len() {
@@ -313,7 +336,8 @@ impl Group for Coordinating {
             let gid = self.gid.clone();
             (h, GroupStep::Vote { gid })
         });
-        let timeout = self.bound + Duration::from_millis(500);
+        // The deadline above, not this, ends a vote that never comes.
+        let timeout = self.bound + Duration::from_secs(5);
         self.votes = Some(self.shared.ask_all(steps, timeout));
         Ok(())
     }
@@ -329,6 +353,7 @@ impl Group for Coordinating {
         match self.shared.settle(&self.gid, self.revision, value) {
             Ok(()) => {}
             Err(Record::Abort(by, why, _)) if by != "?" => {
+                self.shared.agree(&self.gid, &by, &why);
                 let why = format!("host {by} recorded abort first: {why}");
                 no = Some(self.refusal(by.as_str(), why));
             }
@@ -340,9 +365,12 @@ impl Group for Coordinating {
         }
         let commit = no.is_none();
         self.shared.say(format!(
-            "group {}: {} recorded",
+            "group {}: {}",
             self.gid,
-            if commit { "commit" } else { "abort" }
+            match &no {
+                None => "commit recorded".to_string(),
+                Some(r) => format!("abort ({r})"),
+            }
         ));
         if commit {
             stall("after", &self.shared);
@@ -370,7 +398,11 @@ impl Group for Coordinating {
             }
         }
         for (host, names) in &self.names {
-            for m in report.modules.iter_mut().filter(|m| names.contains(&m.name)) {
+            for m in report
+                .modules
+                .iter_mut()
+                .filter(|m| names.contains(&m.name))
+            {
                 m.host = Some(host.clone());
             }
         }
@@ -454,9 +486,8 @@ impl Participating {
             match self.steps.recv_timeout(POLL) {
                 Ok(PartStep::Decide(commit, reply)) => {
                     self.done = Some(reply);
-                    return (!commit).then(|| {
-                        self.refusal(format!("host {} decided abort", self.coordinator))
-                    });
+                    return (!commit)
+                        .then(|| self.refusal(format!("host {} decided abort", self.coordinator)));
                 }
                 Ok(PartStep::Vote(reply)) => {
                     let _ = reply.send(Err("this host has voted already".into()));
@@ -487,7 +518,8 @@ impl Participating {
                     );
                     let value = format!("abort\n{}\n{why}", self.shared.host);
                     if self.shared.settle(&self.gid, revision, value).is_ok() {
-                        self.shared.say(format!("group {}: {why}: abort recorded", self.gid));
+                        self.shared
+                            .say(format!("group {}: {why}: abort recorded", self.gid));
                         return Some(self.refusal(why));
                     }
                 }
@@ -521,7 +553,10 @@ impl Group for Participating {
                     self.coordinator
                 ))
             }
-            Err(_) => Err(format!("host {} never asked for the vote", self.coordinator)),
+            Err(_) => Err(format!(
+                "host {} never asked for the vote",
+                self.coordinator
+            )),
         }
     }
 
@@ -549,7 +584,11 @@ impl Group for Participating {
 impl Shared {
     /// Take a step of group `gid` from its coordinator `from` (off the
     /// link thread): the answer's text, or why not.
-    pub(crate) fn group_step(self: &Arc<Self>, from: &str, step: GroupStep) -> Result<String, String> {
+    pub(crate) fn group_step(
+        self: &Arc<Self>,
+        from: &str,
+        step: GroupStep,
+    ) -> Result<String, String> {
         let (gid, part) = match step {
             GroupStep::Prepare {
                 gid,
@@ -563,7 +602,12 @@ impl Shared {
             GroupStep::Vote { gid } => (gid, None),
             GroupStep::Decide { gid, commit } => (gid, Some(commit)),
         };
-        let joined = self.groups.lock().expect("groups poisoned").get(&gid).cloned();
+        let joined = self
+            .groups
+            .lock()
+            .expect("groups poisoned")
+            .get(&gid)
+            .cloned();
         let Some((steps, bound)) = joined else {
             return match part {
                 // Ended here already (it read the decision from the store).
@@ -576,7 +620,9 @@ impl Shared {
             None => (PartStep::Vote(reply), bound + Duration::from_secs(1)),
             Some(c) => (PartStep::Decide(c, reply), Duration::from_secs(10)),
         };
-        steps.send(step).map_err(|_| format!("group {gid} has ended"))?;
+        steps
+            .send(step)
+            .map_err(|_| format!("group {gid} has ended"))?;
         answer
             .recv_timeout(wait)
             .unwrap_or_else(|_| Err(format!("host {} did not answer in time", self.host)))
@@ -632,7 +678,14 @@ impl Shared {
                     };
                     let group: Box<dyn Group> = Box::new(part);
                     let targets = (local.as_slice(), local.as_slice());
-                    let r = core.transact_with(&admin, GroupKind::Replace, targets, &line, &origin, Ok(Some(group)));
+                    let r = core.transact_with(
+                        &admin,
+                        GroupKind::Replace,
+                        targets,
+                        &line,
+                        &origin,
+                        Ok(Some(group)),
+                    );
                     Ok::<_, crate::error::CommandError>(r)
                 });
                 shared.groups.lock().expect("groups poisoned").remove(&gid);
@@ -642,6 +695,15 @@ impl Shared {
             Ok(r) => r.map(|()| String::new()),
             Err(_) => Err("preparing took too long".into()),
         }
+    }
+
+    /// Mark group `gid`, which host `by` aborted, as heard by its
+    /// coordinator (this host).
+    fn agree(&self, gid: &str, by: &str, why: &str) {
+        let key = Self::group_key(gid);
+        let value = format!("abort\n{by}\n{why}\nagreed");
+        let _ =
+            self.kv(|s| async move { s.put(key, value.into()).await.map_err(|e| e.to_string()) });
     }
 
     /// On joining: groups this host coordinated in an earlier run that it
@@ -666,18 +728,19 @@ impl Shared {
         for gid in keys.unwrap_or_default() {
             match self.record(&gid) {
                 Ok(Record::Open(revision)) => {
-                    let why = format!("host {} (its coordinator) restarted before deciding", self.host);
+                    let why = format!(
+                        "host {} (its coordinator) restarted before deciding",
+                        self.host
+                    );
                     let value = format!("abort\n{}\n{why}\nagreed", self.host);
                     if self.settle(&gid, revision, value).is_ok() {
-                        said.push(format!("group {gid} was never decided: abort recorded ({why})"));
+                        said.push(format!(
+                            "group {gid} was never decided: abort recorded ({why})"
+                        ));
                     }
                 }
                 Ok(Record::Abort(by, why, false)) if by != self.host => {
-                    let value = format!("abort\n{by}\n{why}\nagreed");
-                    let key = Self::group_key(&gid);
-                    let _ = self.kv(|s| async move {
-                        s.put(key, value.into()).await.map_err(|e| e.to_string())
-                    });
+                    self.agree(&gid, &by, &why);
                     said.push(format!(
                         "group {gid}: host {by} recorded abort while this host, its coordinator, was down ({why}); this host agrees"
                     ));

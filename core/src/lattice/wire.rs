@@ -637,7 +637,10 @@ mod tests {
             panic!("a group's prepare")
         };
         assert_eq!((from.as_str(), gid.as_str()), ("a", "g.a.7"));
-        assert_eq!((targets[0].name.as_str(), &targets[0].wasm[..]), ("Y", &b"\0asm"[..]));
+        assert_eq!(
+            (targets[0].name.as_str(), &targets[0].wasm[..]),
+            ("Y", &b"\0asm"[..])
+        );
         let decide = GroupStep::Decide {
             gid: "g.a.7".into(),
             commit: true,
