@@ -33,12 +33,17 @@ fn nats_server() -> Option<&'static str> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
+/// `nats-server` on a free port, with JetStream (groups spanning hosts
+/// record their decisions there) in a fresh directory.
 fn start_server(path: &str) -> anyhow::Result<(Server, u16)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
+    let store = std::env::temp_dir().join(format!("liveswap-bench-js-{port}"));
+    let _ = std::fs::remove_dir_all(&store);
     let child = Command::new(path)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(&store)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -234,6 +239,28 @@ impl Bench<'_> {
                 "-".into(),
             ]);
         }
+        for k in [3, 9] {
+            say(&format!("lattice group of {k} over three hosts"));
+            let reps = if self.opts.quick { 3 } else { 15 };
+            let [(mut one_t, mut one_p), (mut t3, mut p3)] = self.groups(port, k, reps)?;
+            let (one, over) = (pct(&mut one_t, 0.5), pct(&mut t3, 0.5));
+            t.rows.push(vec![
+                format!("Syn_Replace of {k} modules ({} per host across), vote to end p50, µs ({reps} runs each, alternating)", k / 3),
+                one.to_string(),
+                over.to_string(),
+                format!("{}-{}", t3[0], t3[t3.len() - 1]),
+                "<= 3x one host".into(),
+                if over <= 3 * one { "yes" } else { "NO" }.into(),
+            ]);
+            t.rows.push(vec![
+                format!("Syn_Replace of {k} modules, largest pause p50, µs"),
+                pct(&mut one_p, 0.5).to_string(),
+                pct(&mut p3, 0.5).to_string(),
+                format!("{}-{}", p3[0], p3[p3.len() - 1]),
+                "-".into(),
+                "-".into(),
+            ]);
+        }
         say("lattice swap and move pauses");
         let moves = if self.opts.quick { 4 } else { 20 };
         let (mut swaps, mut moved) = self.pauses(port, moves)?;
@@ -294,6 +321,74 @@ impl Bench<'_> {
         });
         pair.stop();
         result
+    }
+}
+
+impl Bench<'_> {
+    /// `Syn_Replace` of `k` idle modules, all on one host, and spread over
+    /// three hosts of a lattice (coordinated by host a), `reps` times each,
+    /// alternating: for each, the time from the end of preparing to the
+    /// end, and the largest pause, in µs.
+    fn groups(
+        &self,
+        port: u16,
+        k: usize,
+        reps: usize,
+    ) -> anyhow::Result<[(Vec<u64>, Vec<u64>); 2]> {
+        let line = (0..k).fold("Syn_Replace".to_string(), |l, i| {
+            format!("{l} M{i} {}", self.v2)
+        });
+        let one = runtime(true)?;
+        for i in 0..k {
+            exec(&one, &format!("Load M{i} {} config quiet", self.v2))?;
+        }
+        let url = format!("nats://127.0.0.1:{port}");
+        let name = format!("groups{}", rand_id());
+        let mut hosts = Vec::new();
+        for id in ["a", "b", "c"] {
+            let rt = runtime(true)?;
+            let l = Lattice::join(&rt, LatticeOptions::new(&url, &name, id))?;
+            hosts.push((rt, l));
+        }
+        for i in 0..k {
+            exec(
+                &hosts[i % 3].0,
+                &format!("Load M{i} {} config quiet", self.v2),
+            )?;
+        }
+        let end = Instant::now() + Duration::from_secs(20);
+        while hosts[0]
+            .1
+            .view()
+            .hosts
+            .iter()
+            .map(|h| h.modules.len())
+            .sum::<usize>()
+            < k
+        {
+            anyhow::ensure!(Instant::now() < end, "host a never saw the {k} modules");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut out = [(Vec::new(), Vec::new()), (Vec::new(), Vec::new())];
+        for _ in 0..reps {
+            for (i, rt) in [&one, &hosts[0].0].into_iter().enumerate() {
+                let r = txn(rt, &line)?;
+                out[i].0.push(r.total_us - r.prepare_us);
+                out[i].1.push(
+                    r.modules
+                        .iter()
+                        .filter_map(|m| m.pause_us)
+                        .max()
+                        .unwrap_or(0),
+                );
+            }
+        }
+        one.shutdown();
+        for (rt, l) in hosts {
+            l.leave();
+            rt.shutdown();
+        }
+        Ok(out)
     }
 }
 

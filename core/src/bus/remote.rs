@@ -51,7 +51,8 @@ pub struct PartTarget {
     pub name: String,
     /// `sha256:<hex>` of `wasm`.
     pub digest: String,
-    /// The component.
+    /// The component (empty if an earlier target sent to the same host
+    /// has the same digest).
     pub wasm: Vec<u8>,
 }
 

@@ -637,9 +637,13 @@ impl Shared {
         targets: Vec<PartTarget>,
     ) -> Result<String, String> {
         let core = self.core.upgrade().ok_or("the host is stopping")?;
-        let mut local = Vec::new();
+        let mut local: Vec<Target> = Vec::new();
         for t in targets {
-            let path = super::moving::stored(&t.digest, &t.wasm)?;
+            let earlier = local.iter().find(|l| l.options.pin.as_ref() == Some(&t.digest));
+            let path = match earlier {
+                Some(l) if t.wasm.is_empty() => l.path.clone(),
+                _ => super::moving::stored(&t.digest, &t.wasm)?,
+            };
             let options = LoadOptions {
                 pin: Some(t.digest),
                 ..Default::default()

@@ -353,6 +353,12 @@ pub(crate) fn stored(digest: &str, wasm: &[u8]) -> Result<std::path::PathBuf, St
     let dir = std::env::temp_dir().join(format!("liveswap-sent-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let path = dir.join(format!("{}.wasm", digest.trim_start_matches("sha256:")));
-    std::fs::write(&path, wasm).map_err(|e| e.to_string())?;
+    // Written aside and renamed into place: a reader never sees it half
+    // written (two hosts of one process may store the same version).
+    let mut nonce = [0u8; 8];
+    getrandom::getrandom(&mut nonce).map_err(|e| e.to_string())?;
+    let aside = path.with_extension(format!("{}.part", u64::from_le_bytes(nonce)));
+    std::fs::write(&aside, wasm).map_err(|e| e.to_string())?;
+    std::fs::rename(&aside, &path).map_err(|e| e.to_string())?;
     Ok(path)
 }

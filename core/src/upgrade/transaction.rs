@@ -148,16 +148,19 @@ impl Core {
         let remote = self.bus.remote.get().ok_or("this host is in no lattice")?;
         let mut sent = BTreeMap::new();
         for (host, targets) in parts {
-            let mut files = Vec::new();
+            let mut files: Vec<PartTarget> = Vec::new();
             for t in targets {
                 let f = self
                     .repo
                     .read_checked(&t.path, t.options.pin.as_deref())
                     .map_err(|e| CommandError::from(e).to_string())?;
+                // A version travels once to each host, however many of
+                // its modules take it.
+                let sent = files.iter().any(|p| p.digest == f.digest());
                 files.push(PartTarget {
                     name: t.name,
                     digest: f.digest().to_string(),
-                    wasm: f.bytes().to_vec(),
+                    wasm: if sent { Vec::new() } else { f.bytes().to_vec() },
                 });
             }
             sent.insert(host, files);
