@@ -486,8 +486,15 @@ impl Participating {
             match self.steps.recv_timeout(POLL) {
                 Ok(PartStep::Decide(commit, reply)) => {
                     self.done = Some(reply);
-                    return (!commit)
-                        .then(|| self.refusal(format!("host {} decided abort", self.coordinator)));
+                    if commit {
+                        return None;
+                    }
+                    // Why, as recorded.
+                    let why = match self.shared.record(&self.gid) {
+                        Ok(Record::Abort(by, why, _)) => format!("host {by} recorded abort: {why}"),
+                        _ => format!("host {} decided abort", self.coordinator),
+                    };
+                    return Some(self.refusal(why));
                 }
                 Ok(PartStep::Vote(reply)) => {
                     let _ = reply.send(Err("this host has voted already".into()));
@@ -639,7 +646,9 @@ impl Shared {
         let core = self.core.upgrade().ok_or("the host is stopping")?;
         let mut local: Vec<Target> = Vec::new();
         for t in targets {
-            let earlier = local.iter().find(|l| l.options.pin.as_ref() == Some(&t.digest));
+            let earlier = local
+                .iter()
+                .find(|l| l.options.pin.as_ref() == Some(&t.digest));
             let path = match earlier {
                 Some(l) if t.wasm.is_empty() => l.path.clone(),
                 _ => super::moving::stored(&t.digest, &t.wasm)?,
