@@ -3,6 +3,8 @@
 //! loopback port, and three real `liveswap run` processes, A on host a,
 //! B on b and C on c. From host a, `Syn_Replace A … B … C …`:
 //! - commits on all three hosts;
+//! - is refused when A's new protocol would reach B on another host, which
+//!   does not accept it, and commits with B in it;
 //! - aborts on all three when C's `put-state` says NO;
 //! - aborts when host c is SIGKILLed while it votes, and A and B serve
 //!   on, their old versions, within the bound;
@@ -143,6 +145,31 @@ fn a_group_spanning_three_hosts_commits_on_all_or_none_whoever_fails() {
         history.contains("of host a `Syn_Replace") && history.contains("-> committed"),
         "{history}"
     );
+
+    // The protocol scope check sees edges across hosts: A (on a) sends to
+    // B (on b); A v3 speaks protocol 2, which B v2 does not accept, so A
+    // v3 alone is refused naming B, and A and B together commit.
+    let v3 = liveswap_guests::PROBE_V3;
+    ctl(&dir, "a", &["Send", "A", "do", "send B 3"]);
+    status_until(&dir, "b", "B's three numbers", |s| {
+        s.lines()
+            .find(|l| l.starts_with("B "))
+            .and_then(|l| l.split_whitespace().nth(5))
+            .is_some_and(|served| served == "3")
+    });
+    // b announces B's senders with its presence (four times per lease).
+    std::thread::sleep(Duration::from_millis(1200));
+    let r = ctl(&dir, "a", &["Replace", "A", v3]);
+    assert!(r.contains(" REFUSED: "), "{r}");
+    assert!(
+        r.contains("B must be upgraded in the same transaction")
+            && r.contains("A v3.0 would speak protocol [2] to B v2.0, which accepts [1]"),
+        "{r}"
+    );
+    let r = ctl(&dir, "a", &["Syn_Replace", "A", v3, "B", v3]);
+    assert!(r.contains(" COMMITTED: "), "{r}");
+    let r = ctl(&dir, "a", &["Syn_Replace", "A", v2, "B", v2]);
+    assert!(r.contains(" COMMITTED: "), "{r}");
 
     // One NO aborts the group on every host.
     ctl(&dir, "c", &["Send", "C", "do", "flag fail-put"]);

@@ -25,7 +25,7 @@ pub use mailbox::{Budget, Mailbox, TIMER_SENDER};
 pub use names::NameService;
 pub use pubsub::PubSub;
 pub use rates::WINDOW_SECS;
-pub use remote::{Group, HostRow, LatticeView, MoveStep, Mover, PartTarget, Remote};
+pub use remote::{Group, HostRow, LatticeView, ModuleSide, MoveStep, Mover, PartTarget, Remote};
 pub use timers::TimerService;
 
 /// Sender name stamped on messages injected by the administrator.

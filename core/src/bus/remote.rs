@@ -32,6 +32,9 @@ pub trait Remote: Send + Sync {
     /// Run the command `line` on `host` (it names a module `host`
     /// serves), for `origin`: its answer in text, or why it failed.
     fn forward(&self, host: &str, line: &str, origin: &str) -> Result<String, String>;
+    /// The modules other hosts serve, with their protocol declarations
+    /// and senders as last announced.
+    fn sides(&self) -> Vec<ModuleSide>;
     /// Coordinate a group upgrade whose targets `parts` (by host) other
     /// hosts serve, within the vote's `bound`: the lattice's part of it,
     /// or why the group cannot be started.
@@ -41,6 +44,23 @@ pub trait Remote: Send + Sync {
         bound: Duration,
         parts: BTreeMap<String, Vec<PartTarget>>,
     ) -> Result<Box<dyn Group>, String>;
+}
+
+/// A module's protocol declarations, as another host tells them (for the
+/// protocol scope check of an upgrade): its version, what it speaks and
+/// accepts, and who sends to it there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModuleSide {
+    /// Module name.
+    pub name: String,
+    /// Version label.
+    pub version: String,
+    /// Protocols it sends.
+    pub speaks: Vec<u32>,
+    /// Protocols it understands.
+    pub accepts: Vec<u32>,
+    /// Modules that sent to it (or that it subscribes to).
+    pub senders: Vec<String>,
 }
 
 /// A target of a group upgrade that another host serves: the version's
@@ -60,9 +80,21 @@ pub struct PartTarget {
 /// transaction's driver calls it: on the coordinating host and on each
 /// participant alike, at the same three points of the usual phases.
 pub trait Group: Send {
-    /// The local targets are prepared (or refused: why). Whether to go on
-    /// to the vote; an error is why the group ends here.
-    fn prepared(&mut self, local: Result<(), String>) -> Result<(), String>;
+    /// The local targets are prepared, their new versions' declarations
+    /// (or refused: why). On the coordinator, the other hosts' new
+    /// versions' declarations, to check the whole group's protocol scope
+    /// with; none on a participant. An error is why the group ends here.
+    fn prepared(
+        &mut self,
+        local: Result<Vec<ModuleSide>, String>,
+    ) -> Result<Option<Vec<ModuleSide>>, String>;
+    /// The coordinator refused the group after preparing (the scope
+    /// check): release the hosts that prepared, saying `why`.
+    fn abandon(&mut self, why: &str);
+    /// Every host prepared and the group's scope holds: the vote starts
+    /// (the coordinator asks every host; a participant waits to be asked).
+    /// An error is why the group ends here.
+    fn vote(&mut self) -> Result<(), String>;
     /// The local votes are in (`no`: the first NO, if any). The group's
     /// decision: none to commit, the refusal that aborts it otherwise.
     fn decide(&mut self, no: Option<Refusal>) -> Option<Refusal>;
@@ -132,6 +164,9 @@ pub enum MoveStep {
         capacity: u64,
         /// What `put-state` returned.
         state: Vec<u8>,
+        /// Its grants: the host it moves to gives them again (a granted
+        /// directory must exist there).
+        grants: Vec<crate::guest::Grant>,
     },
     /// What the module's mailbox held when the old host gave the name up,
     /// in order (in parts, each within a NATS payload).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::wire::Presence;
-use crate::bus::HostRow;
+use crate::bus::{HostRow, ModuleSide};
 
 struct Host {
     incarnation: u64,
@@ -17,6 +17,7 @@ struct Host {
     alive: bool,
     modules: Vec<String>,
     subs: Vec<(String, String, String)>,
+    sides: Vec<ModuleSide>,
 }
 
 /// What changed with an announcement or a lease that ran out, in words
@@ -107,6 +108,7 @@ impl Directory {
                 alive: true,
                 modules: p.modules,
                 subs: p.subs,
+                sides: p.sides,
             },
         );
         said
@@ -123,6 +125,13 @@ impl Directory {
             }
         }
         out
+    }
+
+    /// The modules of the hosts that are up, with their protocol
+    /// declarations and senders.
+    pub(crate) fn sides(&self) -> Vec<ModuleSide> {
+        let up = self.hosts.values().filter(|h| h.alive);
+        up.flat_map(|h| h.sides.iter().cloned()).collect()
     }
 
     /// Mark down the hosts whose lease ran out.
@@ -178,6 +187,7 @@ mod tests {
             modules: modules.iter().map(|m| m.to_string()).collect(),
             subs: Vec::new(),
             moved: Vec::new(),
+            sides: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 
 use super::Shared;
-use crate::bus::{Group, PartTarget};
+use crate::bus::{Group, ModuleSide, PartTarget};
 use crate::command::{GroupKind, LoadOptions, Target};
 use crate::report::{Cause, ModuleReport, Phase, Refusal, TransactionReport};
 use crate::upgrade::AdminState;
@@ -206,6 +206,7 @@ impl Shared {
                 .collect(),
             parts,
             revision: 0,
+            prepared_hosts: Vec::new(),
             votes: None,
             dones: None,
             voted_by: Instant::now(),
@@ -223,6 +224,8 @@ struct Coordinating {
     /// The modules each participant host serves.
     names: BTreeMap<String, Vec<String>>,
     revision: u64,
+    /// The hosts that prepared their parts.
+    prepared_hosts: Vec<String>,
     votes: Option<Receiver<(String, Result<String, String>)>>,
     dones: Option<Receiver<(String, Result<String, String>)>>,
     voted_by: Instant,
@@ -297,7 +300,10 @@ fn stall(at: &str, shared: &Shared) {
 }
 
 impl Group for Coordinating {
-    fn prepared(&mut self, local: Result<(), String>) -> Result<(), String> {
+    fn prepared(
+        &mut self,
+        local: Result<Vec<ModuleSide>, String>,
+    ) -> Result<Option<Vec<ModuleSide>>, String> {
         local?;
         self.revision = self.shared.open(&self.gid, &self.line)?;
         let hosts: Vec<String> = self.parts.keys().cloned().collect();
@@ -318,10 +324,13 @@ impl Group for Coordinating {
                 (h, step)
             });
         let rx = self.shared.ask_all(steps, PREPARE_BOUND);
-        let (mut ok, mut refused) = (Vec::new(), None);
+        let (mut ok, mut refused, mut theirs) = (Vec::new(), None, Vec::new());
         for _ in 0..hosts.len() {
             match rx.recv() {
-                Ok((h, Ok(_))) => ok.push(h),
+                Ok((h, Ok(text))) => {
+                    theirs.extend(text.lines().filter_map(parse_side));
+                    ok.push(h);
+                }
                 Ok((h, Err(why))) => refused = refused.or(Some(format!("host {h}: {why}"))),
                 Err(_) => break,
             }
@@ -330,6 +339,17 @@ impl Group for Coordinating {
             self.end_early(ok, &why);
             return Err(why);
         }
+        self.prepared_hosts = ok;
+        Ok(Some(theirs))
+    }
+
+    fn abandon(&mut self, why: &str) {
+        let hosts = std::mem::take(&mut self.prepared_hosts);
+        self.end_early(hosts, why);
+    }
+
+    fn vote(&mut self) -> Result<(), String> {
+        let hosts = self.prepared_hosts.clone();
         // Everyone prepared: the votes start here and on every host.
         self.voted_by = Instant::now() + self.bound + Duration::from_millis(500);
         let steps = hosts.into_iter().map(|h| {
@@ -409,6 +429,34 @@ impl Group for Coordinating {
     }
 }
 
+/// A new version's declarations as one line of a participant's answer to
+/// Prepare: name, version, what it speaks and accepts.
+fn side_line(m: &ModuleSide) -> String {
+    let list = |l: &[u32]| l.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    format!(
+        "{}\t{}\t{}\t{}",
+        m.name,
+        m.version,
+        list(&m.speaks),
+        list(&m.accepts)
+    )
+}
+
+/// Read what [`side_line`] wrote.
+fn parse_side(line: &str) -> Option<ModuleSide> {
+    let list = |s: &str| -> Vec<u32> { s.split(',').filter_map(|p| p.parse().ok()).collect() };
+    let [name, version, speaks, accepts] = line.split('\t').collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    Some(ModuleSide {
+        name: name.to_string(),
+        version: version.to_string(),
+        speaks: list(speaks),
+        accepts: list(accepts),
+        senders: Vec::new(),
+    })
+}
+
 /// A participant's rows of the report, as text: one line per module.
 fn rows(report: &TransactionReport) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -465,7 +513,8 @@ struct Participating {
     coordinator: String,
     bound: Duration,
     names: Vec<String>,
-    ready: Sender<Result<(), String>>,
+    /// Where the answer to Prepare goes: the new versions' declarations.
+    ready: Sender<Result<String, String>>,
     steps: Receiver<PartStep>,
     vote: Option<Sender<Result<String, String>>>,
     done: Option<Sender<Result<String, String>>>,
@@ -545,9 +594,20 @@ impl Participating {
 }
 
 impl Group for Participating {
-    fn prepared(&mut self, local: Result<(), String>) -> Result<(), String> {
-        let _ = self.ready.send(local.clone());
-        local?;
+    fn prepared(
+        &mut self,
+        local: Result<Vec<ModuleSide>, String>,
+    ) -> Result<Option<Vec<ModuleSide>>, String> {
+        let answer = local
+            .as_ref()
+            .map(|sides| sides.iter().map(side_line).collect::<Vec<_>>().join("\n"));
+        let _ = self.ready.send(answer.map_err(Clone::clone));
+        local.map(|_| None)
+    }
+
+    fn abandon(&mut self, _why: &str) {}
+
+    fn vote(&mut self) -> Result<(), String> {
         match self.steps.recv_timeout(VOTE_WAIT) {
             Ok(PartStep::Vote(reply)) => {
                 self.vote = Some(reply);
@@ -704,10 +764,9 @@ impl Shared {
                 shared.groups.lock().expect("groups poisoned").remove(&gid);
             })
             .map_err(|e| e.to_string())?;
-        match prepared.recv_timeout(PREPARE_BOUND) {
-            Ok(r) => r.map(|()| String::new()),
-            Err(_) => Err("preparing took too long".into()),
-        }
+        prepared
+            .recv_timeout(PREPARE_BOUND)
+            .unwrap_or_else(|_| Err("preparing took too long".into()))
     }
 
     /// Mark group `gid`, which host `by` aborted, as heard by its

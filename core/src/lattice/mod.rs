@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::bindings::Message;
-use crate::bus::{Bus, LatticeView, Mover, Remote, SendError};
+use crate::bus::{Bus, LatticeView, ModuleSide, Mover, Remote, SendError};
 use crate::events::Event;
 use crate::runtime::Runtime;
 use crate::upgrade::Core;
@@ -185,16 +185,22 @@ impl Shared {
     /// stay: messages for them wait for it (or for the host that takes
     /// over from it) to come back.
     fn presence(&self, hello: bool, leaving: bool) -> Presence {
-        let (modules, subs) = match self.bus.upgrade() {
-            Some(bus) => (
-                bus.names
+        let (modules, subs, sides) = match self.bus.upgrade() {
+            Some(bus) => {
+                let names = bus
+                    .names
                     .all()
                     .iter()
                     .map(|m| m.name().to_string())
-                    .collect(),
-                bus.pubsub.all(),
-            ),
-            None => (Vec::new(), Vec::new()),
+                    .collect();
+                let subs = bus.pubsub.all();
+                let sides = match self.core.upgrade() {
+                    Some(core) => core.modules.all().iter().map(|m| side(m, &subs)).collect(),
+                    None => Vec::new(),
+                };
+                (names, subs, sides)
+            }
+            None => (Vec::new(), Vec::new(), Vec::new()),
         };
         Presence {
             host: self.host.clone(),
@@ -208,6 +214,7 @@ impl Shared {
             modules,
             subs,
             moved: self.gone(),
+            sides,
         }
     }
 
@@ -426,6 +433,10 @@ impl Remote for Shared {
         self.request(host, payload, FORWARD_BOUND)
     }
 
+    fn sides(&self) -> Vec<ModuleSide> {
+        self.directory.lock().expect("directory poisoned").sides()
+    }
+
     fn coordinate(
         &self,
         line: &str,
@@ -458,6 +469,26 @@ impl Remote for Shared {
             sent: self.sent.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A module's protocol declarations and senders (those that sent to it,
+/// and the publishers of its subscriptions `subs`), as announced.
+fn side(m: &crate::proxy::ModuleProxy, subs: &[(String, String, String)]) -> ModuleSide {
+    let version = m.version();
+    let info = version.info();
+    let mut senders = m.senders();
+    for (publisher, _, subscriber) in subs {
+        if subscriber == m.name() && !senders.contains(publisher) {
+            senders.push(publisher.clone());
+        }
+    }
+    ModuleSide {
+        name: m.name().to_string(),
+        version: info.map(|i| i.version.clone()).unwrap_or_default(),
+        speaks: info.map(|i| i.speaks.clone()).unwrap_or_default(),
+        accepts: info.map(|i| i.accepts.clone()).unwrap_or_default(),
+        senders,
     }
 }
 

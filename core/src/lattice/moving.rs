@@ -268,6 +268,7 @@ impl Shared {
             memory,
             capacity,
             state,
+            grants,
             ..
         } = step
         else {
@@ -285,7 +286,8 @@ impl Shared {
             .cloned()
             .or_else(|| core.repo.lookup(&digest))
             .ok_or_else(|| format!("version {digest} was not compiled here"))?;
-        let grants: Arc<[Grant]> = Arc::from(Vec::new());
+        crate::guest::sandbox::check(&grants).map_err(|e| e.to_string())?;
+        let grants: Arc<[Grant]> = Arc::from(grants);
         let limits = core.limits_with(memory.map(|m| m as usize));
         let mut imp = core
             .instantiate(&version, &name, &grants, &limits)

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use super::group::GroupStep;
 use crate::bindings::Message;
-use crate::bus::{MoveStep, PartTarget};
+use crate::bus::{ModuleSide, MoveStep, PartTarget};
+use crate::guest::Grant;
 
 const MAGIC: &[u8; 3] = b"LS1";
 const PRESENCE: u8 = 1;
@@ -35,6 +36,8 @@ pub(crate) struct Presence {
     pub subs: Vec<(String, String, String)>,
     /// Modules it gave up lately, and the host each went to.
     pub moved: Vec<(String, String)>,
+    /// Its modules' protocol declarations and senders.
+    pub sides: Vec<ModuleSide>,
 }
 
 /// One message for a module on the receiving host, with its place in the
@@ -169,7 +172,48 @@ pub(crate) fn presence(p: &Presence) -> Vec<u8> {
         w.bytes(name.as_bytes());
         w.bytes(host.as_bytes());
     }
+    w.u32(p.sides.len() as u32);
+    for m in &p.sides {
+        write_side(&mut w, m);
+    }
     w.0
+}
+
+/// A module's protocol declarations (in a presence, or a prepared
+/// group's answer).
+fn write_side(w: &mut Writer, m: &ModuleSide) {
+    w.bytes(m.name.as_bytes());
+    w.bytes(m.version.as_bytes());
+    for list in [&m.speaks, &m.accepts] {
+        w.u32(list.len() as u32);
+        for p in list {
+            w.u32(*p);
+        }
+    }
+    w.u32(m.senders.len() as u32);
+    for s in &m.senders {
+        w.bytes(s.as_bytes());
+    }
+}
+
+fn read_side(r: &mut Reader<'_>) -> Result<ModuleSide, String> {
+    let name = r.string()?;
+    let version = r.string()?;
+    let mut lists = [Vec::new(), Vec::new()];
+    for l in &mut lists {
+        let n = r.count(4)?;
+        *l = (0..n).map(|_| r.u32()).collect::<Result<_, _>>()?;
+    }
+    let [speaks, accepts] = lists;
+    let n = r.count(4)?;
+    let senders = (0..n).map(|_| r.string()).collect::<Result<_, _>>()?;
+    Ok(ModuleSide {
+        name,
+        version,
+        speaks,
+        accepts,
+        senders,
+    })
 }
 
 /// A batch under way: frames are added until it is as large as a NATS
@@ -256,6 +300,7 @@ pub(crate) fn step(host: &str, incarnation: u64, step: &MoveStep) -> Vec<u8> {
             memory,
             capacity,
             state,
+            grants,
         } => {
             w.0.push(2);
             w.u64(*id);
@@ -264,6 +309,10 @@ pub(crate) fn step(host: &str, incarnation: u64, step: &MoveStep) -> Vec<u8> {
             w.u64(memory.unwrap_or(u64::MAX));
             w.u64(*capacity);
             w.bytes(state);
+            w.u32(grants.len() as u32);
+            for g in grants {
+                write_grant(&mut w, g);
+            }
         }
         MoveStep::Commit {
             id,
@@ -307,6 +356,52 @@ pub(crate) fn step(host: &str, incarnation: u64, step: &MoveStep) -> Vec<u8> {
         }
     }
     w.0
+}
+
+fn write_grant(w: &mut Writer, g: &Grant) {
+    match g {
+        Grant::Udp(a) => {
+            w.0.push(0);
+            w.bytes(a.to_string().as_bytes());
+        }
+        Grant::Tcp(a) => {
+            w.0.push(1);
+            w.bytes(a.to_string().as_bytes());
+        }
+        Grant::Dir {
+            host,
+            guest,
+            writable,
+        } => {
+            w.0.push(2);
+            w.bytes(host.to_string_lossy().as_bytes());
+            w.bytes(guest.as_bytes());
+            w.0.push(u8::from(*writable));
+        }
+        Grant::Env { name, value } => {
+            w.0.push(3);
+            w.bytes(name.as_bytes());
+            w.bytes(value.as_bytes());
+        }
+    }
+}
+
+fn read_grant(r: &mut Reader<'_>) -> Result<Grant, String> {
+    let addr = |s: String| s.parse().map_err(|_| format!("a granted address `{s}`"));
+    Ok(match r.u8()? {
+        0 => Grant::Udp(addr(r.string()?)?),
+        1 => Grant::Tcp(addr(r.string()?)?),
+        2 => Grant::Dir {
+            host: r.string()?.into(),
+            guest: r.string()?,
+            writable: r.u8()? == 1,
+        },
+        3 => Grant::Env {
+            name: r.string()?,
+            value: r.string()?,
+        },
+        k => return Err(format!("a grant of unknown kind {k}")),
+    })
 }
 
 /// A step of a group upgrade spanning hosts, encoded.
@@ -390,6 +485,10 @@ fn read_step(r: &mut Reader<'_>) -> Result<MoveStep, String> {
             memory: Some(r.u64()?).filter(|m| *m != u64::MAX),
             capacity: r.u64()?,
             state: r.bytes()?.to_vec(),
+            grants: {
+                let n = r.count(5)?;
+                (0..n).map(|_| read_grant(r)).collect::<Result<_, _>>()?
+            },
         },
         3 => {
             let id = r.u64()?;
@@ -444,6 +543,8 @@ fn read_presence(r: &mut Reader<'_>, host: String, incarnation: u64) -> Result<P
     let moved = (0..n)
         .map(|_| Ok((r.string()?, r.string()?)))
         .collect::<Result<_, String>>()?;
+    let n = r.count(20)?;
+    let sides = (0..n).map(|_| read_side(r)).collect::<Result<_, _>>()?;
     Ok(Presence {
         host,
         incarnation,
@@ -452,6 +553,7 @@ fn read_presence(r: &mut Reader<'_>, host: String, incarnation: u64) -> Result<P
         modules,
         subs,
         moved,
+        sides,
     })
 }
 
@@ -552,6 +654,13 @@ mod tests {
             modules: vec!["SINK".into(), "T".into()],
             subs: vec![("PUB".into(), "ev".into(), "SUB".into())],
             moved: vec![("OSPF".into(), "c".into())],
+            sides: vec![ModuleSide {
+                name: "SINK".into(),
+                version: "3.0".into(),
+                speaks: vec![2],
+                accepts: vec![1, 2],
+                senders: vec!["T".into()],
+            }],
         };
         let Ok(Payload::Presence(got)) = decode(&presence(&p)) else {
             panic!("a presence")

@@ -52,9 +52,6 @@ impl Core {
                 "a host with a state directory does not move modules yet (its outboxes are not durable)",
             ));
         }
-        if !proxy.grants().is_empty() {
-            return Err(refused(name, "its grants name this machine's resources"));
-        }
         let view = remote.view();
         if view.host == host {
             return Err(refused(name, format!("it runs on host {host} already")));
@@ -113,6 +110,7 @@ impl Core {
             memory: Some(proxy.limits().memory as u64),
             capacity: proxy.status().capacity as u64,
             state,
+            grants: proxy.grants().to_vec(),
         };
         mover
             .ask(host, install)

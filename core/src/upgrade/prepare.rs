@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::Core;
 use super::scope::{self, Side};
+use crate::bus::ModuleSide;
 use crate::command::{GroupKind, LoadOptions, Target};
 use crate::error::CommandError;
 use crate::events::ModuleState;
@@ -25,6 +26,15 @@ pub(super) struct Prepared {
     pub old: Option<ModuleProxy>,
     pub version: Arc<Version>,
     pub imp: Box<Implementation>,
+}
+
+/// Another host's module's protocol declarations, for the scope check.
+fn remote_side(m: &ModuleSide) -> Side {
+    Side {
+        version: m.version.clone(),
+        speaks: m.speaks.clone(),
+        accepts: m.accepts.clone(),
+    }
 }
 
 /// A version's protocol declarations, for the scope check.
@@ -45,6 +55,7 @@ impl Core {
         kind: GroupKind,
         targets: &[Target],
         origin: &str,
+        scoped: bool,
     ) -> Result<Vec<Prepared>, CommandError> {
         // The command's own checks first: a name that is not loaded is
         // refused before any file is read or compiled.
@@ -99,7 +110,9 @@ impl Core {
             .iter()
             .map(|p| (p.name.as_str(), &p.version))
             .collect();
-        self.check_scope(&after)?;
+        if scoped {
+            self.check_scope(&after)?;
+        }
 
         self.init_new(&mut prepared)?;
         Ok(prepared)
@@ -193,8 +206,26 @@ impl Core {
         &self,
         prepared: &[(&str, &Arc<Version>)],
     ) -> Result<(), CommandError> {
+        self.check_scope_with(prepared, &[])
+    }
+
+    /// [`Core::check_scope`] over the lattice: the modules other hosts
+    /// serve, as they announced them, and `theirs`, the new versions other
+    /// hosts prepared for a group spanning hosts.
+    pub(super) fn check_scope_with(
+        &self,
+        prepared: &[(&str, &Arc<Version>)],
+        theirs: &[ModuleSide],
+    ) -> Result<(), CommandError> {
         let mut after: BTreeMap<String, Side> = BTreeMap::new();
         let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+        let elsewhere = self.bus.remote.get().map(|r| r.sides()).unwrap_or_default();
+        for m in elsewhere.iter().chain(theirs) {
+            after.insert(m.name.clone(), remote_side(m));
+            for s in &m.senders {
+                edges.insert((s.clone(), m.name.clone()));
+            }
+        }
         for p in self.modules.all() {
             if let Some(info) = p.version().info() {
                 after.insert(p.name().to_string(), side(info));
@@ -206,7 +237,7 @@ impl Core {
         for e in self.bus.pubsub.edges() {
             edges.insert(e);
         }
-        let mut targets = BTreeSet::new();
+        let mut targets: BTreeSet<String> = theirs.iter().map(|m| m.name.clone()).collect();
         for (name, version) in prepared {
             if let Some(info) = version.info() {
                 after.insert(name.to_string(), side(info));

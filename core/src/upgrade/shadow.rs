@@ -33,7 +33,7 @@ impl Core {
                 ..Default::default()
             },
         };
-        let mut prepared = self.prepare(GroupKind::Replace, &[target], origin)?;
+        let mut prepared = self.prepare(GroupKind::Replace, &[target], origin, true)?;
         let p = prepared.pop().expect("one target");
         let proxy = p.old.expect("a Replace target is loaded");
         let plan = ShadowPlan {

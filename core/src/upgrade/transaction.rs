@@ -11,10 +11,11 @@ use crossbeam_channel::{Receiver, unbounded};
 use super::coordinator::{Ask, Ballot, Tally};
 use super::prepare::Prepared;
 use super::{AdminState, Core};
-use crate::bus::{Group, PartTarget};
+use crate::bus::{Group, ModuleSide, PartTarget};
 use crate::command::{GroupKind, Mode, Target};
 use crate::error::CommandError;
 use crate::proxy::{Control, ModuleProxy, Start};
+use crate::repo::Version;
 use crate::report::{Cause, Outcome, Phase, Refusal, TransactionReport};
 use crate::store::Op;
 use crate::txn::{Decision, Probation, Report, Txn};
@@ -67,15 +68,16 @@ impl Core {
         let names = all.iter().map(|t| t.name.clone());
         let mut report = self.new_report(id, text.to_string(), origin, names, admin.mode.as_str());
         let prepared = group.and_then(|mut g| {
-            let local = self.prepare(kind, local, origin);
+            // In a group spanning hosts, the coordinator checks the scope
+            // of the whole group, once every host has prepared.
+            let local = self.prepare(kind, local, origin, g.is_none());
             match g.as_mut() {
                 None => local.map(|p| (p, g)).map_err(|e| e.to_string()),
                 Some(gr) => {
-                    let asked = gr.prepared(local.as_ref().map(drop).map_err(|e| e.to_string()));
-                    match (local, asked) {
-                        (Ok(p), Ok(())) => Ok((p, g)),
-                        (Ok(p), Err(e)) => Err(self.unprepare(p, e)),
-                        (Err(e), _) => Err(e.to_string()),
+                    let p = self.prepared_in_group(gr.as_mut(), local)?;
+                    match gr.vote() {
+                        Ok(()) => Ok((p, g)),
+                        Err(e) => Err(self.unprepare(p, e)),
                     }
                 }
             }
@@ -111,6 +113,39 @@ impl Core {
         self.release_unused();
         self.record_transaction(&report);
         report
+    }
+
+    /// This host's part of a group spanning hosts is prepared (or not):
+    /// tell the group; the coordinator checks the whole group's protocol
+    /// scope with the other hosts' new versions.
+    fn prepared_in_group(
+        &self,
+        group: &mut dyn Group,
+        local: Result<Vec<Prepared>, CommandError>,
+    ) -> Result<Vec<Prepared>, String> {
+        let sides = local.as_ref().map(|ps| {
+            ps.iter()
+                .map(|p| side_of(&p.name, &p.version))
+                .collect::<Vec<_>>()
+        });
+        let asked = group.prepared(sides.map_err(|e| e.to_string()));
+        match (local, asked) {
+            (Ok(p), Ok(None)) => Ok(p),
+            (Ok(p), Ok(Some(theirs))) => {
+                let ours: Vec<(&str, &Arc<Version>)> =
+                    p.iter().map(|p| (p.name.as_str(), &p.version)).collect();
+                match self.check_scope_with(&ours, &theirs) {
+                    Ok(()) => Ok(p),
+                    Err(e) => {
+                        let why = e.to_string();
+                        group.abandon(&why);
+                        Err(self.unprepare(p, why))
+                    }
+                }
+            }
+            (Ok(p), Err(e)) => Err(self.unprepare(p, e)),
+            (Err(e), _) => Err(e.to_string()),
+        }
     }
 
     /// Targets served here (or to be loaded here), and those other hosts
@@ -366,5 +401,17 @@ impl Core {
             tally.no = Some(Refusal::new(module, Phase::Bound, Cause::BoundPassed));
         }
         decision
+    }
+}
+
+/// A new version's protocol declarations, for the group's scope check.
+fn side_of(name: &str, version: &Version) -> ModuleSide {
+    let info = version.info();
+    ModuleSide {
+        name: name.to_string(),
+        version: info.map(|i| i.version.clone()).unwrap_or_default(),
+        speaks: info.map(|i| i.speaks.clone()).unwrap_or_default(),
+        accepts: info.map(|i| i.accepts.clone()).unwrap_or_default(),
+        senders: Vec::new(),
     }
 }
