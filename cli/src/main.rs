@@ -436,6 +436,16 @@ enum Cmd {
         /// Where the monitor listens (UDP).
         #[arg(long, default_value = "127.0.0.1:0")]
         monitor: std::net::SocketAddr,
+        /// Spread the router over a lattice of three hosts: this process
+        /// and two `liveswap run` processes, on a local nats-server with
+        /// JetStream (started for the demo unless --lattice-url is given);
+        /// OSPF moves between the hosts during the run.
+        #[arg(long)]
+        lattice: bool,
+        /// The NATS server (with JetStream) for --lattice, instead of a
+        /// local one.
+        #[arg(long, requires = "lattice")]
+        lattice_url: Option<String>,
         #[command(flatten)]
         trust: Trust,
         #[command(flatten)]
@@ -619,9 +629,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             settle,
             gap,
             monitor,
+            lattice,
+            lattice_url,
             trust,
             serve,
-        } => demo(beat, settle, gap, monitor, &trust, &serve),
+        } => {
+            let spread = lattice.then(|| liveswap_demo::LatticeDemo {
+                url: lattice_url,
+                binary: std::env::current_exe().unwrap_or_else(|_| "liveswap".into()),
+            });
+            demo((beat, settle, gap), monitor, spread, &trust, &serve)
+        }
         Cmd::Ctl {
             connect,
             file,
@@ -738,10 +756,9 @@ fn sign(key: &Path, files: &[PathBuf]) -> anyhow::Result<ExitCode> {
 }
 
 fn demo(
-    beat: u32,
-    settle: Duration,
-    gap: Duration,
+    (beat, settle, gap): (u32, Duration, Duration),
     monitor: std::net::SocketAddr,
+    lattice: Option<liveswap_demo::LatticeDemo>,
     trust: &Trust,
     serve: &Serve,
 ) -> anyhow::Result<ExitCode> {
@@ -762,13 +779,22 @@ fn demo(
         Narration::Monitor(m) => say(format_args!("{}   [{m}]", stamp())),
     });
     say(format_args!(
-        "liveswap demo: the non-stop router, upgraded live (Ctrl-C to stop)"
+        "liveswap demo: the non-stop router, upgraded live{} (Ctrl-C to stop)",
+        if lattice.is_some() {
+            " and moved between three hosts"
+        } else {
+            ""
+        }
     ));
+    let script = match &lattice {
+        Some(_) => demo::LATTICE_SCRIPT,
+        None => demo::ROUTER_SCRIPT,
+    };
     let result = demo::run(
         demo::DemoOptions {
             vars,
             gap,
-            script: demo::ROUTER_SCRIPT.to_string(),
+            script: script.to_string(),
             monitor,
             admin: admin_options(serve)?,
             http: web_options(serve)?,
@@ -776,6 +802,7 @@ fn demo(
             state_dir: None,
             host_binary: std::env::current_exe().ok(),
             handoff_stay: settle,
+            lattice,
         },
         narrate,
     )?;

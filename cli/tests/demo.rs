@@ -41,3 +41,48 @@ fn the_demo_hands_the_router_to_a_fresh_process_and_every_invariant_holds() {
     }
     assert!(text.contains("every invariant held"), "{text}");
 }
+
+/// `liveswap demo --lattice`: the router spread over this process and two
+/// `liveswap run` processes on a local nats-server with JetStream; IP and
+/// OSPF move between the hosts and are upgraded in groups spanning hosts,
+/// and every relay number still arrives once, with no module silent
+/// outside a transaction.
+#[test]
+fn the_lattice_demo_moves_ospf_between_three_hosts_and_every_invariant_holds() {
+    let out = Command::new(env!("CARGO_BIN_EXE_liveswap"))
+        .args(["demo", "--lattice", "--no-admin", "--settle", "1500ms"])
+        .output()
+        .expect("liveswap runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for to in [
+        "IP to host b",
+        "OSPF to host c",
+        "OSPF to host b",
+        "OSPF to host a",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("moved {to}: paused "))),
+            "no move of {to}:\n{text}"
+        );
+    }
+    assert!(
+        text.contains("on host b") && text.contains("on host c"),
+        "no group spanning hosts:\n{text}"
+    );
+    for sender in ["IP   ", "VRRP "] {
+        assert!(
+            text.lines().any(
+                |l| l.starts_with(&format!("relay numbers OSPF got from {sender}"))
+                    && l.ends_with("consecutive, none lost or repeated")
+            ),
+            "{text}"
+        );
+    }
+    assert!(text.contains("every invariant held"), "{text}");
+}

@@ -17,6 +17,7 @@ use crossbeam_channel::unbounded;
 
 mod handoff;
 pub mod monitor;
+mod spread;
 
 use liveswap::{Event, ModuleState, Outcome, Runtime, RuntimeBuilder, TransactionReport};
 use liveswap_ops::Reply;
@@ -25,6 +26,11 @@ use monitor::{Heard, Monitor, Notice, Outage};
 
 /// The router scenario, as shipped.
 pub const ROUTER_SCRIPT: &str = include_str!("../../examples/router/router.ls");
+
+/// The router spread over three hosts of a lattice, as shipped.
+pub const LATTICE_SCRIPT: &str = include_str!("../../examples/router/lattice.ls");
+
+pub use spread::LatticeDemo;
 
 /// How to run the demo.
 pub struct DemoOptions {
@@ -53,6 +59,9 @@ pub struct DemoOptions {
     pub host_binary: Option<PathBuf>,
     /// How long the fresh host process serves before it is taken back.
     pub handoff_stay: Duration,
+    /// Spread the router over a lattice of three hosts: this process
+    /// (host a) and two `liveswap run` processes (b and c).
+    pub lattice: Option<LatticeDemo>,
 }
 
 /// A script line (a comment to `liveswap run`) at which the demo hands
@@ -135,6 +144,8 @@ pub struct DemoResult {
     pub handoffs: Vec<Handoff>,
     /// Shadows dropped: (module, the line that said why).
     pub shadows: Vec<(String, String)>,
+    /// What each `Move` answered (on a lattice).
+    pub moves: Vec<String>,
 }
 
 fn parse_expect(raw: &str) -> Option<(Outcome, Option<String>)> {
@@ -221,6 +232,10 @@ pub fn run(
         Ok(Arc::new(rt))
     };
     let mut rt = build()?;
+    let spread = match &opts.lattice {
+        Some(how) => Some(spread::Spread::start(&rt, how, &events_tx, &narrate)?),
+        None => None,
+    };
     let mut endpoint = match opts.admin.clone() {
         None => None,
         Some(a) => match liveswap_ops::admin::AdminServer::start(rt.clone(), a) {
@@ -298,6 +313,13 @@ pub fn run(
                         if let Event::Module { module, state: state @ (ModuleState::RolledBack | ModuleState::Recovered), detail, .. } = &e {
                             narrate(Narration::Log(format!("{module} {state}: {}", detail.clone().unwrap_or_default())));
                         }
+                        // Of what the other hosts say, their arrivals and groups.
+                        if let Event::Progress { origin, text } = &e
+                            && origin.starts_with("host ")
+                            && (text.contains(" moved here ") || text.starts_with("group "))
+                        {
+                            narrate(Narration::Reply(format!("({origin}) {text}")));
+                        }
                         if let Event::Transaction(r) = &e
                             && r.origin == "probation"
                         {
@@ -329,6 +351,7 @@ pub fn run(
     let mut heading = String::new();
     let mut failures = Vec::new();
     let mut handoffs = Vec::new();
+    let mut moves = Vec::new();
     // `Shadow NAME ... # expect dropped`: (NAME, script line).
     let mut shadows = Vec::new();
     for (i, raw) in opts.script.lines().enumerate() {
@@ -414,9 +437,17 @@ pub fn run(
         let label = label(&command).unwrap_or_else(|| shown.clone());
         narrate(Narration::Command(shown.clone()));
         let t0 = Instant::now();
-        let reply = rt
-            .execute(command, &label, &format!("demo:{}", i + 1))
-            .map(|r| liveswap_ops::render(r).0);
+        let origin = format!("demo:{}", i + 1);
+        let moving = matches!(command, liveswap::Command::Move { .. });
+        let reply = match command {
+            // A Move is run by the host that serves the module.
+            liveswap::Command::Move { .. } => {
+                liveswap_ops::execute_line(&rt, &line, &origin).map(|r| r.unwrap_or(Reply::Quit))
+            }
+            _ => rt
+                .execute(command, &label, &origin)
+                .map(|r| liveswap_ops::render(r).0),
+        };
         let t1 = Instant::now();
         budget.store(4, Ordering::Relaxed);
         match reply {
@@ -430,7 +461,12 @@ pub fn run(
                     window: (t0, t1),
                 });
             }
-            Ok(Reply::Done(msg)) | Ok(Reply::Text(msg)) => narrate(Narration::Reply(msg)),
+            Ok(Reply::Done(msg)) | Ok(Reply::Text(msg)) => {
+                if moving {
+                    moves.push(msg.clone());
+                }
+                narrate(Narration::Reply(msg))
+            }
             Ok(Reply::Quit) => break,
             Err(e) => {
                 failures.push(format!("line {}: `{shown}` failed: {e}", i + 1));
@@ -442,6 +478,9 @@ pub fn run(
     drop(web);
     if let Some(e) = endpoint.as_mut() {
         e.stop();
+    }
+    if let Some(s) = spread {
+        s.stop();
     }
     rt.shutdown();
     drop(rt);
@@ -521,7 +560,13 @@ pub fn run(
                 .push(line.clone());
         }
     }
-    for (sender, ns) in numbers {
+    for (sender, mut ns) in numbers {
+        if opts.lattice.is_some() {
+            // Lines from three processes, each read on its own thread,
+            // may interleave out of order where OSPF moved; OSPF checks
+            // the order itself (its GAP and DUP lines).
+            ns.sort_unstable();
+        }
         let check = relays.entry(sender).or_default();
         check.count = ns.len() as u64;
         check.consecutive = ns.iter().copied().eq(1..=ns.len() as u64);
@@ -647,6 +692,7 @@ pub fn run(
         started,
         handoffs,
         shadows: dropped,
+        moves,
     })
 }
 
@@ -753,6 +799,9 @@ impl DemoResult {
         );
         for (module, why) in &self.shadows {
             let _ = writeln!(out, "caught before it served: {module} {why}");
+        }
+        for m in &self.moves {
+            let _ = writeln!(out, "{m}");
         }
         let _ = writeln!(out);
         for h in &self.heard {

@@ -39,6 +39,7 @@ fn the_router_survives_every_transaction_and_a_bad_release_without_losing_a_rela
             state_dir: None,
             host_binary: None,
             handoff_stay: Duration::ZERO,
+            lattice: None,
         },
         quiet,
     )
