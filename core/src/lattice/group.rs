@@ -157,18 +157,18 @@ impl Shared {
 
     /// Ask each of `hosts` its `step` at once: the answers, by host.
     fn ask_all(
-        self: &Arc<Self>,
+        &self,
         hosts: impl Iterator<Item = (String, GroupStep)>,
         timeout: Duration,
     ) -> Receiver<(String, Result<String, String>)> {
         let (tx, rx) = unbounded();
         for (host, step) in hosts {
             let payload = super::wire::group(&self.host, self.incarnation, &step);
-            let (shared, tx) = (self.clone(), tx.clone());
-            std::thread::spawn(move || {
-                let answer = shared.request(&host, payload, timeout);
-                let _ = tx.send((host, answer));
+            let (tx, to) = (tx.clone(), host.clone());
+            let then = Box::new(move |answer| {
+                let _ = tx.send((to, answer));
             });
+            self.request_then(&host, payload, timeout, then);
         }
         rx
     }

@@ -152,7 +152,7 @@ async fn ask(shared: Arc<Shared>, client: async_nats::Client, a: Ask) {
             }
         },
     };
-    let _ = a.answer.send(answer);
+    (a.answer)(answer);
 }
 
 /// Take a step of a move asked by `from` (off this thread: compiling and

@@ -44,7 +44,7 @@ pub(crate) struct Ask {
     pub host: String,
     pub payload: Vec<u8>,
     pub timeout: Duration,
-    pub answer: crossbeam_channel::Sender<Result<String, String>>,
+    pub answer: Box<dyn FnOnce(Result<String, String>) + Send>,
 }
 
 impl Mover for Shared {
@@ -133,22 +133,41 @@ impl Shared {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<String, String> {
-        if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err("the lattice's NATS server is not reachable".into());
-        }
         let (answer, answered) = bounded(1);
+        self.request_then(
+            host,
+            payload,
+            timeout,
+            Box::new(move |r| {
+                let _ = answer.send(r);
+            }),
+        );
+        answered
+            .recv()
+            .unwrap_or_else(|_| Err("the lattice link has stopped".into()))
+    }
+
+    /// Ask `host`, and call `then` with its answer (or why there is
+    /// none), on the link's thread: it must not wait.
+    pub(crate) fn request_then(
+        &self,
+        host: &str,
+        payload: Vec<u8>,
+        timeout: Duration,
+        then: Box<dyn FnOnce(Result<String, String>) + Send>,
+    ) {
+        if !self.connected.load(std::sync::atomic::Ordering::Relaxed) {
+            return then(Err("the lattice's NATS server is not reachable".into()));
+        }
         let ask = Ask {
             host: host.to_string(),
             payload,
             timeout,
-            answer,
+            answer: then,
         };
-        self.asks
-            .send(ask)
-            .map_err(|_| "the lattice link has stopped".to_string())?;
-        answered
-            .recv()
-            .unwrap_or_else(|_| Err("the lattice link has stopped".into()))
+        if let Err(e) = self.asks.send(ask) {
+            (e.0.answer)(Err("the lattice link has stopped".into()));
+        }
     }
 
     /// Register a module moved here, first filling its mailbox, in order,
