@@ -145,6 +145,20 @@ fn a_group_spanning_three_hosts_commits_on_all_or_none_whoever_fails() {
         history.contains("of host a `Syn_Replace") && history.contains("-> committed"),
         "{history}"
     );
+    // Any host's History is the lattice's: its own, then each other
+    // host's, each under its name.
+    let history = ctl(&dir, "c", &["History"]);
+    let at = |h: &str| {
+        history
+            .find(h)
+            .unwrap_or_else(|| panic!("no {h}:\n{history}"))
+    };
+    assert!(at("── host c (this host)") < at("── host a") && at("── host a") < at("── host b"));
+    assert_eq!(
+        history.matches("group g.a.").count(),
+        2,
+        "the group on b and on c:\n{history}"
+    );
 
     // The protocol scope check sees edges across hosts: A (on a) sends to
     // B (on b); A v3 speaks protocol 2, which B v2 does not accept, so A

@@ -503,6 +503,11 @@ impl Runtime {
         self.core.bus.served_elsewhere(name)
     }
 
+    /// What this host sees of its lattice, if it joined one.
+    pub fn lattice_view(&self) -> Option<crate::bus::LatticeView> {
+        self.core.bus.remote.get().map(|r| r.view())
+    }
+
     /// Run the command `line` on `host` of the lattice, for `origin`:
     /// its answer in text, or why it failed.
     pub fn forward(&self, host: &str, line: &str, origin: &str) -> Result<String, String> {

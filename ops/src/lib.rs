@@ -96,9 +96,43 @@ fn run_line(
                 .forward(&host, line.trim(), origin)
                 .map(|text| Some((Reply::Done(format!("(on host {host}) {text}")), None)))
                 .map_err(|e| CommandError::Parse(format!("on host {host}: {e}"))),
-            None => rt.execute(c, line.trim(), origin).map(|r| Some(render(r))),
+            None => {
+                let lattice_wide = may_forward && matches!(c, Command::History);
+                let r = rt.execute(c, line.trim(), origin).map(render)?;
+                Ok(Some(match lattice_wide {
+                    true => with_other_hosts(rt, r, origin),
+                    false => r,
+                }))
+            }
         },
     }
+}
+
+/// `History` on a lattice: this host's, then every other host's (asked of
+/// it), each under its host's name. The JSON form stays this host's.
+fn with_other_hosts(
+    rt: &Runtime,
+    (reply, json): (Reply, Option<serde_json::Value>),
+    origin: &str,
+) -> (Reply, Option<serde_json::Value>) {
+    let (Some(view), Reply::Text(mine)) = (rt.lattice_view(), &reply) else {
+        return (reply, json);
+    };
+    let others: Vec<_> = view.hosts.iter().filter(|h| h.id != view.host).collect();
+    if others.is_empty() {
+        return (reply, json);
+    }
+    let mut text = format!("── host {} (this host)\n{mine}", view.host);
+    for h in others {
+        let theirs = match h.alive {
+            false => format!("(host {} is down: its history cannot be read now)", h.id),
+            true => rt
+                .forward(&h.id, "History", origin)
+                .unwrap_or_else(|e| format!("(not read: {e})")),
+        };
+        text.push_str(&format!("\n── host {}\n{theirs}", h.id));
+    }
+    (Reply::Text(text), json)
 }
 
 /// The one module a command acts on, if it names exactly one.
