@@ -233,7 +233,7 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
 
 #[test]
 fn bad_lattice_options_are_refused_before_anything_starts() {
-    let dir = temp_dir("lattice").join("bad");
+    let dir = temp_dir("lattice-bad");
     std::fs::create_dir_all(&dir).unwrap();
     let script = dir.join("s.ls");
     std::fs::write(&script, "").unwrap();
@@ -284,4 +284,72 @@ fn bad_lattice_options_are_refused_before_anything_starts() {
         "{}",
         o.stdout
     );
+}
+
+/// A sender's host with a state directory, SIGKILLed while it sends and
+/// started again on the directory: T on a sends SINK on b a number every
+/// millisecond; a is killed outright twice and comes back with T's state
+/// and the messages its outbox held, under the same stream identity, and
+/// SINK sees every number T counts as sent once and in order.
+#[test]
+fn a_durable_sender_killed_and_restarted_loses_and_repeats_nothing() {
+    let dir = temp_dir("lattice-durable");
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let port = free_port();
+    let _nats = start_nats(&dir, port, &[]);
+    let v2 = liveswap_guests::PROBE_V2;
+    let _b = start_host(
+        &dir,
+        port,
+        "b",
+        &format!("Load SINK {v2} config \"quiet\"\n"),
+    );
+    let state = dir.join("a-state");
+    let durable = ["--state-dir", state.to_str().unwrap()];
+    let feed = format!("Load T {v2} config \"timer t 1; tick-send SINK; quiet\"\n");
+    let mut a = start_host_with(&dir, port, "a", &feed, &durable);
+    let served = |s: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with("SINK "))
+            .and_then(|l| l.split_whitespace().nth(5))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut past = 300;
+    status_until(&dir, "b", "numbers from a", |s| served(s) > past);
+    for round in 0..2 {
+        a.0.kill().unwrap();
+        let _ = a.0.wait();
+        past = served(&ctl(&dir, "b", &["Status"]));
+        a = start_host_with(&dir, port, "a", "", &durable);
+        status_until(&dir, "b", "numbers from the restarted a", |s| {
+            served(s) > past + 500
+        });
+        eprintln!("restart {}: SINK had served {past}", round + 1);
+    }
+    let r = ctl(&dir, "a", &["Status"]);
+    assert!(r.contains("T "), "T is back on a:\n{r}");
+
+    ctl(&dir, "a", &["Send", "T", "do", "cancel t"]);
+    status_until(&dir, "a", "an empty outbox", |s| {
+        s.contains(" 0 waiting for acknowledgement")
+    });
+    let before = (output(&dir, "a").len(), output(&dir, "b").len());
+    ctl(&dir, "a", &["Send", "T", "do", "report"]);
+    ctl(&dir, "b", &["Send", "SINK", "do", "report"]);
+    let until = Instant::now() + Duration::from_secs(30);
+    let reported = |id: &str, from: usize| output(&dir, id)[from..].contains(" | report ");
+    while !(reported("a", before.0) && reported("b", before.1)) {
+        assert!(Instant::now() < until, "no reports");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let b = output(&dir, "b");
+    assert!(
+        !b.contains("GAP") && !b.contains("DUP"),
+        "numbers lost or repeated:\n{b}"
+    );
+    let sent = count(&output(&dir, "a"), "T", "sent=", "SINK");
+    let seen = count(&b, "SINK", "seen=", "T");
+    assert!(sent > past, "T sent {sent}");
+    assert_eq!(sent, seen, "every number T sent, SINK saw once");
 }

@@ -131,6 +131,18 @@ pub struct Bus {
     /// The lattice, if the host joined one: where messages for names
     /// served by other hosts go.
     pub remote: OnceLock<Arc<dyn Remote>>,
+    /// What a restart found of the lattice in the state directory: this
+    /// host's stream identity and its outboxes, for the lattice to take.
+    pub restored: std::sync::Mutex<Option<RestoredLattice>>,
+}
+
+/// A lattice host's streams as its state directory kept them.
+#[derive(Default)]
+pub struct RestoredLattice {
+    /// The run of this host its receivers know its streams by.
+    pub incarnation: Option<u64>,
+    /// Messages not acknowledged, by receiving module.
+    pub outboxes: std::collections::BTreeMap<Arc<str>, crate::store::OutboxImage>,
 }
 
 impl Bus {
@@ -152,6 +164,7 @@ impl Bus {
             refused: AtomicUsize::new(0),
             journal,
             remote: OnceLock::new(),
+            restored: std::sync::Mutex::new(None),
         })
     }
 

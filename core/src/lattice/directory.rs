@@ -20,6 +20,9 @@ struct Host {
     sides: Vec<ModuleSide>,
 }
 
+/// Where a name is served before any host said it serves it.
+const UNHEARD: &str = "(not heard of yet)";
+
 /// What changed with an announcement or a lease that ran out, in words
 /// for the host's log.
 pub(crate) type Changes = Vec<String>;
@@ -44,6 +47,14 @@ impl Directory {
     /// `name` is served by `host` from now on (this host moved it there).
     pub(crate) fn moved(&mut self, name: &str, host: &str) {
         self.names.insert(name.to_string(), host.to_string());
+    }
+
+    /// `name` is served by a host not heard of yet (this host had a
+    /// stream to it before a restart): its messages wait.
+    pub(crate) fn expect(&mut self, name: &str) {
+        self.names
+            .entry(name.to_string())
+            .or_insert_with(|| UNHEARD.to_string());
     }
 
     /// Whether `host`'s lease holds.

@@ -250,23 +250,25 @@ impl Shared {
         let directory = self.directory.lock().expect("directory poisoned");
         let mut open: BTreeMap<String, BatchWriter> = BTreeMap::new();
         let mut done = Vec::new();
+        let outboxes = &mut *outboxes;
+        let sealed = &outboxes.sealed;
         for (to, ob) in outboxes.by_name.iter_mut() {
             let Some(host) = directory.host_of(to).filter(|h| directory.is_alive(h)) else {
                 continue;
             };
             ob.maybe_go_back(now);
-            while ob.has_unsent() {
+            while ob.has_unsent(sealed) {
                 let batch = open
                     .entry(host.to_string())
                     .or_insert_with(|| BatchWriter::new(&self.host, self.incarnation));
-                ob.take_unsent(|seq, from, msg| {
+                ob.take_unsent(sealed, |seq, from, msg| {
                     let fits = batch.frames() == 0 || batch.len() + msg.body.len() + 256 <= limit;
                     if fits {
                         batch.push(to, seq, from, msg);
                     }
                     fits
                 });
-                if ob.has_unsent() {
+                if ob.has_unsent(sealed) {
                     let full = open.remove(host).expect("just used");
                     let n = full.frames();
                     done.push((host.to_string(), full.finish(), n));
@@ -351,6 +353,7 @@ impl Shared {
         if a.incarnation != self.incarnation {
             return; // for an earlier run of this host
         }
+        let journal = self.bus.upgrade().and_then(|b| b.journal.clone());
         let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
         let directory = self.directory.lock().expect("directory poisoned");
         for (to, seq) in a.last {
@@ -361,6 +364,10 @@ impl Shared {
             let budget = outboxes.budget.clone();
             if let Some(ob) = outboxes.by_name.get_mut(&to) {
                 ob.acked(seq, &budget);
+                if let Some(j) = &journal {
+                    let to = Arc::from(to.as_str());
+                    j.record(crate::store::Op::OutAcked { to, upto: seq });
+                }
             }
         }
     }
@@ -395,8 +402,24 @@ impl Remote for Shared {
             drop(outboxes);
             return mailbox.deliver(from, msg);
         }
-        outboxes.push(to, &host, from, msg)?;
+        // With a state directory the message is journaled, and leaves once
+        // durable with the call that sent it.
+        let journal = self.bus.upgrade().and_then(|b| b.journal.clone());
+        let producer = journal.as_ref().map(|_| crate::store::producer());
+        let copy = journal.as_ref().map(|_| Message {
+            from: from.to_string(),
+            ..msg.clone()
+        });
+        let seq = outboxes.push(to, &host, from, (msg, producer.clone()))?;
         drop(outboxes);
+        if let (Some(j), Some(msg)) = (journal, copy) {
+            j.record(crate::store::Op::Out {
+                to: Arc::from(to),
+                seq,
+                msg,
+                producer: producer.flatten(),
+            });
+        }
         self.sent.fetch_add(1, Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())
@@ -472,6 +495,74 @@ impl Remote for Shared {
     }
 }
 
+/// This host's run as its receivers know its streams: with a state
+/// directory, the one it kept (its receivers' marks go on after a
+/// restart), recorded the first time; otherwise a new one. And what the
+/// directory kept of its outboxes.
+fn incarnation(bus: &Bus) -> anyhow::Result<(u64, Option<crate::bus::RestoredLattice>)> {
+    let restored = bus.restored.lock().expect("restored poisoned").take();
+    if let Some(i) = restored.as_ref().and_then(|r| r.incarnation) {
+        return Ok((i, restored));
+    }
+    let mut seed = [0u8; 8];
+    getrandom::getrandom(&mut seed).context("a random incarnation")?;
+    let incarnation = u64::from_le_bytes(seed);
+    if let Some(j) = &bus.journal {
+        j.record_durable(crate::store::Op::Setting {
+            name: crate::store::LATTICE_INCARNATION.to_string(),
+            value: incarnation,
+        })
+        .map_err(anyhow::Error::msg)?;
+    }
+    Ok((incarnation, restored))
+}
+
+impl Shared {
+    /// Take back the outboxes a restart found: sent again at once.
+    fn restore(&self, restored: Option<crate::bus::RestoredLattice>) {
+        let Some(r) = restored else {
+            return;
+        };
+        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        let mut directory = self.directory.lock().expect("directory poisoned");
+        for (to, o) in r.outboxes {
+            let entries: Vec<(u64, Message)> = o
+                .entries
+                .into_iter()
+                .map(|(seq, (m, _))| (seq, m))
+                .collect();
+            if !entries.is_empty() {
+                tracing::debug!(to = %to, n = entries.len(), "outbox restored");
+            }
+            outboxes.restore(&to, o.acked, entries);
+            // A name this host sent to before: its messages wait for the
+            // host that serves it to be heard of, rather than be refused.
+            directory.expect(&to);
+        }
+    }
+
+    /// The journal committed `op`: messages it made durable, and calls it
+    /// completed, may let messages leave.
+    fn committed(&self, op: &crate::store::Op) {
+        use crate::store::Op;
+        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        match op {
+            Op::Out { to, seq, .. } => {
+                if let Some(ob) = outboxes.by_name.get_mut(&**to) {
+                    ob.durable(*seq);
+                }
+            }
+            Op::Served { module, seq, .. } | Op::Trapped { module, seq, .. } => {
+                let s = outboxes.sealed.entry(module.clone()).or_default();
+                *s = (*s).max(*seq);
+            }
+            _ => return,
+        }
+        drop(outboxes);
+        self.wake.notify_one();
+    }
+}
+
 /// A module's protocol declarations and senders (those that sent to it,
 /// and the publishers of its subscriptions `subs`), as announced.
 fn side(m: &crate::proxy::ModuleProxy, subs: &[(String, String, String)]) -> ModuleSide {
@@ -506,13 +597,12 @@ impl Lattice {
         opts.check()?;
         let bus = rt.bus();
         let (asks, asked) = tokio::sync::mpsc::unbounded_channel();
-        let mut seed = [0u8; 8];
-        getrandom::getrandom(&mut seed).context("a random incarnation")?;
+        let (incarnation, restored) = incarnation(bus)?;
         let shared = Arc::new_cyclic(|this| Shared {
             lattice: opts.name.clone(),
             host: opts.host.clone(),
             lease: opts.lease,
-            incarnation: u64::from_le_bytes(seed),
+            incarnation,
             bus: Arc::downgrade(bus),
             core: Arc::downgrade(rt.core()),
             asks,
@@ -539,6 +629,16 @@ impl Lattice {
             bus.remote.set(remote).is_ok(),
             "this host has joined a lattice already"
         );
+        shared.restore(restored);
+        if let Some(j) = &bus.journal {
+            let weak = Arc::downgrade(&shared);
+            j.on_commit(Box::new(move |op| {
+                if let Some(s) = weak.upgrade() {
+                    s.committed(op);
+                }
+            }))
+            .map_err(anyhow::Error::msg)?;
+        }
         let link = link::Link::start(shared.clone(), &opts, asked)?;
         Ok(Lattice {
             shared,

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::bindings::Message;
 use crate::bus::{Budget, SendError};
 use crate::limits::message_cost;
+use crate::store::Producer;
 
 /// How long an outbox waits for an acknowledgement before it sends again
 /// what is not acknowledged.
@@ -26,6 +27,32 @@ struct Entry {
     msg: Message,
     /// Bytes it holds of the host's budget.
     cost: usize,
+    /// On a host with a state directory: what must be durable before the
+    /// message may leave (none: it may leave now).
+    hold: Option<Hold>,
+}
+
+/// A journaled message leaves once it is durable and the call that sent
+/// it completed durably: a restart then never sends it again from a call
+/// that runs again.
+struct Hold {
+    durable: bool,
+    producer: Option<Producer>,
+}
+
+/// The last call of each module known to have completed durably.
+pub(crate) type Sealed = HashMap<Arc<str>, u64>;
+
+fn ready(e: &Entry, sealed: &Sealed) -> bool {
+    match &e.hold {
+        None => true,
+        Some(h) => {
+            h.durable
+                && h.producer
+                    .as_ref()
+                    .is_none_or(|(m, n)| sealed.get(m).is_some_and(|s| s >= n))
+        }
+    }
 }
 
 /// The messages for one module on another host.
@@ -112,20 +139,38 @@ impl Outbox {
     }
 
     /// Whether there is something to send within the window.
-    pub(crate) fn has_unsent(&self) -> bool {
-        self.sent < self.queue.len().min(WINDOW)
+    pub(crate) fn has_unsent(&self, sealed: &Sealed) -> bool {
+        self.sent < self.queue.len().min(WINDOW) && ready(&self.queue[self.sent], sealed)
     }
 
     /// Visit what is to be sent now, in order, until `f` says stop; what
     /// it took counts as sent.
-    pub(crate) fn take_unsent(&mut self, mut f: impl FnMut(u64, &str, &Message) -> bool) {
+    pub(crate) fn take_unsent(
+        &mut self,
+        sealed: &Sealed,
+        mut f: impl FnMut(u64, &str, &Message) -> bool,
+    ) {
         let end = self.queue.len().min(WINDOW);
         while self.sent < end {
             let e = &self.queue[self.sent];
-            if !f(e.seq, &e.from, &e.msg) {
+            if !ready(e, sealed) || !f(e.seq, &e.from, &e.msg) {
                 break;
             }
             self.sent += 1;
+        }
+    }
+
+    /// Message `seq` is durable.
+    pub(crate) fn durable(&mut self, seq: u64) {
+        let Some(first) = self.queue.front().map(|e| e.seq) else {
+            return;
+        };
+        let at = seq.checked_sub(first).and_then(|i| usize::try_from(i).ok());
+        if let Some(h) = at
+            .and_then(|i| self.queue.get_mut(i))
+            .and_then(|e| e.hold.as_mut())
+        {
+            h.durable = true;
         }
     }
 }
@@ -138,6 +183,8 @@ pub(crate) struct Outboxes {
     /// The host-wide budget of queued bytes, which outboxes share with
     /// mailboxes.
     pub(crate) budget: Arc<Budget>,
+    /// Calls completed durably (a host with a state directory).
+    pub(crate) sealed: Sealed,
 }
 
 impl Outboxes {
@@ -146,18 +193,47 @@ impl Outboxes {
             by_name: HashMap::new(),
             capacity,
             budget,
+            sealed: Sealed::new(),
         }
     }
 
+    /// Messages a restart found not acknowledged, numbered on from `acked`
+    /// (durable already: they may leave at once).
+    pub(crate) fn restore(&mut self, to: &str, acked: u64, entries: Vec<(u64, Message)>) {
+        let mut ob = Outbox::new();
+        ob.next = acked + 1;
+        for (seq, mut msg) in entries {
+            let from: Arc<str> = Arc::from(std::mem::take(&mut msg.from));
+            let cost = message_cost(&msg.kind, &from, &msg.body);
+            // Held before the restart: over the budget or not, kept.
+            let cost = if self.budget.take(cost).is_ok() {
+                cost
+            } else {
+                0
+            };
+            ob.next = seq + 1;
+            ob.queue.push_back(Entry {
+                seq,
+                from,
+                msg,
+                cost,
+                hold: None,
+            });
+        }
+        self.by_name.insert(to.to_string(), ob);
+    }
+
     /// Accept `msg` for `to`, which `host` serves; refused if its outbox
-    /// is full or the host's budget of queued bytes is spent.
+    /// is full or the host's budget of queued bytes is spent. Its number;
+    /// with a journal (`held`: the call sending it), it leaves only once
+    /// durable.
     pub(crate) fn push(
         &mut self,
         to: &str,
         host: &str,
         from: &Arc<str>,
-        msg: Message,
-    ) -> Result<(), SendError> {
+        (msg, held): (Message, Option<Option<Producer>>),
+    ) -> Result<u64, SendError> {
         if !self.by_name.contains_key(to) {
             self.by_name.insert(to.to_string(), Outbox::new());
         }
@@ -178,8 +254,12 @@ impl Outboxes {
             from: from.clone(),
             msg,
             cost,
+            hold: held.map(|producer| Hold {
+                durable: false,
+                producer,
+            }),
         });
-        Ok(())
+        Ok(seq)
     }
 
     /// Messages from `sender` waiting for their acknowledgement, and the
@@ -218,7 +298,7 @@ mod tests {
 
     fn unsent(ob: &mut Outbox) -> Vec<u64> {
         let mut seen = Vec::new();
-        ob.take_unsent(|seq, _, _| {
+        ob.take_unsent(&Sealed::new(), |seq, _, _| {
             seen.push(seq);
             true
         });
@@ -231,9 +311,9 @@ mod tests {
         let budget = Arc::new(Budget::new(usize::MAX));
         let mut obs = Outboxes::new(3, budget.clone());
         for n in 1..=3 {
-            assert!(obs.push("SINK", "b", &from, msg(n)).is_ok());
+            assert!(obs.push("SINK", "b", &from, (msg(n), None)).is_ok());
         }
-        let full = obs.push("SINK", "b", &from, msg(4)).unwrap_err();
+        let full = obs.push("SINK", "b", &from, (msg(4), None)).unwrap_err();
         assert!(
             full.to_string()
                 .contains("outbox for `SINK` on host `b` is full"),
@@ -258,7 +338,7 @@ mod tests {
             "acknowledged: the bytes are the host's again"
         );
         assert!(!ob.maybe_go_back(later + RESEND_AFTER));
-        assert!(obs.push("SINK", "b", &from, msg(5)).is_ok());
+        assert!(obs.push("SINK", "b", &from, (msg(5), None)).is_ok());
         let ob = obs.by_name.get_mut("SINK").unwrap();
         assert_eq!(unsent(ob), [4], "numbers go on after acknowledgements");
     }

@@ -44,6 +44,13 @@ impl Core {
             .store(image.next_txn.max(1), std::sync::atomic::Ordering::Relaxed);
         self.restore_history(&mut image, &summary.ended);
         self.restore_settings(&image);
+        *self.bus.restored.lock().expect("restored poisoned") = Some(crate::bus::RestoredLattice {
+            incarnation: image
+                .settings
+                .get(crate::store::LATTICE_INCARNATION)
+                .copied(),
+            outboxes: std::mem::take(&mut image.outboxes),
+        });
         let mut ready = Vec::new();
         for (name, m) in std::mem::take(&mut image.modules) {
             match self.restore_one(&name, &m) {

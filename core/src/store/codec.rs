@@ -85,6 +85,10 @@ impl<'a> Dec<'a> {
     pub fn u8(&mut self) -> Result<u8, Damaged> {
         Ok(self.take(1, "a tag")?[0])
     }
+    /// Whether everything has been read.
+    pub fn at_end(&self) -> bool {
+        self.at == self.buf.len()
+    }
     pub fn u32(&mut self) -> Result<u32, Damaged> {
         let b = self.take(4, "a number")?;
         Ok(u32::from_le_bytes(b.try_into().expect("4 bytes")))

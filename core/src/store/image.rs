@@ -133,6 +133,18 @@ pub struct TxnImage {
     pub swapped: Vec<String>,
 }
 
+/// What a host of a lattice accepted for one module on another host and
+/// the other host has not acknowledged: kept so that a restart sends it
+/// again, with its number in the stream to that module.
+#[derive(Clone, Debug, Default)]
+pub struct OutboxImage {
+    /// The last number the other host acknowledged.
+    pub acked: u64,
+    /// Not acknowledged, by number: the message (stamped with its sender)
+    /// and the call that sent it.
+    pub entries: BTreeMap<u64, (Message, Option<Producer>)>,
+}
+
 /// Most command records a store keeps.
 pub const MAX_COMMANDS: usize = 10_000;
 
@@ -152,6 +164,8 @@ pub struct Image {
     /// The administrator's settings (`SetCheckpoint`, `SetProbation`,
     /// `SetTimer`, `SetMode`), by name.
     pub settings: BTreeMap<String, u64>,
+    /// A lattice host's outboxes, by receiving module.
+    pub outboxes: BTreeMap<Arc<str>, OutboxImage>,
 }
 
 /// One change to the image, in journal order.
@@ -244,6 +258,16 @@ pub enum Op {
     Command(CommandRecord),
     /// An administrator's setting changed.
     Setting { name: String, value: u64 },
+    /// A message accepted for `to` on another host of the lattice, number
+    /// `seq` of the stream to it.
+    Out {
+        to: Arc<str>,
+        seq: u64,
+        msg: Message,
+        producer: Option<Producer>,
+    },
+    /// The other host acknowledged the stream to `to` up to `upto`.
+    OutAcked { to: Arc<str>, upto: u64 },
 }
 
 impl Image {
@@ -305,6 +329,21 @@ impl Image {
             Op::Setting { name, value } => {
                 self.settings.insert(name, value);
             }
+            Op::Out {
+                to,
+                seq,
+                msg,
+                producer,
+            } => {
+                let ob = self.outboxes.entry(to).or_default();
+                ob.entries.insert(seq, (msg, producer));
+            }
+            Op::OutAcked { to, upto } => {
+                if let Some(ob) = self.outboxes.get_mut(&to) {
+                    ob.acked = ob.acked.max(upto);
+                    ob.entries.retain(|seq, _| *seq > upto);
+                }
+            }
             op => self.apply_module(op),
         }
     }
@@ -350,7 +389,7 @@ impl Image {
                 Some((p, n)) => done(p).is_some_and(|d| *n > d),
                 None => false,
             })
-        })
+        }) || self.outboxes.values().any(|o| !o.entries.is_empty())
     }
 
     /// After a restart, before anything runs: drop every queued message
@@ -371,6 +410,19 @@ impl Image {
                 Some((p, n)) => seqs.get(p).is_none_or(|done| *n <= *done),
                 None => true,
             });
+        }
+        // The same for messages to other hosts. None of them (nor any
+        // after them) ever left: a message leaves only once its call
+        // completed durably, in order. What is kept is numbered on from the
+        // last acknowledged, as it was up to the first message dropped.
+        for o in self.outboxes.values_mut() {
+            let kept = std::mem::take(&mut o.entries)
+                .into_values()
+                .filter(|(_, producer)| match producer {
+                    Some((p, n)) => seqs.get(p).is_none_or(|done| *n <= *done),
+                    None => true,
+                });
+            o.entries = (o.acked + 1..).zip(kept).collect();
         }
         let mut ended = Vec::new();
         for (txn, t) in std::mem::take(&mut self.open) {
@@ -847,6 +899,23 @@ impl Op {
                 e.str(name);
                 e.u64(*value);
             }
+            Op::Out {
+                to,
+                seq,
+                msg,
+                producer,
+            } => {
+                e.u8(17);
+                e.str(to);
+                e.u64(*seq);
+                e.message(msg);
+                enc_producer(e, producer);
+            }
+            Op::OutAcked { to, upto } => {
+                e.u8(18);
+                e.str(to);
+                e.u64(*upto);
+            }
             _ => unreachable!("encoded by Op::encode"),
         }
     }
@@ -936,6 +1005,16 @@ impl Op {
                 name: d.str()?,
                 value: d.u64()?,
             },
+            17 => Op::Out {
+                to: d.name()?,
+                seq: d.u64()?,
+                msg: d.message()?,
+                producer: dec_producer(d)?,
+            },
+            18 => Op::OutAcked {
+                to: d.name()?,
+                upto: d.u64()?,
+            },
             15 => Op::Trapped {
                 module: d.name()?,
                 seq: d.u64()?,
@@ -978,6 +1057,17 @@ impl Image {
             e.str(n);
             e.u64(*v);
         }
+        e.u64(self.outboxes.len() as u64);
+        for (to, o) in &self.outboxes {
+            e.str(to);
+            e.u64(o.acked);
+            e.u64(o.entries.len() as u64);
+            for (seq, (msg, producer)) in &o.entries {
+                e.u64(*seq);
+                e.message(msg);
+                enc_producer(&mut e, producer);
+            }
+        }
         e.0
     }
 
@@ -1010,6 +1100,21 @@ impl Image {
         }
         for _ in 0..d.u64()? {
             image.settings.insert(d.str()?, d.u64()?);
+        }
+        // An image written before hosts joined lattices ends here.
+        if !d.at_end() {
+            for _ in 0..d.u64()? {
+                let to = d.name()?;
+                let mut o = OutboxImage {
+                    acked: d.u64()?,
+                    ..OutboxImage::default()
+                };
+                for _ in 0..d.u64()? {
+                    let seq = d.u64()?;
+                    o.entries.insert(seq, (d.message()?, dec_producer(&mut d)?));
+                }
+                image.outboxes.insert(to, o);
+            }
         }
         Ok(image)
     }
@@ -1226,6 +1331,51 @@ mod tests {
         );
         assert_eq!(image.modules["C"].finish, None);
         assert!(!image.unsettled());
+    }
+
+    /// A lattice host's outbox after a restart: what the other host
+    /// acknowledged is gone, a message of a call that did not complete is
+    /// dropped (the call runs again and sends it again), and what is kept
+    /// is numbered on from the last acknowledged, without a gap.
+    #[test]
+    fn settle_drops_outbox_messages_of_open_calls_and_numbers_the_rest_on() {
+        let mut image = Image::default();
+        for m in ["A", "B"] {
+            load(&mut image, m);
+        }
+        let sink: Arc<str> = Arc::from("SINK");
+        let out = |seq: u64, by: &str, call: u64| Op::Out {
+            to: sink.clone(),
+            seq,
+            msg: msg(seq as u8),
+            producer: Some((Arc::from(by), call)),
+        };
+        for (seq, by, call) in [(4, "A", 1), (5, "A", 1), (6, "A", 2), (7, "B", 1)] {
+            image.apply(out(seq, by, call));
+        }
+        for m in ["A", "B"] {
+            image.apply(Op::Served {
+                module: Arc::from(m),
+                seq: 1,
+                id: 1,
+                tick: Some(msg(0)),
+                failed: Vec::new(),
+            });
+        }
+        image.apply(Op::OutAcked {
+            to: sink.clone(),
+            upto: 4,
+        });
+        let back = Image::decode(&image.encode()).unwrap();
+        assert_eq!(back.outboxes["SINK"].acked, 4);
+        assert!(back.unsettled(), "an outbox holds messages");
+        image.settle();
+        let kept: Vec<(u64, u8)> = image.outboxes["SINK"]
+            .entries
+            .iter()
+            .map(|(seq, (m, _))| (*seq, m.body[0]))
+            .collect();
+        assert_eq!(kept, [(5, 5), (6, 7)]);
     }
 
     /// What is encoded reads back the same.

@@ -43,6 +43,10 @@ const CLOSE_COMPACT_BYTES: u64 = 1 << 20;
 
 type Ack = Sender<Result<(), String>>;
 
+/// Told of every operation once it is committed (a lattice host sends a
+/// message to another host only once it is durable).
+pub type OnCommit = Box<dyn Fn(&Op) + Send + Sync>;
+
 struct Entry {
     op: Option<Op>,
     ack: Option<Ack>,
@@ -61,6 +65,7 @@ pub struct Journal {
     broken: Arc<RwLock<Option<String>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     policy: SyncPolicy,
+    on_commit: Arc<std::sync::OnceLock<OnCommit>>,
 }
 
 impl Journal {
@@ -72,6 +77,7 @@ impl Journal {
     ) -> std::io::Result<Journal> {
         let (tx, rx) = bounded(QUEUE);
         let broken = Arc::new(RwLock::new(None));
+        let on_commit = Arc::new(std::sync::OnceLock::new());
         let ids = AtomicU64::new(image.next_id.max(1));
         let writer = Writer {
             db,
@@ -87,6 +93,7 @@ impl Journal {
             broken: broken.clone(),
             urgent: false,
             rewrite: tail.rewrite,
+            on_commit: on_commit.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("liveswap-journal".into())
@@ -97,7 +104,16 @@ impl Journal {
             broken,
             thread: Mutex::new(Some(thread)),
             policy,
+            on_commit,
         })
+    }
+
+    /// Call `f` with every operation once it is committed (once only: a
+    /// second hook is refused).
+    pub fn on_commit(&self, f: OnCommit) -> Result<(), String> {
+        self.on_commit
+            .set(f)
+            .map_err(|_| "the journal has a commit hook already".to_string())
     }
 
     /// The sync policy.
@@ -243,6 +259,7 @@ struct Writer {
     urgent: bool,
     /// Rewrite the image before anything else (a restart changed it).
     rewrite: bool,
+    on_commit: Arc<std::sync::OnceLock<OnCommit>>,
 }
 
 /// Where the journal a start found ends.
@@ -345,8 +362,12 @@ impl Writer {
         };
         match &result {
             Ok(()) => {
+                let hook = self.on_commit.get();
                 for e in &batch {
                     if let Some(op) = &e.op {
+                        if let Some(f) = hook {
+                            f(op);
+                        }
                         self.image.apply(op.clone());
                     }
                 }

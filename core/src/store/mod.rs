@@ -26,8 +26,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use codec::Damaged;
 pub use image::{
-    BaseImage, Failures, Image, LoggedImage, ModuleDef, ModuleImage, Op, PoisonImage, Producer,
-    RetryImage, TxnImage,
+    BaseImage, Failures, Image, LoggedImage, ModuleDef, ModuleImage, Op, OutboxImage, PoisonImage,
+    Producer, RetryImage, TxnImage,
 };
 pub use journal::Journal;
 
@@ -45,6 +45,10 @@ pub fn set_producer(p: Option<Producer>) {
 pub fn producer() -> Option<Producer> {
     PRODUCER.with(|c| c.borrow().clone())
 }
+
+/// The setting that keeps a lattice host's stream identity across
+/// restarts (its receivers' marks go on).
+pub const LATTICE_INCARNATION: &str = "lattice.incarnation";
 
 /// The store's format; a directory written by a newer one is refused.
 pub const FORMAT: u64 = 1;
