@@ -2,8 +2,9 @@
 //! loopback port (token auth) and three real `liveswap run` processes
 //! joined to it. T on host a sends SINK on host b a number every
 //! millisecond, and PUB on b publishes an event every 5 ms to SUB on a;
-//! through ten Moves of SINK between the three hosts (and a Replace after
-//! each, asked of host a wherever SINK runs), Moves of SUB and PUB away and back, a restart of the NATS server
+//! through ten Moves of SINK between the three hosts (and two Replaces
+//! after each, one asked of host a wherever SINK runs, one of SINK's own
+//! host), Moves of SUB and PUB away and back, a restart of the NATS server
 //! and a SIGKILL of host c, SINK sees every number T counted as sent and
 //! SUB every event PUB published, once and in order, and every host's
 //! `Status` says where each module runs and which host is down.
@@ -104,7 +105,11 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
         if to != "a" {
             assert!(r.contains(&format!("(on host {to})")), "{r}");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
+        // And of its own host: twenty Replaces in all.
+        let r = ctl(&dir, to, &["Replace", "SINK", v2]);
+        assert!(r.contains("COMMITTED") && !r.contains("(on host"), "{r}");
+        std::thread::sleep(Duration::from_millis(50));
     }
     pauses.sort_unstable();
     eprintln!(
