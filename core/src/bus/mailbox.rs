@@ -264,6 +264,7 @@ impl Mailbox {
                     to: s.name.clone(),
                     msg: msg.clone(),
                     producer: crate::store::producer(),
+                    stream: crate::store::stream(),
                 });
                 id
             }

@@ -143,6 +143,8 @@ pub struct RestoredLattice {
     pub incarnation: Option<u64>,
     /// Messages not acknowledged, by receiving module.
     pub outboxes: std::collections::BTreeMap<Arc<str>, crate::store::OutboxImage>,
+    /// Receiving marks: (sending host, module) → (its run, the last taken).
+    pub marks: std::collections::BTreeMap<(Arc<str>, Arc<str>), (u64, u64)>,
 }
 
 impl Bus {

@@ -132,6 +132,9 @@ async fn flush(shared: &Shared, client: &async_nats::Client) {
     for (host, bytes, _) in shared.batches(limit, Instant::now()) {
         publish(client, shared.subject("msg", &host), bytes).await;
     }
+    for (host, acks) in shared.durable_acks() {
+        publish(client, shared.subject("ack", &host), wire::acks(&acks)).await;
+    }
 }
 
 /// Ask another host a step of a move, and pass its answer on.
@@ -217,8 +220,9 @@ async fn on_payload(shared: &Arc<Shared>, client: &async_nats::Client, m: async_
         Ok(Payload::Presence(_)) => {}
         Ok(Payload::Batch(b)) => {
             let to = b.host.clone();
-            let acks = shared.take(b);
-            publish(client, shared.subject("ack", &to), wire::acks(&acks)).await;
+            if let Some(acks) = shared.take(b) {
+                publish(client, shared.subject("ack", &to), wire::acks(&acks)).await;
+            }
         }
         Ok(Payload::Acks(a)) => {
             shared.acked(a);

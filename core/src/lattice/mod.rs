@@ -156,6 +156,10 @@ pub(crate) struct Shared {
     max_payload: AtomicUsize,
     sent: AtomicU64,
     received: AtomicU64,
+    /// With a state directory: the marks that are durable, by (sending
+    /// host, module), and the hosts (and runs) owed acknowledgements.
+    durable_marks: Mutex<HashMap<(String, String), (u64, u64)>>,
+    acks_due: Mutex<BTreeMap<String, u64>>,
     /// This, for the threads a group's steps are asked on.
     this: Weak<Shared>,
     /// The link's runtime, for the key-value store's calls.
@@ -283,10 +287,29 @@ impl Shared {
     }
 
     /// Take a batch into local mailboxes: what to acknowledge.
-    fn take(&self, mut b: Batch) -> Acks {
+    fn take(&self, mut b: Batch) -> Option<Acks> {
+        let durable = self.bus.upgrade().is_some_and(|bus| bus.journal.is_some());
+        let acks = self.take_frames(&mut b);
+        if !durable {
+            return Some(acks);
+        }
+        // With a state directory, what was taken is acknowledged once it
+        // is durable (the commit hook says so); resends are acknowledged
+        // as far as that goes now.
+        self.acks_due
+            .lock()
+            .expect("acks poisoned")
+            .insert(b.host.clone(), b.incarnation);
+        self.wake.notify_one();
+        None
+    }
+
+    /// Take a batch's frames into local mailboxes, as far as each stream
+    /// goes in order: the last number taken of each.
+    fn take_frames(&self, b: &mut Batch) -> Acks {
         let mut last: BTreeMap<String, u64> = BTreeMap::new();
         let Some(bus) = self.bus.upgrade() else {
-            return self.acks(&b, last);
+            return self.acks(b, last);
         };
         let mut marks = self.marks.lock().expect("marks poisoned");
         let mut stuck: HashSet<String> = HashSet::new();
@@ -324,7 +347,13 @@ impl Shared {
             }
             let delivered = f.seq == mark.last + 1 && {
                 let from = wire::interned(&mut senders, &f.msg.from);
-                mailbox.deliver(&from, f.msg).is_ok()
+                // Journaled with the message (a host with a state
+                // directory): the mark is durable exactly when it is.
+                let host: Arc<str> = Arc::from(b.host.as_str());
+                crate::store::set_stream(Some((host, b.incarnation, f.seq)));
+                let ok = mailbox.deliver(&from, f.msg).is_ok();
+                crate::store::set_stream(None);
+                ok
             };
             if delivered {
                 mark.last = f.seq;
@@ -337,7 +366,31 @@ impl Shared {
             }
         }
         self.received.fetch_add(taken, Ordering::Relaxed);
-        self.acks(&b, last)
+        self.acks(b, last)
+    }
+
+    /// Acknowledgements of what is durable, for the hosts that are due
+    /// them.
+    fn durable_acks(&self) -> Vec<(String, Acks)> {
+        let due = std::mem::take(&mut *self.acks_due.lock().expect("acks poisoned"));
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let durable = self.durable_marks.lock().expect("marks poisoned");
+        due.into_iter()
+            .map(|(host, incarnation)| {
+                let acks = Acks {
+                    host: self.host.clone(),
+                    incarnation,
+                    last: durable
+                        .iter()
+                        .filter(|((h, _), (i, _))| *h == host && *i == incarnation)
+                        .map(|((_, to), (_, last))| (to.clone(), *last))
+                        .collect(),
+                };
+                (host, acks)
+            })
+            .collect()
     }
 
     fn acks(&self, b: &Batch, last: BTreeMap<String, u64>) -> Acks {
@@ -539,6 +592,14 @@ impl Shared {
             // host that serves it to be heard of, rather than be refused.
             directory.expect(&to);
         }
+        drop((outboxes, directory));
+        let mut marks = self.marks.lock().expect("marks poisoned");
+        let mut durable = self.durable_marks.lock().expect("marks poisoned");
+        for ((host, to), (incarnation, last)) in r.marks {
+            let key = (host.to_string(), to.to_string());
+            durable.insert(key.clone(), (incarnation, last));
+            marks.insert(key, Mark { incarnation, last });
+        }
     }
 
     /// The journal committed `op`: messages it made durable, and calls it
@@ -551,6 +612,30 @@ impl Shared {
                 if let Some(ob) = outboxes.by_name.get_mut(&**to) {
                     ob.durable(*seq);
                 }
+            }
+            Op::Enq {
+                to,
+                stream: Some((host, incarnation, seq)),
+                ..
+            } => {
+                drop(outboxes);
+                let key = (host.to_string(), to.to_string());
+                let mut durable = self.durable_marks.lock().expect("marks poisoned");
+                let mark = durable.entry(key).or_insert((*incarnation, 0));
+                *mark = (
+                    *incarnation,
+                    if mark.0 == *incarnation {
+                        mark.1.max(*seq)
+                    } else {
+                        *seq
+                    },
+                );
+                drop(durable);
+                let mut due = self.acks_due.lock().expect("acks poisoned");
+                due.insert(host.to_string(), *incarnation);
+                drop(due);
+                self.wake.notify_one();
+                return;
             }
             Op::Served { module, seq, .. } | Op::Trapped { module, seq, .. } => {
                 let s = outboxes.sealed.entry(module.clone()).or_default();
@@ -620,6 +705,8 @@ impl Lattice {
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             this: this.clone(),
+            durable_marks: Mutex::new(HashMap::new()),
+            acks_due: Mutex::new(BTreeMap::new()),
             handle: std::sync::OnceLock::new(),
             kv: Mutex::new(None),
             groups: Mutex::new(group::Joined::new()),

@@ -50,6 +50,7 @@ impl Core {
                 .get(crate::store::LATTICE_INCARNATION)
                 .copied(),
             outboxes: std::mem::take(&mut image.outboxes),
+            marks: std::mem::take(&mut image.marks),
         });
         let mut ready = Vec::new();
         for (name, m) in std::mem::take(&mut image.modules) {

@@ -22,6 +22,10 @@ pub type Failures = Vec<(u64, String)>;
 /// number its call will have once it completes.
 pub type Producer = (Arc<str>, u64);
 
+/// Where a message another host of a lattice sent comes in its stream:
+/// the sending host, its run, the message's number.
+pub type Stream = (Arc<str>, u64, u64);
+
 /// How a module was loaded: what a restart needs to load it again.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModuleDef {
@@ -166,17 +170,23 @@ pub struct Image {
     pub settings: BTreeMap<String, u64>,
     /// A lattice host's outboxes, by receiving module.
     pub outboxes: BTreeMap<Arc<str>, OutboxImage>,
+    /// A lattice host's receiving marks: (sending host, module) → (its
+    /// run, the last number taken).
+    pub marks: BTreeMap<(Arc<str>, Arc<str>), (u64, u64)>,
 }
 
 /// One change to the image, in journal order.
 #[derive(Clone, Debug)]
 pub enum Op {
-    /// A message accepted for `to`.
+    /// A message accepted for `to` (from another host: where it comes in
+    /// that host's stream, recorded with it so that the receiving mark
+    /// is durable exactly when the message is).
     Enq {
         id: u64,
         to: Arc<str>,
         msg: Message,
         producer: Option<Producer>,
+        stream: Option<Stream>,
     },
     /// `module` completed call number `seq` on message `id` (a timer tick,
     /// never queued in the journal, comes with its message).
@@ -279,8 +289,12 @@ impl Image {
                 to,
                 msg,
                 producer,
+                stream,
             } => {
                 self.next_id = self.next_id.max(id + 1);
+                if let Some((host, incarnation, seq)) = stream {
+                    self.marks.insert((host, to.clone()), (incarnation, seq));
+                }
                 if let Some(m) = self.modules.get_mut(&to) {
                     m.inbox.insert(id, (msg, producer));
                 }
@@ -733,12 +747,18 @@ impl Op {
                 to,
                 msg,
                 producer,
+                stream,
             } => {
-                e.u8(0);
+                e.u8(if stream.is_some() { 19 } else { 0 });
                 e.u64(*id);
                 e.str(to);
                 e.message(msg);
                 enc_producer(e, producer);
+                if let Some((host, incarnation, seq)) = stream {
+                    e.str(host);
+                    e.u64(*incarnation);
+                    e.u64(*seq);
+                }
             }
             Op::Served {
                 module,
@@ -923,11 +943,15 @@ impl Op {
     /// Read one operation.
     pub(crate) fn decode(d: &mut Dec) -> Result<Op, Damaged> {
         Ok(match d.u8()? {
-            0 => Op::Enq {
+            tag @ (0 | 19) => Op::Enq {
                 id: d.u64()?,
                 to: d.name()?,
                 msg: d.message()?,
                 producer: dec_producer(d)?,
+                stream: match tag {
+                    19 => Some((d.name()?, d.u64()?, d.u64()?)),
+                    _ => None,
+                },
             },
             1 => Op::Served {
                 module: d.name()?,
@@ -1068,6 +1092,13 @@ impl Image {
                 enc_producer(&mut e, producer);
             }
         }
+        e.u64(self.marks.len() as u64);
+        for ((host, to), (incarnation, last)) in &self.marks {
+            e.str(host);
+            e.str(to);
+            e.u64(*incarnation);
+            e.u64(*last);
+        }
         e.0
     }
 
@@ -1114,6 +1145,10 @@ impl Image {
                     o.entries.insert(seq, (d.message()?, dec_producer(&mut d)?));
                 }
                 image.outboxes.insert(to, o);
+            }
+            for _ in 0..d.u64()? {
+                let key = (d.name()?, d.name()?);
+                image.marks.insert(key, (d.u64()?, d.u64()?));
             }
         }
         Ok(image)
@@ -1281,6 +1316,7 @@ mod tests {
                 to: Arc::from("B"),
                 msg: msg(id as u8),
                 producer: Some((a.clone(), call)),
+                stream: None,
             });
         }
         image.apply(Op::Served {
@@ -1388,6 +1424,7 @@ mod tests {
             to: Arc::from("A"),
             msg: msg(3),
             producer: None,
+            stream: Some((Arc::from("b"), 9, 41)),
         });
         image.apply(Op::Timer {
             module: Arc::from("A"),
@@ -1397,6 +1434,8 @@ mod tests {
         let back = Image::decode(&image.encode()).unwrap();
         assert_eq!(back.encode(), image.encode());
         assert_eq!(back.modules["A"].timers["t"], 5);
+        let mark = (Arc::from("b"), Arc::from("A"));
+        assert_eq!(back.marks[&mark], (9, 41), "the mark came with the message");
         let cut = &image.encode()[..image.encode().len() - 3];
         assert!(Image::decode(cut).is_err(), "a torn image is an error");
     }

@@ -27,7 +27,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 pub use codec::Damaged;
 pub use image::{
     BaseImage, Failures, Image, LoggedImage, ModuleDef, ModuleImage, Op, OutboxImage, PoisonImage,
-    Producer, RetryImage, TxnImage,
+    Producer, RetryImage, Stream, TxnImage,
 };
 pub use journal::Journal;
 
@@ -44,6 +44,21 @@ pub fn set_producer(p: Option<Producer>) {
 /// The call sending from this thread, if a module's.
 pub fn producer() -> Option<Producer> {
     PRODUCER.with(|c| c.borrow().clone())
+}
+
+thread_local! {
+    static STREAM: std::cell::RefCell<Option<Stream>> = const { std::cell::RefCell::new(None) };
+}
+
+/// On a lattice's link thread: where the message being taken in comes in
+/// another host's stream (journaled with it).
+pub fn set_stream(s: Option<Stream>) {
+    STREAM.with(|c| *c.borrow_mut() = s);
+}
+
+/// The stream position of the message being taken in on this thread.
+pub fn stream() -> Option<Stream> {
+    STREAM.with(|c| c.borrow().clone())
 }
 
 /// The setting that keeps a lattice host's stream identity across
