@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::free_port;
 use common::lattice::{
-    ctl, output, start_host, start_host_env, start_nats, status_until, temp_dir,
+    ctl, output, start_host, start_host_env, start_host_with, start_nats, status_until, temp_dir,
 };
 
 /// The version host `id` shows for `module` in its `Status`.
@@ -310,4 +310,51 @@ fn a_group_spanning_three_hosts_commits_on_all_or_none_whoever_fails() {
     );
     assert!(!restarted.contains("never decided"), "{restarted}");
     drop(c);
+}
+
+/// A participant host with a state directory SIGKILLed after it voted yes
+/// and before it heard the decision: the group commits on the others;
+/// started again on its directory, the participant reads the recorded
+/// commit and replaces its module as the group did.
+#[test]
+fn a_participant_killed_after_voting_yes_applies_the_recorded_commit_when_back() {
+    let dir = temp_dir("lattice-voted");
+    std::fs::write(dir.join("token"), "lattice-token-for-the-test\n").unwrap();
+    let port = free_port();
+    let js = dir.join("js");
+    let _nats = start_nats(&dir, port, &["-js", "-sd", js.to_str().unwrap()]);
+    let (v1, v2) = (liveswap_guests::PROBE_V1, liveswap_guests::PROBE_V2);
+    let load = |m: &str, v: &str| format!("Load {m} {v} config \"quiet\"\n");
+    let state = dir.join("b-state");
+    let durable = ["--state-dir", state.to_str().unwrap()];
+    let _a = start_host(&dir, port, "a", &load("A", v1));
+    let stall = [("LIVESWAP_GROUP_STALL", "voted")];
+    let mut b = start_host_env(&dir, port, ("b", &load("B", v1)), &durable, &stall);
+    let _c = start_host(&dir, port, "c", &load("C", v1));
+    all_up(&dir);
+    // B takes some numbers first: its state is what the new version takes.
+    ctl(&dir, "a", &["Send", "A", "do", "send B 5"]);
+
+    let from = mark(&dir, "b");
+    let asked = group_on_thread(&dir, [v2, v2, v2]);
+    let voted = "stalling after voting yes";
+    said_since(&dir, "b", from, voted, Duration::from_secs(30));
+    b.0.kill().unwrap();
+    let _ = b.0.wait();
+    let (r, _) = asked.join().unwrap();
+    assert!(r.contains(" COMMITTED: "), "{r}");
+    for (m, h) in [("A", "a"), ("C", "c")] {
+        assert_eq!(version(&dir, h, m), "v2.0", "{m} after the commit");
+    }
+
+    let from = mark(&dir, "b");
+    let _b = start_host_with(&dir, port, "b", "", &durable);
+    let applied = "committed while this host was down: its part is committed now";
+    said_since(&dir, "b", from, applied, Duration::from_secs(30));
+    assert_eq!(version(&dir, "b", "B"), "v2.0");
+    let out = output(&dir, "b");
+    assert!(
+        out[from..].contains("B v2.0 | took over state shape 1, seen A:5"),
+        "{out}"
+    );
 }

@@ -145,6 +145,9 @@ pub struct RestoredLattice {
     pub outboxes: std::collections::BTreeMap<Arc<str>, crate::store::OutboxImage>,
     /// Receiving marks: (sending host, module) → (its run, the last taken).
     pub marks: std::collections::BTreeMap<(Arc<str>, Arc<str>), (u64, u64)>,
+    /// Groups spanning hosts this host voted yes in and had not heard the
+    /// decision of: the settings that say so.
+    pub voted: Vec<String>,
 }
 
 impl Bus {

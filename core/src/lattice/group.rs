@@ -142,6 +142,11 @@ impl Shared {
         })
     }
 
+    /// [`Shared::settle`], whether the write was the one that counted.
+    pub(crate) fn settle_entry(&self, gid: &str, revision: u64, value: String) -> bool {
+        self.settle(gid, revision, value).is_ok()
+    }
+
     /// Write `value` over the open entry at `revision`: only the first such
     /// write succeeds. Otherwise what is recorded instead.
     fn settle(&self, gid: &str, revision: u64, value: String) -> Result<(), Record> {
@@ -276,7 +281,8 @@ impl Coordinating {
 
 /// A fault for tests of recovery: `LIVESWAP_GROUP_STALL=before` (or
 /// `after`) stalls the coordinator just before (after) it records the
-/// decision, until it is killed; `before:S` stalls it S seconds only.
+/// decision, until it is killed; `before:S` stalls it S seconds only;
+/// `voted` stalls a participant once it has voted yes.
 fn stall(at: &str, shared: &Shared) {
     let Ok(v) = std::env::var("LIVESWAP_GROUP_STALL") else {
         return;
@@ -288,9 +294,11 @@ fn stall(at: &str, shared: &Shared) {
     if when != at {
         return;
     }
-    shared.say(format!(
-        "LIVESWAP_GROUP_STALL={v}: stalling {at} the decision is recorded"
-    ));
+    let what = match at {
+        "voted" => "stalling after voting yes".to_string(),
+        _ => format!("stalling {at} the decision is recorded"),
+    };
+    shared.say(format!("LIVESWAP_GROUP_STALL={v}: {what}"));
     match secs {
         Some(s) => std::thread::sleep(Duration::from_secs(s)),
         None => loop {
@@ -457,6 +465,25 @@ fn parse_side(line: &str) -> Option<ModuleSide> {
     })
 }
 
+/// The setting a participant with a state directory keeps while it has
+/// voted yes: the group and its targets with their new digests.
+fn voted_key(gid: &str, targets: &[(String, String)]) -> String {
+    let t: Vec<String> = targets.iter().map(|(n, d)| format!("{n}={d}")).collect();
+    format!("{} {gid} {}", crate::store::LATTICE_VOTED, t.join(","))
+}
+
+/// Read what [`voted_key`] wrote: the group and its targets.
+pub(crate) fn parse_voted(key: &str) -> Option<(String, Vec<(String, String)>)> {
+    let rest = key.strip_prefix(crate::store::LATTICE_VOTED)?.trim_start();
+    let (gid, targets) = rest.split_once(' ')?;
+    let targets = targets
+        .split(',')
+        .filter_map(|t| t.split_once('='))
+        .map(|(n, d)| (n.to_string(), d.to_string()))
+        .collect();
+    Some((gid.to_string(), targets))
+}
+
 /// A participant's rows of the report, as text: one line per module.
 fn rows(report: &TransactionReport) -> String {
     let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -513,6 +540,9 @@ struct Participating {
     coordinator: String,
     bound: Duration,
     names: Vec<String>,
+    /// Its targets and their new versions' digests (what a restart needs
+    /// to apply a commit it did not hear of).
+    targets: Vec<(String, String)>,
     /// Where the answer to Prepare goes: the new versions' declarations.
     ready: Sender<Result<String, String>>,
     steps: Receiver<PartStep>,
@@ -635,13 +665,27 @@ impl Group for Participating {
             }
             return Some(no);
         }
+        // A host with a state directory keeps its YES: should it die
+        // before it hears the decision, it applies it when it is back.
+        let key = voted_key(&self.gid, &self.targets);
+        if let Err(e) = self.shared.keep_setting(&key, 1) {
+            let no = self.refusal(format!("the vote cannot be kept: {e}"));
+            if let Some(v) = vote {
+                let _ = v.send(Err(no.to_string()));
+            }
+            return Some(no);
+        }
         if let Some(v) = vote {
             let _ = v.send(Ok("yes".into()));
         }
+        stall("voted", &self.shared);
         self.await_decision()
     }
 
     fn finish(&mut self, report: &mut TransactionReport) {
+        let _ = self
+            .shared
+            .keep_setting(&voted_key(&self.gid, &self.targets), 0);
         if let Some(done) = self.done.take() {
             let _ = done.send(Ok(rows(report)));
         }
@@ -735,6 +779,10 @@ impl Shared {
             coordinator: from.to_string(),
             bound,
             names: local.iter().map(|t| t.name.clone()).collect(),
+            targets: local
+                .iter()
+                .map(|t| (t.name.clone(), t.options.pin.clone().unwrap_or_default()))
+                .collect(),
             ready,
             steps,
             vote: None,

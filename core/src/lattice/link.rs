@@ -279,7 +279,7 @@ async fn open_store(shared: &Arc<Shared>, client: &async_nats::Client) {
             *shared.kv.lock().expect("kv poisoned") = Some(store);
             let s = shared.clone();
             tokio::task::spawn_blocking(move || {
-                for text in s.settle_earlier() {
+                for text in s.settle_earlier().into_iter().chain(s.resolve_voted()) {
                     s.say(text);
                 }
             });

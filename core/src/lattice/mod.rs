@@ -16,6 +16,7 @@ mod group;
 mod link;
 mod moving;
 mod outbox;
+mod rejoin;
 mod wire;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -160,6 +161,8 @@ pub(crate) struct Shared {
     /// host, module), and the hosts (and runs) owed acknowledgements.
     durable_marks: Mutex<HashMap<(String, String), (u64, u64)>>,
     acks_due: Mutex<BTreeMap<String, u64>>,
+    /// Groups this host voted yes in before a restart, undecided for it.
+    voted: Mutex<Vec<String>>,
     /// This, for the threads a group's steps are asked on.
     this: Weak<Shared>,
     /// The link's runtime, for the key-value store's calls.
@@ -576,6 +579,7 @@ impl Shared {
         let Some(r) = restored else {
             return;
         };
+        *self.voted.lock().expect("voted poisoned") = r.voted;
         let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
         let mut directory = self.directory.lock().expect("directory poisoned");
         for (to, o) in r.outboxes {
@@ -707,6 +711,7 @@ impl Lattice {
             this: this.clone(),
             durable_marks: Mutex::new(HashMap::new()),
             acks_due: Mutex::new(BTreeMap::new()),
+            voted: Mutex::new(Vec::new()),
             handle: std::sync::OnceLock::new(),
             kv: Mutex::new(None),
             groups: Mutex::new(group::Joined::new()),

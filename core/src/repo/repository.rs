@@ -228,6 +228,11 @@ impl Repository {
         Ok((component, false))
     }
 
+    /// The bytes of version `digest` as the state directory kept them.
+    pub fn kept_wasm(&self, digest: &str) -> Option<Vec<u8>> {
+        self.store.as_ref().and_then(|s| s.wasm(digest))
+    }
+
     /// The version `digest`, which a restart found a module running: held,
     /// or from the state directory's copy, or from `path` if its bytes
     /// still have that digest.

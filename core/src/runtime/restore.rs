@@ -51,6 +51,12 @@ impl Core {
                 .copied(),
             outboxes: std::mem::take(&mut image.outboxes),
             marks: std::mem::take(&mut image.marks),
+            voted: image
+                .settings
+                .iter()
+                .filter(|(k, v)| k.starts_with(crate::store::LATTICE_VOTED) && **v == 1)
+                .map(|(k, _)| k.clone())
+                .collect(),
         });
         let mut ready = Vec::new();
         for (name, m) in std::mem::take(&mut image.modules) {

@@ -65,6 +65,10 @@ pub fn stream() -> Option<Stream> {
 /// restarts (its receivers' marks go on).
 pub const LATTICE_INCARNATION: &str = "lattice.incarnation";
 
+/// The prefix of the setting a lattice host keeps while it has voted yes
+/// in a group spanning hosts (value 1; 0 once it applied the decision).
+pub const LATTICE_VOTED: &str = "lattice.voted";
+
 /// The store's format; a directory written by a newer one is refused.
 pub const FORMAT: u64 = 1;
 
