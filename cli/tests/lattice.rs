@@ -45,6 +45,13 @@ fn a_relay_across_hosts_loses_and_repeats_nothing_through_replaces_a_nats_restar
                 && host_row(s, "b").is_some_and(|r| r.ends_with("SINK"))
         });
     }
+    // Without JetStream, a group spanning hosts could not record its
+    // decision: Status says so.
+    let s = ctl(&dir, "a", &["Status"]);
+    assert!(
+        s.contains("group upgrades spanning hosts: refused (the NATS server keeps no key-value store: start it with -js)"),
+        "{s}"
+    );
     // SUB on a subscribes to PUB on b: b learns of it, and PUB publishes
     // an event every 5 ms to a subscriber on another host.
     let r = ctl(

@@ -126,6 +126,9 @@ fn a_group_spanning_three_hosts_commits_on_all_or_none_whoever_fails() {
     let _b = start_host(&dir, port, "b", &load("B", v1));
     let mut c = start_host(&dir, port, "c", &load("C", v1));
     all_up(&dir);
+    let s = ctl(&dir, "a", &["Status"]);
+    let ready = "decisions recorded in the JetStream bucket liveswap-test-groups; 0 in progress";
+    assert!(s.contains(ready), "{s}");
 
     // Commit: every host runs the new versions, and says where each is.
     let r = ctl(&dir, "a", &["Syn_Replace", "A", v2, "B", v2, "C", v2]);

@@ -138,6 +138,7 @@ fn lattice_json(l: &liveswap::bus::LatticeView) -> Value {
         "lease_ms": l.lease.as_millis() as u64, "hosts": hosts,
         "outboxed": l.outboxed.0, "outbox_capacity": l.outboxed.1,
         "sent": l.sent, "received": l.received,
+        "decisions": l.decisions, "groups": l.groups,
     })
 }
 

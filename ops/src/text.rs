@@ -319,6 +319,17 @@ fn lattice_text(l: &liveswap::bus::LatticeView) -> String {
     );
     let _ = writeln!(
         out,
+        "group upgrades spanning hosts: {}",
+        match &l.decisions {
+            Some(b) => format!(
+                "decisions recorded in the JetStream bucket {b}; {} in progress here",
+                l.groups
+            ),
+            None => "refused (the NATS server keeps no key-value store: start it with -js)".into(),
+        }
+    );
+    let _ = writeln!(
+        out,
         "{:<12} {:<6} {:>9} {:>5}  MODULES",
         "HOST", "STATE", "HEARD", "SUBS"
     );

@@ -122,6 +122,11 @@ pub struct LatticeView {
     pub sent: u64,
     /// Messages taken from other hosts into local mailboxes.
     pub received: u64,
+    /// Where groups spanning hosts record their decisions (the JetStream
+    /// bucket), if the NATS server keeps one.
+    pub decisions: Option<String>,
+    /// Groups spanning hosts this host takes part in now.
+    pub groups: usize,
 }
 
 /// One host of the lattice.

@@ -547,6 +547,13 @@ impl Remote for Shared {
             outboxed: (outboxes.waiting(), outboxes.capacity),
             sent: self.sent.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
+            decisions: self
+                .kv
+                .lock()
+                .expect("kv poisoned")
+                .as_ref()
+                .map(|s| s.name.clone()),
+            groups: self.groups.lock().expect("groups poisoned").len(),
         }
     }
 }
