@@ -116,7 +116,7 @@ impl ToJson for StatusReport {
             "queued_bytes": self.queued_bytes.0,
             "queued_budget": self.queued_bytes.1,
             "refused": self.refused,
-            "lattice": self.lattice.as_ref().map(lattice_json),
+            "lattice": self.lattice.as_deref().map(lattice_json),
         })
     }
 }

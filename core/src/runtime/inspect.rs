@@ -31,7 +31,7 @@ pub struct StatusReport {
     /// The limits in force.
     pub limits: Arc<Limits>,
     /// The lattice, if the host joined one: every host and its modules.
-    pub lattice: Option<crate::bus::LatticeView>,
+    pub lattice: Option<Box<crate::bus::LatticeView>>,
 }
 
 /// One version in the repository, and the modules that run it.
@@ -83,7 +83,7 @@ impl Core {
             mode: admin.mode,
             probation: self.env.settings.probation(),
             checkpoint: Duration::from_nanos(self.env.settings.checkpoint_ns()),
-            lattice: bus.remote.get().map(|r| r.view()),
+            lattice: bus.remote.get().map(|r| Box::new(r.view())),
         }
     }
 
