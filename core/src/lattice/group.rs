@@ -85,11 +85,6 @@ impl Record {
 }
 
 impl Shared {
-    /// The store's key of group `gid`.
-    fn group_key(gid: &str) -> String {
-        gid.to_string()
-    }
-
     /// Run `op` on the lattice's key-value store (on the link's runtime),
     /// waiting up to five seconds.
     fn kv<T, F>(&self, op: impl FnOnce(async_nats::jetstream::kv::Store) -> F) -> Result<T, String>
@@ -120,7 +115,7 @@ impl Shared {
 
     /// What is recorded for group `gid`.
     pub(crate) fn record(&self, gid: &str) -> Result<Record, String> {
-        let key = Self::group_key(gid);
+        let key = gid.to_string();
         self.kv(|s| async move {
             match s.entry(key).await.map_err(|e| e.to_string())? {
                 Some(e) if e.operation == async_nats::jetstream::kv::Operation::Put => {
@@ -133,7 +128,7 @@ impl Shared {
 
     /// Open group `gid`'s entry: its revision.
     fn open(&self, gid: &str, line: &str) -> Result<u64, String> {
-        let key = Self::group_key(gid);
+        let key = gid.to_string();
         let value = format!("open\n{}\n{line}", self.host);
         self.kv(|s| async move {
             s.create(key, value.into()).await.map_err(|e| {
@@ -142,15 +137,10 @@ impl Shared {
         })
     }
 
-    /// [`Shared::settle`], whether the write was the one that counted.
-    pub(crate) fn settle_entry(&self, gid: &str, revision: u64, value: String) -> bool {
-        self.settle(gid, revision, value).is_ok()
-    }
-
     /// Write `value` over the open entry at `revision`: only the first such
     /// write succeeds. Otherwise what is recorded instead.
-    fn settle(&self, gid: &str, revision: u64, value: String) -> Result<(), Record> {
-        let key = Self::group_key(gid);
+    pub(crate) fn settle(&self, gid: &str, revision: u64, value: String) -> Result<(), Record> {
+        let key = gid.to_string();
         let done = self
             .kv(move |s| async move { Ok(s.update(key, value.into(), revision).await.is_ok()) });
         match done {
@@ -820,7 +810,7 @@ impl Shared {
     /// Mark group `gid`, which host `by` aborted, as heard by its
     /// coordinator (this host).
     fn agree(&self, gid: &str, by: &str, why: &str) {
-        let key = Self::group_key(gid);
+        let key = gid.to_string();
         let value = format!("abort\n{by}\n{why}\nagreed");
         let _ =
             self.kv(|s| async move { s.put(key, value.into()).await.map_err(|e| e.to_string()) });

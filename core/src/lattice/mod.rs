@@ -451,21 +451,23 @@ impl Remote for Shared {
                 flag: "the NATS server's max_payload",
             });
         }
-        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
-        // A module may have moved here while this sender waited for the
-        // lock (it is registered under it): its mailbox, then.
-        if let Some(mailbox) = self.bus.upgrade().and_then(|b| b.names.resolve(to)) {
-            drop(outboxes);
-            return mailbox.deliver(from, msg);
-        }
-        // With a state directory the message is journaled, and leaves once
-        // durable with the call that sent it.
-        let journal = self.bus.upgrade().and_then(|b| b.journal.clone());
+        let bus = self.bus.upgrade();
+        // With a state directory the message is journaled (made before the
+        // lock is taken), and leaves once durable with the call that sent
+        // it.
+        let journal = bus.as_ref().and_then(|b| b.journal.clone());
         let producer = journal.as_ref().map(|_| crate::store::producer());
         let copy = journal.as_ref().map(|_| Message {
             from: from.to_string(),
             ..msg.clone()
         });
+        let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
+        // A module may have moved here while this sender waited for the
+        // lock (it is registered under it): its mailbox, then.
+        if let Some(mailbox) = bus.as_ref().and_then(|b| b.names.resolve(to)) {
+            drop(outboxes);
+            return mailbox.deliver(from, msg);
+        }
         let seq = outboxes.push(to, &host, from, (msg, producer.clone()))?;
         drop(outboxes);
         if let (Some(j), Some(msg)) = (journal, copy) {
@@ -613,49 +615,56 @@ impl Shared {
         }
     }
 
-    /// The journal committed `op`: messages it made durable, and calls it
-    /// completed, may let messages leave.
-    fn committed(&self, op: &crate::store::Op) {
+    /// The journal committed `ops`: messages they made durable, and calls
+    /// they completed, may let messages leave; messages taken in that are
+    /// durable now are owed acknowledgements. One lock of each, and one
+    /// wake, per batch.
+    fn committed(&self, ops: &[&crate::store::Op]) {
         use crate::store::Op;
+        let mut woke = false;
         let mut outboxes = self.outboxes.lock().expect("outboxes poisoned");
-        match op {
-            Op::Out { to, seq, .. } => {
-                if let Some(ob) = outboxes.by_name.get_mut(&**to) {
-                    ob.durable(*seq);
+        for op in ops {
+            match op {
+                Op::Out { to, seq, .. } => {
+                    if let Some(ob) = outboxes.by_name.get_mut(&**to) {
+                        ob.durable(*seq);
+                        woke = true;
+                    }
                 }
+                Op::Served { module, seq, .. } | Op::Trapped { module, seq, .. } => {
+                    let s = outboxes.sealed.entry(module.clone()).or_default();
+                    *s = (*s).max(*seq);
+                    woke = true;
+                }
+                _ => {}
             }
-            Op::Enq {
+        }
+        drop(outboxes);
+        let mut durable = self.durable_marks.lock().expect("marks poisoned");
+        let mut due = self.acks_due.lock().expect("acks poisoned");
+        for op in ops {
+            if let Op::Enq {
                 to,
                 stream: Some((host, incarnation, seq)),
                 ..
-            } => {
-                drop(outboxes);
+            } = op
+            {
                 let key = (host.to_string(), to.to_string());
-                let mut durable = self.durable_marks.lock().expect("marks poisoned");
                 let mark = durable.entry(key).or_insert((*incarnation, 0));
-                *mark = (
-                    *incarnation,
-                    if mark.0 == *incarnation {
-                        mark.1.max(*seq)
-                    } else {
-                        *seq
-                    },
-                );
-                drop(durable);
-                let mut due = self.acks_due.lock().expect("acks poisoned");
+                let last = if mark.0 == *incarnation {
+                    mark.1.max(*seq)
+                } else {
+                    *seq
+                };
+                *mark = (*incarnation, last);
                 due.insert(host.to_string(), *incarnation);
-                drop(due);
-                self.wake.notify_one();
-                return;
+                woke = true;
             }
-            Op::Served { module, seq, .. } | Op::Trapped { module, seq, .. } => {
-                let s = outboxes.sealed.entry(module.clone()).or_default();
-                *s = (*s).max(*seq);
-            }
-            _ => return,
         }
-        drop(outboxes);
-        self.wake.notify_one();
+        drop((durable, due));
+        if woke {
+            self.wake.notify_one();
+        }
     }
 }
 
@@ -731,9 +740,9 @@ impl Lattice {
         shared.restore(restored);
         if let Some(j) = &bus.journal {
             let weak = Arc::downgrade(&shared);
-            j.on_commit(Box::new(move |op| {
+            j.on_commit(Box::new(move |ops| {
                 if let Some(s) = weak.upgrade() {
-                    s.committed(op);
+                    s.committed(ops);
                 }
             }))
             .map_err(anyhow::Error::msg)?;

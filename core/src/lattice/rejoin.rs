@@ -79,7 +79,7 @@ impl Shared {
                         self.host
                     );
                     let value = format!("abort\n{}\n{why}", self.host);
-                    if self.settle_entry(gid, revision, value) {
+                    if self.settle(gid, revision, value).is_ok() {
                         return Ok(false);
                     }
                 }

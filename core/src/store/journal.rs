@@ -43,9 +43,9 @@ const CLOSE_COMPACT_BYTES: u64 = 1 << 20;
 
 type Ack = Sender<Result<(), String>>;
 
-/// Told of every operation once it is committed (a lattice host sends a
-/// message to another host only once it is durable).
-pub type OnCommit = Box<dyn Fn(&Op) + Send + Sync>;
+/// Told of each batch of operations once it is committed (a lattice host
+/// sends a message to another host only once it is durable).
+pub type OnCommit = Box<dyn Fn(&[&Op]) + Send + Sync>;
 
 struct Entry {
     op: Option<Op>,
@@ -108,8 +108,8 @@ impl Journal {
         })
     }
 
-    /// Call `f` with every operation once it is committed (once only: a
-    /// second hook is refused).
+    /// Call `f` with each batch of operations once it is committed (once
+    /// only: a second hook is refused).
     pub fn on_commit(&self, f: OnCommit) -> Result<(), String> {
         self.on_commit
             .set(f)
@@ -362,12 +362,12 @@ impl Writer {
         };
         match &result {
             Ok(()) => {
-                let hook = self.on_commit.get();
+                if let Some(f) = self.on_commit.get() {
+                    let ops: Vec<&Op> = batch.iter().filter_map(|e| e.op.as_ref()).collect();
+                    f(&ops);
+                }
                 for e in &batch {
                     if let Some(op) = &e.op {
-                        if let Some(f) = hook {
-                            f(op);
-                        }
                         self.image.apply(op.clone());
                     }
                 }
