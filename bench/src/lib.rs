@@ -264,6 +264,9 @@ impl Bench<'_> {
                 "pause_p50",
                 "pause_p99",
                 "pause_max",
+                "put_state_p50",
+                "get_state_p50",
+                "host_p50",
                 "gap_p50",
                 "gap_p99",
                 "noise_gap_p50",
@@ -290,6 +293,7 @@ impl Bench<'_> {
             )?;
             let x = rt.module("X").context("X")?;
             let (mut pause, mut gap, mut noise) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut put, mut get, mut host) = (Vec::new(), Vec::new(), Vec::new());
             let mut state_bytes = 0;
             let stop = std::sync::atomic::AtomicBool::new(false);
             let rate = std::thread::scope(|scope| -> anyhow::Result<f64> {
@@ -306,6 +310,11 @@ impl Bench<'_> {
                         gap.push(x.max_gap_us());
                         let m = &r.modules[0];
                         pause.push(m.pause_us.unwrap_or(0));
+                        let (p, g) = (m.put_state_us.unwrap_or(0), m.get_state_us.unwrap_or(0));
+                        put.push(p);
+                        get.push(g);
+                        // The pause less the guest's two state calls.
+                        host.push(m.pause_us.unwrap_or(0).saturating_sub(p + g));
                         state_bytes = m.state_bytes.unwrap_or(0);
                         // The same window with no swap: the noise floor.
                         x.reset_max_gap();
@@ -332,6 +341,9 @@ impl Bench<'_> {
                 p50.to_string(),
                 p99.to_string(),
                 pct(&mut pause, 1.0).to_string(),
+                pct(&mut put, 0.5).to_string(),
+                pct(&mut get, 0.5).to_string(),
+                pct(&mut host, 0.5).to_string(),
                 pct(&mut gap, 0.5).to_string(),
                 pct(&mut gap, 0.99).to_string(),
                 pct(&mut noise, 0.5).to_string(),

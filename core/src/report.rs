@@ -45,6 +45,11 @@ pub struct ModuleReport {
     pub buffered: usize,
     /// Bytes of state handed from the old version to the new one.
     pub state_bytes: Option<usize>,
+    /// Of the pause: the old version's `put-state` (handing its state
+    /// out) and the new version's `get-state` (taking it in). The rest of
+    /// the pause is the host's.
+    pub put_state_us: Option<u64>,
+    pub get_state_us: Option<u64>,
     /// The file was the very version the module ran (same digest): a
     /// fresh instance took the state over, and nothing else changed.
     pub same_version: bool,

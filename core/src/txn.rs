@@ -43,6 +43,10 @@ pub(crate) enum Report {
         buffered: usize,
         /// Bytes of state handed over, if the handover happened.
         state_bytes: Option<usize>,
+        /// Of the pause: the old version's `put-state` and the new one's
+        /// `get-state`, if they ran.
+        put_state_us: Option<u64>,
+        get_state_us: Option<u64>,
     },
 }
 
@@ -54,6 +58,8 @@ impl Report {
             pause_us: None,
             buffered: 0,
             state_bytes: None,
+            put_state_us: None,
+            get_state_us: None,
         }
     }
 }

@@ -58,6 +58,7 @@ impl ToJson for TransactionReport {
                 json!({"name": m.name, "from": m.from, "to": m.to,
                        "quiesce_us": m.quiesce_us, "pause_us": m.pause_us,
                        "buffered": m.buffered, "state_bytes": m.state_bytes,
+                       "put_state_us": m.put_state_us, "get_state_us": m.get_state_us,
                        "same_version": m.same_version, "host": m.host})
             })
             .collect();

@@ -106,6 +106,9 @@ impl ToText for TransactionReport {
                 us(m.pause_us),
                 m.buffered
             ));
+            if let (Some(put), Some(get)) = (m.put_state_us, m.get_state_us) {
+                out.push_str(&format!("  (put-state {put} µs, get-state {get} µs)"));
+            }
             if let Some(h) = &m.host {
                 out.push_str(&format!("  on host {h}"));
             }

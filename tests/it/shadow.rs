@@ -144,6 +144,7 @@ fn a_faithful_shadow_under_load_is_promoted_with_the_state_a_replace_gives() {
         (Some("1.0"), Some("2.0"))
     );
     assert_eq!(m.state_bytes, None, "no state moves in a promote's pause");
+    assert_eq!((m.put_state_us, m.get_state_us), (None, None), "{m:?}");
     assert!(m.pause_us.is_some(), "{m:?}");
     assert_eq!(r.version().label(), "2.0");
     let ended = r.status().shadow.unwrap();

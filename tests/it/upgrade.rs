@@ -48,6 +48,15 @@ fn replace_one_module_keeps_state_and_every_message() {
         (Some("1.0"), Some("2.0"))
     );
     assert!(m.pause_us.is_some() && m.quiesce_us.is_some());
+    // Where the pause went: the two state calls inside it, and the rest
+    // the host's; the report says so in words too.
+    let (put, get) = (m.put_state_us.unwrap(), m.get_state_us.unwrap());
+    assert!(put + get <= m.pause_us.unwrap(), "{m:?}");
+    let text = r.to_text();
+    assert!(
+        text.contains(&format!("(put-state {put} µs, get-state {get} µs)")),
+        "{text}"
+    );
     assert_eq!(version(&h, "SINK"), "2.0");
     // v2 took over v1's record of T and carries on counting from it.
     h.wait_log("SINK", |l| {

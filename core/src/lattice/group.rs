@@ -516,8 +516,8 @@ fn fill(report: &mut TransactionReport, host: &str, text: &str) {
             pause_us: num(p),
             buffered: buffered.parse().unwrap_or(0),
             state_bytes: num(state).map(|b| b as usize),
-            same_version: false,
             host: Some(host.to_string()),
+            ..ModuleReport::default()
         };
     }
 }

@@ -184,6 +184,8 @@ impl Worker {
                     pause_us: Some(resumed.duration_since(paused).as_micros() as u64),
                     buffered,
                     state_bytes: None,
+                    put_state_us: None,
+                    get_state_us: None,
                 });
                 self.describe_point();
                 self.emit_state(
@@ -204,6 +206,8 @@ impl Worker {
                     pause_us: None,
                     buffered,
                     state_bytes: None,
+                    put_state_us: None,
+                    get_state_us: None,
                 });
                 self.leave_probation();
             }

@@ -34,6 +34,17 @@ struct Done {
     state_bytes: Option<usize>,
 }
 
+impl Done {
+    /// What the pause of a participant that reached TERM at `q.at`
+    /// spent in `put-state` and `get-state`, from when each returned.
+    fn state_calls(q: &Quiesced, [put, get]: [Option<Instant>; 2]) -> (Option<u64>, Option<u64>) {
+        let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_micros() as u64;
+        let put_us = put.map(|p| us(q.at, p));
+        let get_us = put.zip(get).map(|(p, g)| us(p, g));
+        (put_us, get_us)
+    }
+}
+
 /// When the old version reached TERM, for the report.
 struct Quiesced {
     at: Instant,
@@ -322,15 +333,19 @@ impl Worker {
 
     /// Tell the coordinator this participant acted on the decision (and,
     /// after a commit it decided itself, how it voted): outside the pause.
-    fn report_done(&self, txn: &Txn, q: &Quiesced, vote_after: bool, done: Done) {
+    fn report_done(&mut self, txn: &Txn, q: &Quiesced, vote_after: bool, done: Done) {
         if vote_after {
             txn.report(self.vote_report(q, None));
         }
+        let at = std::mem::take(&mut self.handed_at);
+        let (put_state_us, get_state_us) = Done::state_calls(q, at);
         txn.report(Report::Done {
             module: self.shared.seat.name.to_string(),
             pause_us: Some(done.resumed.duration_since(q.at).as_micros() as u64),
             buffered: done.buffered,
             state_bytes: done.state_bytes,
+            put_state_us,
+            get_state_us,
         });
     }
 
@@ -366,8 +381,11 @@ impl Worker {
                 return Some(no);
             }
         };
+        self.handed_at[0] = Some(Instant::now());
         let state = self.handed.insert(state);
-        let cause = match new.get_state(state, Some(by)) {
+        let got = new.get_state(state, Some(by));
+        self.handed_at[1] = Some(Instant::now());
+        let cause = match got {
             Ok(Ok(())) => return None,
             Ok(Err(error)) => Cause::Error {
                 version: new.label().to_string(),

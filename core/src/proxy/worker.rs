@@ -37,6 +37,9 @@ pub(super) struct Worker {
     /// decision: the new version's recovery point on commit, and its size
     /// goes into the report either way.
     pub(super) handed: Option<Vec<u8>>,
+    /// When the last vote's `put-state` and `get-state` returned (the
+    /// pause began at TERM): where the pause went, for the report.
+    pub(super) handed_at: [Option<Instant>; 2],
     /// What the module is rebuilt from after a trap.
     pub(super) recovery: Recovery,
     /// After a commit: what a rollback would return to.
@@ -96,6 +99,7 @@ impl Worker {
             retry: None,
             held: None,
             handed: None,
+            handed_at: [None; 2],
             shared,
             env,
             imp,

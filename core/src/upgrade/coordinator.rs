@@ -25,6 +25,8 @@ pub(super) struct Done {
     pub pause_us: Option<u64>,
     pub buffered: usize,
     pub state_bytes: Option<usize>,
+    pub put_state_us: Option<u64>,
+    pub get_state_us: Option<u64>,
 }
 
 /// One participant: its proxy and the CanCommit it is sent.
@@ -79,11 +81,15 @@ impl Tally {
                 pause_us,
                 buffered,
                 state_bytes,
+                put_state_us,
+                get_state_us,
             } => {
                 let done = Done {
                     pause_us,
                     buffered,
                     state_bytes,
+                    put_state_us,
+                    get_state_us,
                 };
                 self.dones.insert(module, done);
                 None
@@ -123,6 +129,8 @@ impl Tally {
                 m.pause_us = d.pause_us;
                 m.buffered = d.buffered;
                 m.state_bytes = d.state_bytes;
+                m.put_state_us = d.put_state_us;
+                m.get_state_us = d.get_state_us;
             }
         }
     }
