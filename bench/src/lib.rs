@@ -424,7 +424,7 @@ impl Bench<'_> {
         let mut t = Table::new(
             "group_scaling",
             &format!(
-                "3. group size: Syn_Replace of k modules under load, and Promote of k shadows (median of {reps}; µs)"
+                "3. group size: Syn_Replace of k modules under load (votes concurrent, sequential, early), and Promote of k shadows (median of {reps}; µs)"
             ),
             &[
                 "k",
@@ -437,7 +437,7 @@ impl Bench<'_> {
             ],
         );
         for &k in ks {
-            for mode in [Mode::Concurrent, Mode::Sequential] {
+            for mode in [Mode::Concurrent, Mode::Sequential, Mode::Early] {
                 say(&format!("group of {k}, {}", mode.as_str()));
                 let rt = runtime(true)?;
                 exec(&rt, &format!("SetMode {}", mode.as_str()))?;
@@ -463,8 +463,8 @@ impl Bench<'_> {
                 }
                 let p50 = pct(&mut worst, 0.5);
                 let bound = match (mode, k) {
-                    (Mode::Concurrent, 8) => Some(60),
-                    (Mode::Concurrent, 32) => Some(250),
+                    (Mode::Concurrent | Mode::Early, 8) => Some(60),
+                    (Mode::Concurrent | Mode::Early, 32) => Some(250),
                     _ => None,
                 };
                 let (aim, met) = at_most(bound, p50, "µs p50");

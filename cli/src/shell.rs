@@ -100,7 +100,7 @@ fn slot(before: &[String]) -> Slot {
         "syn_load" if n % 2 == 1 => Slot::Nothing,
         "syn_replace" | "syn_upgrade" | "syn_load" => Slot::File,
         "unload" | "enable" | "disable" | "poison" | "send" if n == 1 => Slot::Name,
-        "setmode" if n == 1 => Slot::Word(&["concurrent", "sequential"]),
+        "setmode" if n == 1 => Slot::Word(&["concurrent", "sequential", "early"]),
         "json" if n == 1 => Slot::Word(&["on", "off"]),
         "help" if n == 1 => Slot::Word(KEYWORDS),
         _ => Slot::Nothing,

@@ -396,8 +396,16 @@ impl Core {
             }
             Command::SetMode(m) => {
                 admin.mode = m;
-                self.setting("sequential", u64::from(m == Mode::Sequential));
-                Ok(Reply::Done(format!("votes are collected {}ly", m.as_str())))
+                let code = match m {
+                    Mode::Concurrent => 0,
+                    Mode::Sequential => 1,
+                    Mode::Early => 2,
+                };
+                self.setting("sequential", code);
+                Ok(Reply::Done(match m {
+                    Mode::Early => "votes are collected concurrently, and each target serves on after its vote: all switch at the decision".to_string(),
+                    m => format!("votes are collected {}ly", m.as_str()),
+                }))
             }
             Command::Send { to, kind, body } => {
                 self.send(&to, &kind, body.as_bytes())

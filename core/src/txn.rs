@@ -6,11 +6,12 @@
 //! proxy knows of the upgrade protocol.
 
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use crate::bus::Mailbox;
 use crate::report::Refusal;
 
 /// The coordinator's decision.
@@ -87,6 +88,12 @@ pub(crate) struct Txn {
     decision: Mutex<Decision>,
     decided: Condvar,
     reports: Sender<Report>,
+    /// Set when the targets vote early (`SetMode early`): their mailboxes,
+    /// into each of which the decision queues a second TERM, all of them
+    /// before any target can act on it. A target serves on after its vote
+    /// and switches (or drops its candidate) at that second TERM, so no
+    /// old version serves a message a new version sent.
+    switch_at: OnceLock<Vec<Mailbox>>,
 }
 
 impl Txn {
@@ -110,7 +117,20 @@ impl Txn {
             decision: Mutex::new(Decision::Pending),
             decided: Condvar::new(),
             reports,
+            switch_at: OnceLock::new(),
         }
+    }
+
+    /// Make the targets vote early: each serves on after its vote and
+    /// switches at the TERM the decision queues into `mailboxes`. Set
+    /// before any target is asked.
+    pub(crate) fn vote_early(&self, mailboxes: Vec<Mailbox>) {
+        let _ = self.switch_at.set(mailboxes);
+    }
+
+    /// Whether the targets vote early.
+    pub(crate) fn early(&self) -> bool {
+        self.switch_at.get().is_some()
     }
 
     /// Send a report to the coordinator (ignored if it is gone).
@@ -123,6 +143,11 @@ impl Txn {
         let mut cur = self.decision.lock().expect("txn poisoned");
         if *cur == Decision::Pending {
             *cur = d;
+            // Under the lock: a target reads the decision at its second
+            // TERM, so none acts on it before every TERM is queued.
+            for m in self.switch_at.get().into_iter().flatten() {
+                m.push_term(self.id);
+            }
             self.decided.notify_all();
         }
         cur.clone()

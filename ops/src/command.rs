@@ -226,7 +226,11 @@ pub const ENTRIES: &[(&str, &str)] = &[
     ),
     (
         "SetMode",
-        "  SetMode concurrent|sequential    how group votes are collected",
+        "\
+  SetMode concurrent|sequential|early
+                                   how group votes are collected; early: each
+                                   target votes at its TERM and serves on, and
+                                   all switch at the decision",
     ),
     (
         "SetProbation",
@@ -753,13 +757,14 @@ fn parse_line(line: &str) -> Result<Option<Command>, String> {
             Command::SetTimer(d)
         }
         "setmode" => {
-            arity("SetMode", args, 1, "SetMode concurrent|sequential")?;
+            arity("SetMode", args, 1, "SetMode concurrent|sequential|early")?;
             match args[0].to_ascii_lowercase().as_str() {
                 "concurrent" => Command::SetMode(Mode::Concurrent),
                 "sequential" => Command::SetMode(Mode::Sequential),
+                "early" => Command::SetMode(Mode::Early),
                 other => {
                     return Err(format!(
-                        "SetMode: `{other}` is not a mode (concurrent or sequential)"
+                        "SetMode: `{other}` is not a mode (concurrent, sequential or early)"
                     ));
                 }
             }

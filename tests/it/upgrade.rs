@@ -107,6 +107,68 @@ fn sequential_mode_commits_a_group_too() {
 }
 
 #[test]
+fn early_votes_keep_a_group_serving_until_the_decision_all_or_nothing() {
+    let mut h = Host::new();
+    h.ok(&format!("Load A {V1} config \"timer t 1; tick-send B\""));
+    h.ok(&format!("Load B {V1} config \"timer t 1; tick-send A\""));
+    h.ok(&format!("Load T {V1}"));
+    // SLOW has 12 messages of 25 ms each ahead of its TERM: A and B vote
+    // long before it does, and serve on meanwhile.
+    h.ok(&format!("Load SLOW {V1} config \"work 25000\""));
+    h.ok(&format!("Load KEEP {V2}"));
+    h.wait_line("A", "got 5 from B");
+    h.ok("SetMode early");
+    let slow_ahead = |h: &mut Host, n: u64| {
+        h.ok(&format!("Send T do \"send SLOW {n}\""));
+        h.wait_line("T", &format!("did send SLOW {n}"));
+    };
+
+    // Too short a bound: SLOW cannot vote, so nobody switches.
+    slow_ahead(&mut h, 12);
+    h.ok("SetTimer 150ms");
+    let r = h.txn(&format!("Syn_Replace A {V2} B {V2} SLOW {V2}"));
+    assert_eq!(r.outcome, Outcome::Aborted, "{}", r.to_text());
+    assert_eq!(r.mode, "early");
+    assert!(
+        r.reason.as_deref().unwrap().contains("SLOW"),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(
+        (version(&h, "A"), version(&h, "B"), version(&h, "SLOW")),
+        ("1.0".into(), "1.0".into(), "1.0".into())
+    );
+    consecutive_on(&mut h, "A", "B", 20);
+    consecutive_on(&mut h, "B", "A", 20);
+    h.wait_line("SLOW", "got 12 from T");
+
+    // A bound SLOW can meet: all three switch, and A and B, which voted
+    // ~300 ms before SLOW, were never paused for long. Their new versions
+    // took over what the old ones served after the vote: the numbers run
+    // on without a gap or a repeat.
+    slow_ahead(&mut h, 24);
+    h.ok("SetTimer 10s");
+    let r = h.txn(&format!("Syn_Replace A {V2} B {V2} SLOW {V2}"));
+    assert_eq!(r.outcome, Outcome::Committed, "{}", r.to_text());
+    assert_eq!(
+        (version(&h, "A"), version(&h, "B"), version(&h, "SLOW")),
+        ("2.0".into(), "2.0".into(), "2.0".into())
+    );
+    let row = |n: &str| r.modules.iter().find(|m| m.name == n).unwrap();
+    // SLOW's work held the vote open for most of the transaction.
+    assert!(r.total_us >= 200_000, "{}", r.to_text());
+    for m in ["A", "B"] {
+        let pause = row(m).pause_us.unwrap();
+        assert!(pause * 4 < r.total_us, "{m}: {}", r.to_text());
+        assert!(row(m).get_state_us.is_some(), "{}", r.to_text());
+    }
+    consecutive_on(&mut h, "A", "B", 50);
+    consecutive_on(&mut h, "B", "A", 50);
+    h.wait_line("SLOW", "got 36 from T");
+    assert_eq!(h.got("SLOW", "T"), one_to(36));
+}
+
+#[test]
 fn a_module_that_cannot_quiesce_in_time_aborts_the_group() {
     let mut h = feeding();
     // KEEP runs v2, so the repository keeps it compiled and the prepare

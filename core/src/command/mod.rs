@@ -16,6 +16,12 @@ pub enum Mode {
     Concurrent,
     /// One target at a time, each waiting for the previous vote.
     Sequential,
+    /// Every target at once, and none waits paused for the others: each
+    /// hands its state to its new version at its TERM, votes, and serves
+    /// on; at a commit all switch at a second marker queued in every
+    /// mailbox before any of them switches, the new version first
+    /// replaying what its old one served since the vote.
+    Early,
 }
 
 impl Mode {
@@ -24,6 +30,7 @@ impl Mode {
         match self {
             Mode::Concurrent => "concurrent",
             Mode::Sequential => "sequential",
+            Mode::Early => "early",
         }
     }
 }
@@ -145,7 +152,7 @@ pub enum Command {
     },
     /// `SetTimer <duration>`: the quiescence bound.
     SetTimer(Duration),
-    /// `SetMode concurrent|sequential`.
+    /// `SetMode concurrent|sequential|early`.
     SetMode(Mode),
     /// `SetProbation <duration> [errors <percent>%]`: after each commit,
     /// a fault in a new version within the window rolls the group back.

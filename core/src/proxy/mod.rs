@@ -24,6 +24,7 @@
 
 mod batch;
 mod durable;
+mod early;
 mod moving;
 mod poison;
 mod probation;

@@ -74,6 +74,7 @@ impl Worker {
             .probation
             .as_ref()
             .is_some_and(|p| now_ns >= p.until_ns && !p.group.rolling_back())
+            && self.early.is_none()
         {
             self.end_probation(now_ns);
         }

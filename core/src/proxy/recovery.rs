@@ -150,6 +150,9 @@ impl Worker {
             message: m,
             failed: effects_failed,
         });
+        if self.early.is_some() {
+            self.mirror_last();
+        }
         self.publish_log_size();
         if self.probation.is_some() {
             self.served_in_probation(failed, now_ns);
@@ -163,7 +166,8 @@ impl Worker {
             || (interval > 0 && since >= interval))
             && since >= self.recovery.cost_ns * CHECKPOINT_SHARE)
             || self.recovery.log_bytes >= max_bytes;
-        if !due || self.no_checkpoint {
+        // An early vote needs the log since its TERM until the decision.
+        if !due || self.no_checkpoint || self.early.is_some() {
             return;
         }
         if self.recovery.checkpoints {

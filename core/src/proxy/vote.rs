@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::recovery::Base;
+use super::recovery::{Base, Logged};
 use super::worker::Worker;
 use crate::events::ModuleState;
 use crate::instance::{EPOCH_PERIOD, GuestFault, Implementation};
@@ -46,9 +46,9 @@ impl Done {
 }
 
 /// When the old version reached TERM, for the report.
-struct Quiesced {
-    at: Instant,
-    quiesce_us: u64,
+pub(super) struct Quiesced {
+    pub at: Instant,
+    pub quiesce_us: u64,
 }
 
 /// When `put-state` and `get-state` are interrupted: a tenth of the
@@ -84,7 +84,7 @@ impl Worker {
         let name = &self.shared.seat.name;
         let refuse = if self.imp.is_dead() {
             Some(Cause::Faulted)
-        } else if self.vote.is_some() {
+        } else if self.vote.is_some() || self.early.is_some() {
             Some(Cause::Busy)
         } else {
             None
@@ -140,6 +140,9 @@ impl Worker {
             self.skip.swap_remove(i);
             return;
         }
+        if let Some(e) = self.early.take_if(|e| e.txn.id == id) {
+            return self.reach_switch(e);
+        }
         let Some(pv) = self.vote.take_if(|v| v.txn.id == id) else {
             return;
         };
@@ -160,6 +163,12 @@ impl Worker {
         } else {
             self.candidate(pv.new, &txn)
         };
+        let new = match new {
+            Some(new) if no.is_none() && txn.early() && !promote && self.held.is_none() => {
+                return self.vote_early(txn, new, &q);
+            }
+            new => new,
+        };
         let (decision, vote_after) = self.vote(&txn, &q, no);
         match (decision, new) {
             (Decision::Commit, Some(mut new)) => {
@@ -171,7 +180,7 @@ impl Worker {
                 // was brought up; the next checkpoint renews it as usual
                 // (taking one now would stall the next message behind a
                 // `put-state`).
-                self.commit(&txn, new, &q, vote_after);
+                self.commit(&txn, new, &q, vote_after, Vec::new());
             }
             (_, new) => {
                 match new {
@@ -234,7 +243,7 @@ impl Worker {
         }
     }
 
-    fn vote_report(&self, q: &Quiesced, no: Option<Refusal>) -> Report {
+    pub(super) fn vote_report(&self, q: &Quiesced, no: Option<Refusal>) -> Report {
         Report::Vote {
             module: self.shared.seat.name.to_string(),
             quiesce_us: Some(q.quiesce_us),
@@ -242,8 +251,16 @@ impl Worker {
         }
     }
 
-    /// Commit: the candidate, which already holds the state, takes over.
-    fn commit(&mut self, txn: &Txn, new: Box<Implementation>, q: &Quiesced, vote_after: bool) {
+    /// Commit: the candidate, which already holds the state, takes over;
+    /// the messages `since` that state (an early vote's) stay logged.
+    pub(super) fn commit(
+        &mut self,
+        txn: &Txn,
+        new: Box<Implementation>,
+        q: &Quiesced,
+        vote_after: bool,
+        since: Vec<Logged>,
+    ) {
         let old = std::mem::replace(&mut self.imp, new);
         let enabled = self.imp.enable();
         let was_held = self.held.take().is_some();
@@ -274,6 +291,7 @@ impl Worker {
         } else {
             self.swapped(txn.id, None);
         }
+        self.keep_log(since);
         self.recovery.checkpoints = true;
         self.recovery.failing = false;
         self.recovery.recent.clear();
@@ -337,11 +355,17 @@ impl Worker {
         if vote_after {
             txn.report(self.vote_report(q, None));
         }
-        let at = std::mem::take(&mut self.handed_at);
-        let (put_state_us, get_state_us) = Done::state_calls(q, at);
+        let (mut put_state_us, mut get_state_us) = self.state_calls(q);
+        let mut pause_us = done.resumed.duration_since(q.at).as_micros() as u64;
+        if let Some(first) = self.early_first.take() {
+            // An early vote paused twice: the longer pause is reported,
+            // with the state calls of the first.
+            pause_us = pause_us.max(first.pause_us);
+            (put_state_us, get_state_us) = (first.put_state_us, first.get_state_us);
+        }
         txn.report(Report::Done {
             module: self.shared.seat.name.to_string(),
-            pause_us: Some(done.resumed.duration_since(q.at).as_micros() as u64),
+            pause_us: Some(pause_us),
             buffered: done.buffered,
             state_bytes: done.state_bytes,
             put_state_us,
@@ -349,11 +373,16 @@ impl Worker {
         });
     }
 
+    /// How long the last hand-over's `put-state` and `get-state` took.
+    pub(super) fn state_calls(&mut self, q: &Quiesced) -> (Option<u64>, Option<u64>) {
+        Done::state_calls(q, std::mem::take(&mut self.handed_at))
+    }
+
     /// Hand the old version's state to the new one. `Some(refusal)` is NO.
     /// Runs inside the pause: nothing is formatted unless the vote is NO.
     /// Both calls end at the vote's bound: one still running then is
     /// interrupted and votes NO, naming the call.
-    fn transfer(&mut self, new: &mut Implementation, txn: &Txn) -> Option<Refusal> {
+    pub(super) fn transfer(&mut self, new: &mut Implementation, txn: &Txn) -> Option<Refusal> {
         let name = &self.shared.seat.name;
         let limit = self.env.settings.max_state_bytes;
         let by = state_calls_end(txn);

@@ -40,6 +40,10 @@ pub(super) struct Worker {
     /// When the last vote's `put-state` and `get-state` returned (the
     /// pause began at TERM): where the pause went, for the report.
     pub(super) handed_at: [Option<Instant>; 2],
+    /// An early vote cast, waiting for the decision's TERM.
+    pub(super) early: Option<super::early::Early>,
+    /// At a switch after an early vote: its first pause, for the report.
+    pub(super) early_first: Option<super::early::FirstPause>,
     /// What the module is rebuilt from after a trap.
     pub(super) recovery: Recovery,
     /// After a commit: what a rollback would return to.
@@ -100,6 +104,8 @@ impl Worker {
             held: None,
             handed: None,
             handed_at: [None; 2],
+            early: None,
+            early_first: None,
             shared,
             env,
             imp,
@@ -573,6 +579,7 @@ impl Worker {
         let reason = format!("{} v{}: {fault}", self.shared.seat.name, self.imp.label());
         let version = self.imp.label().to_string();
         self.fault(f);
+        self.early_old_failed();
         // The old version died before TERM: its vote is NO.
         let pending = self.vote.take();
         if let Some(pv) = &pending {
@@ -601,6 +608,7 @@ impl Worker {
             fault: f.to_string(),
         };
         self.fault(f);
+        self.early_old_failed();
         let pending = self.vote.take();
         if let Some(pv) = &pending {
             self.skip.push(pv.txn.id);

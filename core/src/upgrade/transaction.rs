@@ -230,6 +230,13 @@ impl Core {
             .collect();
         let auto_commit = alone && replacing.len() == prepared.len();
         let (txn, rx) = self.new_txn(admin, id, command, replacing, auto_commit);
+        // Early votes need every target here, and a host without a state
+        // directory (its journal would record the switch after messages
+        // the new version replays).
+        if admin.mode == Mode::Early && alone && self.bus.journal.is_none() {
+            let mailboxes = prepared.iter().filter_map(|p| p.old.as_ref());
+            txn.vote_early(mailboxes.map(|p| p.mailbox().clone()).collect());
+        }
         let mut asks = Vec::new();
         let mut fresh = Vec::new();
         let mut loads = Vec::new();
