@@ -87,14 +87,22 @@ pub(crate) struct Txn {
     // one `notify_all` starts them together (the commit barrier).
     decision: Mutex<Decision>,
     decided: Condvar,
+    /// The decision once made (`COMMITTED` or `ABORTED`), read without
+    /// the lock by targets that voted early, before each message.
+    made: AtomicU8,
     reports: Sender<Report>,
-    /// Set when the targets vote early (`SetMode early`): their mailboxes,
-    /// into each of which the decision queues a second TERM, all of them
-    /// before any target can act on it. A target serves on after its vote
-    /// and switches (or drops its candidate) at that second TERM, so no
-    /// old version serves a message a new version sent.
+    /// Set when the targets vote early (`SetMode early`): their mailboxes.
+    /// A target serves on after its vote, and switches (or drops its
+    /// candidate) before it serves the first message it takes out after
+    /// the decision, so no old version serves a message a new version
+    /// sent (a new version sends only after the decision). The decision
+    /// also queues a TERM into each mailbox, to wake an idle target.
     switch_at: OnceLock<Vec<Mailbox>>,
 }
+
+const UNDECIDED: u8 = 0;
+const COMMITTED: u8 = 1;
+const ABORTED: u8 = 2;
 
 impl Txn {
     /// Transaction `id`, whose votes are due by `deadline`, at the end of
@@ -116,6 +124,7 @@ impl Txn {
             yes: AtomicUsize::new(0),
             decision: Mutex::new(Decision::Pending),
             decided: Condvar::new(),
+            made: AtomicU8::new(UNDECIDED),
             reports,
             switch_at: OnceLock::new(),
         }
@@ -141,16 +150,31 @@ impl Txn {
     /// Decide, if nobody has: the first decision wins and is returned.
     pub(crate) fn decide(&self, d: Decision) -> Decision {
         let mut cur = self.decision.lock().expect("txn poisoned");
-        if *cur == Decision::Pending {
-            *cur = d;
-            // Under the lock: a target reads the decision at its second
-            // TERM, so none acts on it before every TERM is queued.
-            for m in self.switch_at.get().into_iter().flatten() {
-                m.push_term(self.id);
-            }
-            self.decided.notify_all();
+        if *cur != Decision::Pending {
+            return cur.clone();
         }
-        cur.clone()
+        *cur = d.clone();
+        let made = if d == Decision::Commit {
+            COMMITTED
+        } else {
+            ABORTED
+        };
+        self.made.store(made, Ordering::Release);
+        self.decided.notify_all();
+        drop(cur);
+        for m in self.switch_at.get().into_iter().flatten() {
+            m.push_term(self.id);
+        }
+        d
+    }
+
+    /// The decision if it is made, without waiting or locking.
+    pub(crate) fn made(&self) -> Option<Decision> {
+        match self.made.load(Ordering::Acquire) {
+            COMMITTED => Some(Decision::Commit),
+            ABORTED => Some(Decision::Abort),
+            _ => None,
+        }
     }
 
     /// Count a YES vote; true if it was the last one needed.

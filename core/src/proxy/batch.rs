@@ -33,6 +33,9 @@ impl Worker {
             && self.retry.is_none()
             && self.held.is_none()
             && self.env.bus.journal.is_none()
+            // Each message taken out is checked for an early vote's
+            // decision before it is served.
+            && self.early.is_none()
     }
 
     /// Serve `first` and the messages queued behind it (up to the bound,

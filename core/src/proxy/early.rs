@@ -1,18 +1,18 @@
 //! Early votes (`SetMode early`), a participant's side: at its TERM a
 //! target hands its state to the candidate and votes as usual, but then
 //! serves on with the old version instead of waiting, paused, for the
-//! others. The decision queues a second TERM into every target's mailbox
-//! before any target can act on it ([`crate::txn::Txn::vote_early`]). At
-//! that TERM a commit switches: the candidate, which holds the state of
-//! the first TERM, replays what the old version served since (its effects
-//! suppressed: they happened), and takes over; an abort drops it.
+//! others; the candidate, which holds the state of that TERM, serves each
+//! message after the old version, its effects suppressed (they happened).
+//! Before it serves the first message it takes out after the decision
+//! ([`crate::txn::Txn::made`]), or at the TERM the decision queues to wake
+//! it, a commit switches to the candidate and an abort drops it.
 //!
 //! A group's largest pause is then one target's hand-over, not the time
 //! from the first TERM to the last vote. The cut stays consistent: a new
-//! version's message reaches another target behind that target's second
-//! TERM, so no old version serves it. The recovery point after the switch
-//! is the state of the first TERM and the messages since, which is what
-//! the new version was built from.
+//! version sends only after the decision, so its message is taken out
+//! after it too, and finds the receiver switched. The recovery point after
+//! the switch is the state of the first TERM and the messages since, which
+//! is what the new version was built from.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -125,12 +125,12 @@ impl Worker {
         }
     }
 
-    /// The decision's TERM: switch on a commit, drop the candidate on an
+    /// After the decision: switch on a commit, drop the candidate on an
     /// abort.
     pub(super) fn reach_switch(&mut self, e: Early) {
         let at = Instant::now();
         let txn = e.txn.clone();
-        if txn.decision() != Decision::Commit {
+        if txn.made() != Some(Decision::Commit) {
             self.env.reaper.bury(e.new);
             txn.report(Report::Done {
                 module: self.shared.seat.name.to_string(),

@@ -140,7 +140,10 @@ impl Worker {
             self.skip.swap_remove(i);
             return;
         }
-        if let Some(e) = self.early.take_if(|e| e.txn.id == id) {
+        if let Some(e) = self
+            .early
+            .take_if(|e| e.txn.id == id && e.txn.made().is_some())
+        {
             return self.reach_switch(e);
         }
         let Some(pv) = self.vote.take_if(|v| v.txn.id == id) else {

@@ -478,6 +478,13 @@ impl Worker {
     }
 
     fn item(&mut self, item: Item) {
+        if matches!(item, Item::Msg(..)) {
+            // After an early vote's decision, the switch comes before the
+            // next message (which a new version may have sent).
+            if let Some(e) = self.early.take_if(|e| e.txn.made().is_some()) {
+                self.reach_switch(e);
+            }
+        }
         match item {
             Item::Msg(m, id) if self.batching() => self.serve_batch(m, id),
             Item::Msg(m, id) => self.serve(m, id),
