@@ -394,6 +394,11 @@ impl Core {
                 self.setting("bound_ms", d.as_millis() as u64);
                 Ok(Reply::Done(format!("quiescence bound is {d:?}")))
             }
+            Command::SetMode(Mode::Early) if self.bus.journal.is_some() => {
+                Err(CommandError::Parse(
+                    "SetMode early: not on a host with a state directory (its journal would record a switch after messages the new version replays); groups here vote paused".into(),
+                ))
+            }
             Command::SetMode(m) => {
                 admin.mode = m;
                 let code = match m {

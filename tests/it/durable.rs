@@ -138,6 +138,10 @@ fn history_and_settings_survive_a_restart() {
         let h = Host::with(on(&dir));
         h.ok("SetCheckpoint 250ms");
         h.ok("SetTimer 3s");
+        // Early votes would journal a switch after messages the new
+        // version replays: refused here, saying why.
+        let e = h.err("SetMode early");
+        assert!(e.contains("not on a host with a state directory"), "{e}");
         h.ok(&format!("Load A {}", liveswap_guests::PROBE_V1));
         let r = h.txn(&format!("Replace A {}", liveswap_guests::PROBE_V2));
         assert_eq!(r.outcome.as_str(), "committed");
