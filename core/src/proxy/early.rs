@@ -195,11 +195,12 @@ impl Worker {
     fn switch_afresh(&mut self, txn: &Txn, stale: Box<Implementation>, q: &Quiesced) {
         let version = stale.version().clone();
         self.env.reaper.bury(stale);
-        let fresh = Implementation::instantiate(&version, &self.shared.seat).map(Box::new);
-        let no = match fresh {
-            Ok(mut fresh) => match self.transfer(&mut fresh, txn) {
-                None => return self.commit(txn, fresh, q, false, Vec::new()),
-                Some(no) => no.to_string(),
+        // The vote's bound has passed: the calls run under the call
+        // deadline alone.
+        let no = match Implementation::instantiate(&version, &self.shared.seat) {
+            Ok(fresh) => match self.hand_over(fresh) {
+                Ok(fresh) => return self.commit(txn, fresh, q, false, Vec::new()),
+                Err(e) => e,
             },
             Err(e) => e,
         };
@@ -215,6 +216,37 @@ impl Worker {
             ),
         );
         txn.report(Report::done(&self.shared.seat.name));
+    }
+
+    /// The old version's state handed to `fresh` (kept as `handed`), or
+    /// why not.
+    fn hand_over(&mut self, fresh: Implementation) -> Result<Box<Implementation>, String> {
+        let mut fresh = Box::new(fresh);
+        let limit = self.env.settings.max_state_bytes;
+        let state = match self.imp.put_state(None) {
+            Ok(Ok(s)) if s.len() <= limit => s,
+            Ok(Ok(s)) => {
+                return Err(format!(
+                    "put-state returned {} bytes, over {limit}",
+                    s.len()
+                ));
+            }
+            Ok(Err(e)) => return Err(format!("put-state: {e}")),
+            Err(f) => {
+                let why = f.to_string();
+                self.fault(f);
+                self.recover(None);
+                return Err(why);
+            }
+        };
+        match fresh.get_state(&state, None) {
+            Ok(Ok(())) => {
+                self.handed = Some(state);
+                Ok(fresh)
+            }
+            Ok(Err(e)) => Err(format!("get-state: {e}")),
+            Err(f) => Err(f.to_string()),
+        }
     }
 
     /// Messages `since` become the recovery log after a switch.

@@ -385,7 +385,7 @@ impl Worker {
     /// Runs inside the pause: nothing is formatted unless the vote is NO.
     /// Both calls end at the vote's bound: one still running then is
     /// interrupted and votes NO, naming the call.
-    pub(super) fn transfer(&mut self, new: &mut Implementation, txn: &Txn) -> Option<Refusal> {
+    fn transfer(&mut self, new: &mut Implementation, txn: &Txn) -> Option<Refusal> {
         let name = &self.shared.seat.name;
         let limit = self.env.settings.max_state_bytes;
         let by = state_calls_end(txn);
