@@ -91,8 +91,9 @@ impl Worker {
         txn.report(self.vote_report(q, None));
     }
 
-    /// The old version failed while an early vote waits: the group aborts
-    /// if it has not decided yet.
+    /// The old version faulted while an early vote waits (a trap, or a
+    /// call cut at its deadline): the group aborts if it has not decided
+    /// yet, and the switch will not trust the log since the vote.
     pub(super) fn early_old_failed(&mut self) {
         if let Some(e) = &mut self.early {
             e.old_failed = true;

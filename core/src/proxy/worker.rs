@@ -328,6 +328,8 @@ impl Worker {
     }
 
     pub(super) fn fault(&mut self, f: GuestFault) {
+        // The old version after an early vote: the log may be rebuilt.
+        self.early_old_failed();
         self.shared.faults.fetch_add(1, Ordering::Relaxed);
         self.shared.mailbox.set_ticking(false);
         self.set_state(ModuleState::Faulted, Some(f.to_string()));
@@ -586,7 +588,6 @@ impl Worker {
         let reason = format!("{} v{}: {fault}", self.shared.seat.name, self.imp.label());
         let version = self.imp.label().to_string();
         self.fault(f);
-        self.early_old_failed();
         // The old version died before TERM: its vote is NO.
         let pending = self.vote.take();
         if let Some(pv) = &pending {
@@ -615,7 +616,6 @@ impl Worker {
             fault: f.to_string(),
         };
         self.fault(f);
-        self.early_old_failed();
         let pending = self.vote.take();
         if let Some(pv) = &pending {
             self.skip.push(pv.txn.id);
