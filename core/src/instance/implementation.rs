@@ -256,7 +256,9 @@ impl Implementation {
         let (ticks, ends) = match by {
             Some(by) if by < full => {
                 let left = by.saturating_duration_since(now);
-                let ticks = (left.as_nanos() / EPOCH_PERIOD.as_nanos()) as u64 + 1;
+                // Whole periods, rounded up, and one more: the next tick
+                // may come at once, so the call is never cut before `by`.
+                let ticks = left.as_nanos().div_ceil(EPOCH_PERIOD.as_nanos()) as u64 + 1;
                 (ticks, by)
             }
             _ => (self.deadline_ticks, full),
