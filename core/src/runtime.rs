@@ -401,12 +401,8 @@ impl Core {
             }
             Command::SetMode(m) => {
                 admin.mode = m;
-                let code = match m {
-                    Mode::Concurrent => 0,
-                    Mode::Sequential => 1,
-                    Mode::Early => 2,
-                };
-                self.setting("sequential", code);
+                // Kept only with a state directory, where early is refused.
+                self.setting("sequential", u64::from(m == Mode::Sequential));
                 Ok(Reply::Done(match m {
                     Mode::Early => "votes are collected concurrently, and each target serves on after its vote: all switch at the decision".to_string(),
                     m => format!("votes are collected {}ly", m.as_str()),

@@ -104,26 +104,15 @@ impl Worker {
     /// The message just logged, served by the candidate too, its effects
     /// suppressed. A trap leaves the candidate dead (see `catch_up`).
     pub(super) fn mirror_last(&mut self) {
-        let Some(e) = &mut self.early else { return };
-        let Some(entry) = self.recovery.log.last() else {
+        let Some(mut e) = self.early.take() else {
             return;
         };
-        if e.new.is_dead() || e.from + e.caught + 1 != self.recovery.log.len() {
-            return;
+        let len = self.recovery.log.len();
+        if !e.new.is_dead() && e.from + e.caught + 1 == len {
+            self.catch_up(&mut e.new, &self.recovery.log[len - 1..]);
+            e.caught += 1;
         }
-        e.new.replaying(true);
-        e.new.script(&entry.failed);
-        let served = e.new.service(&entry.message);
-        e.new.replaying(false);
-        e.caught += 1;
-        if let Err(f) = served {
-            let (kind, from) = (entry.message.kind.clone(), entry.message.from.clone());
-            let label = e.new.label().to_string();
-            self.log(
-                Level::Warn,
-                format!("v{label} trapped serving `{kind}` from {from} after its vote: {f}; at the switch it is rebuilt from the state handed over"),
-            );
-        }
+        self.early = Some(e);
     }
 
     /// After the decision: switch on a commit, drop the candidate on an
@@ -163,28 +152,26 @@ impl Worker {
         self.commit(&txn, new, &q, false, since);
     }
 
-    /// Replay on `new` what the old version served since the first TERM
-    /// that it has not served yet, its effects suppressed. A trap leaves
-    /// `new` dead: the commit then rebuilds it from the recovery point,
-    /// setting that message aside.
-    fn catch_up(&self, new: &mut Implementation, since: &[Logged]) {
+    /// Serve on `new` messages the old version served since the first
+    /// TERM, their effects suppressed. A trap leaves `new` dead: the
+    /// commit then rebuilds it from the recovery point, setting that
+    /// message aside.
+    fn catch_up(&self, new: &mut Implementation, served: &[Logged]) {
         new.replaying(true);
-        for (i, entry) in since.iter().enumerate() {
+        for entry in served {
             new.script(&entry.failed);
             if let Err(f) = new.service(&entry.message) {
                 let m = &entry.message;
                 self.log(
                     Level::Warn,
                     format!(
-                        "v{} trapped replaying message {} of {} served since its vote (`{}` from {}): {f}",
+                        "v{} trapped serving `{}` from {} after its vote: {f}; at the switch it is rebuilt from the state handed over",
                         new.label(),
-                        i + 1,
-                        since.len(),
                         m.kind,
                         m.from
                     ),
                 );
-                return;
+                break;
             }
         }
         new.replaying(false);

@@ -147,10 +147,10 @@ impl Core {
             admin.bound = Duration::from_millis(ms);
         }
         if let Some(seq) = get("sequential") {
-            admin.mode = match seq {
-                1 => crate::command::Mode::Sequential,
-                2 => crate::command::Mode::Early,
-                _ => crate::command::Mode::Concurrent,
+            admin.mode = if seq == 1 {
+                crate::command::Mode::Sequential
+            } else {
+                crate::command::Mode::Concurrent
             };
         }
     }
