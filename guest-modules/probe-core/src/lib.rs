@@ -52,10 +52,9 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Serialize};
-
 mod hostile;
 mod sandbox;
+mod shape;
 
 pub use liveswap_guest as sdk;
 use liveswap_guest::host;
@@ -94,6 +93,7 @@ macro_rules! probe_module {
         impl $crate::sdk::RawState for Module {
             fn save(&self) -> Result<Vec<u8>, String> { PROBE.put_state() }
             fn restore(state: &[u8]) -> Result<Self, String> { PROBE.get_state(state.to_vec()).map(|()| Module) }
+            fn restore_owned(state: Vec<u8>) -> Result<Self, String> { PROBE.get_state(state).map(|()| Module) }
         }
         $crate::sdk::export!(Module, state Raw);
     };
@@ -132,7 +132,7 @@ struct State {
     /// Behaviour flags.
     flags: BTreeSet<String>,
     /// Ballast, to make the state as large as a test wants.
-    pad: Vec<u8>,
+    pad: shape::Ballast,
     /// Messages served since first load (shape 2 only; shape 1 loses it).
     served: u64,
     /// Microseconds of busy work per message.
@@ -146,95 +146,6 @@ thread_local! {
     static PER_TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
     /// Where every number received is passed on (a load setting too).
     static RELAY: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// State shape 1, as version 1 writes it.
-#[derive(Serialize, Deserialize)]
-struct ShapeV1 {
-    seq: BTreeMap<String, u64>,
-    seen: BTreeMap<String, u64>,
-    on_tick_send: BTreeSet<String>,
-    on_tick_publish: BTreeSet<String>,
-    flags: BTreeSet<String>,
-    #[serde(with = "bytes")]
-    pad: Vec<u8>,
-    work_us: u64,
-    quiet: bool,
-    /// The version that wrote it (absent in states of older builds).
-    #[serde(default)]
-    writer: String,
-}
-
-/// State shape 2: renamed maps, a served counter and an explicit shape tag.
-#[derive(Serialize, Deserialize)]
-struct ShapeV2 {
-    shape: u32,
-    outgoing: BTreeMap<String, u64>,
-    incoming: BTreeMap<String, u64>,
-    tick: Ticks,
-    flags: BTreeSet<String>,
-    #[serde(with = "bytes")]
-    ballast: Vec<u8>,
-    served: u64,
-    work_us: u64,
-    quiet: bool,
-    /// The version that wrote it (absent in states of older builds).
-    #[serde(default)]
-    writer: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Ticks {
-    send: BTreeSet<String>,
-    publish: BTreeSet<String>,
-}
-
-/// Peek at a state's shape (shape 2 carries a `shape` key, shape 1 none)
-/// and at the version that wrote it.
-#[derive(Deserialize)]
-struct ShapeTag {
-    shape: Option<u32>,
-    writer: Option<String>,
-}
-
-mod bytes {
-    use serde::{Deserialize, Deserializer, Serializer};
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(v)
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let b: serde_bytes_like::Bytes = Deserialize::deserialize(d)?;
-        Ok(b.0)
-    }
-    mod serde_bytes_like {
-        use serde::de::{Deserialize, Deserializer, Error, SeqAccess, Visitor};
-        pub struct Bytes(pub Vec<u8>);
-        impl<'de> Deserialize<'de> for Bytes {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = Bytes;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("a byte string")
-                    }
-                    fn visit_bytes<E: Error>(self, v: &[u8]) -> Result<Bytes, E> {
-                        Ok(Bytes(v.to_vec()))
-                    }
-                    fn visit_byte_buf<E: Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
-                        Ok(Bytes(v))
-                    }
-                    fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Bytes, A::Error> {
-                        let mut out = Vec::new();
-                        while let Some(b) = a.next_element::<u8>()? {
-                            out.push(b);
-                        }
-                        Ok(Bytes(out))
-                    }
-                }
-                d.deserialize_byte_buf(V)
-            }
-        }
-    }
 }
 
 thread_local! {
@@ -259,6 +170,22 @@ fn encode_num(n: u64) -> Vec<u8> {
         0x1_0000..=0xffff_ffff => [&[0x1a][..], &(n as u32).to_be_bytes()].concat(),
         _ => [&[0x1b][..], &n.to_be_bytes()].concat(),
     }
+}
+
+/// `n` in decimal, at the end of `line`.
+fn push_num(line: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    line.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 /// Read a CBOR unsigned integer; anything else goes through ciborium.
@@ -475,91 +402,25 @@ impl Probe {
             if s.flags.contains("grow-put") {
                 grow_forever();
             }
-            let mut out = Vec::with_capacity(s.pad.len() + 256);
-            let res = if self.shape == 1 {
-                ciborium::into_writer(
-                    &ShapeV1 {
-                        seq: s.sent.clone(),
-                        seen: s.seen.clone(),
-                        on_tick_send: s.tick_send.clone(),
-                        on_tick_publish: s.tick_publish.clone(),
-                        flags: s.flags.clone(),
-                        pad: s.pad.clone(),
-                        work_us: s.work_us,
-                        quiet: s.quiet,
-                        writer: self.version.to_string(),
-                    },
-                    &mut out,
-                )
-            } else {
-                ciborium::into_writer(
-                    &ShapeV2 {
-                        shape: 2,
-                        outgoing: s.sent.clone(),
-                        incoming: s.seen.clone(),
-                        tick: Ticks {
-                            send: s.tick_send.clone(),
-                            publish: s.tick_publish.clone(),
-                        },
-                        flags: s.flags.clone(),
-                        ballast: s.pad.clone(),
-                        served: s.served,
-                        work_us: s.work_us,
-                        quiet: s.quiet,
-                        writer: self.version.to_string(),
-                    },
-                    &mut out,
-                )
-            };
-            res.map_err(|e| format!("encoding state: {e}"))?;
-            Ok(out)
+            Ok(shape::encode(s, self.shape, self.version))
         })
     }
 
     /// `get-state`: take over a state of any shape up to this version's.
     pub fn get_state(&self, bytes: Vec<u8>) -> Result<(), String> {
-        let tag: ShapeTag = ciborium::from_reader(bytes.as_slice())
-            .map_err(|e| format!("state is not a CBOR map: {e}"))?;
-        let shape = tag.shape.unwrap_or(1);
+        let decoded = shape::decode(bytes)?;
+        let shape = decoded.shape;
         if shape > self.shape {
             return Err(format!(
                 "state shape {shape} is newer than version {} reads (up to {})",
                 self.version, self.shape
             ));
         }
-        let state = if shape == 1 {
-            let v: ShapeV1 = ciborium::from_reader(bytes.as_slice())
-                .map_err(|e| format!("state shape 1 unreadable: {e}"))?;
-            State {
-                sent: v.seq,
-                seen: v.seen,
-                tick_send: v.on_tick_send,
-                tick_publish: v.on_tick_publish,
-                flags: v.flags,
-                pad: v.pad,
-                served: 0,
-                work_us: v.work_us,
-                quiet: v.quiet,
-            }
-        } else {
-            let v: ShapeV2 = ciborium::from_reader(bytes.as_slice())
-                .map_err(|e| format!("state shape 2 unreadable: {e}"))?;
-            State {
-                sent: v.outgoing,
-                seen: v.incoming,
-                tick_send: v.tick.send,
-                tick_publish: v.tick.publish,
-                flags: v.flags,
-                pad: v.ballast,
-                served: v.served,
-                work_us: v.work_us,
-                quiet: v.quiet,
-            }
-        };
+        let takeover = decoded.writer.as_deref() != Some(self.version);
+        let state = decoded.state()?;
         // The get-state flags are about a takeover by another version; a
         // version rebuilt from its own snapshot (a recovery, a rollback)
         // reads its state as usual.
-        let takeover = tag.writer.as_deref() != Some(self.version);
         if takeover && state.flags.contains("trap-get") {
             panic!("get-state trapped: flag trap-get");
         }
@@ -572,11 +433,20 @@ impl Probe {
         if takeover && state.flags.contains("grow-get") {
             grow_forever();
         }
-        let summary: Vec<String> = state.seen.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-        log(
-            Level::Info,
-            &format!("took over state shape {shape}, seen {}", summary.join(",")),
-        );
+        // Built without `format!`: this line is on an upgrade's pause.
+        let mut line = String::with_capacity(64 + 16 * state.seen.len());
+        line.push_str("took over state shape ");
+        push_num(&mut line, u64::from(shape));
+        line.push_str(", seen ");
+        for (i, (k, v)) in state.seen.iter().enumerate() {
+            if i > 0 {
+                line.push(',');
+            }
+            line.push_str(k);
+            line.push(':');
+            push_num(&mut line, *v);
+        }
+        log(Level::Info, &line);
         with(|s| *s = state);
         Ok(())
     }
@@ -695,7 +565,7 @@ impl Probe {
             }
             "pad" => {
                 let n = num(1)? as usize;
-                with(|s| s.pad = (0..n).map(|i| i as u8).collect());
+                with(|s| s.pad = (0..n).map(|i| i as u8).collect::<Vec<u8>>().into());
             }
             "relay" => {
                 let to = word(1)?.to_string();

@@ -30,7 +30,10 @@ pub(crate) fn run(line: &str) -> Result<(), String> {
     let outcome = match cmd {
         "read-file" => read_file(arg),
         "write-file" => write_file(arg, rest),
-        "env" => return Ok(env(arg)),
+        "env" => {
+            env(arg);
+            return Ok(());
+        }
         "udp-send" => udp_send(arg),
         _ => tcp_connect(arg),
     };

@@ -130,6 +130,12 @@ pub trait RawState: Sized {
     fn save(&self) -> Result<Vec<u8>, String>;
     /// A module from bytes another version saved (the host's `get-state`).
     fn restore(bytes: &[u8]) -> Result<Self, String>;
+    /// The same, given the bytes to keep: a state that holds a large part
+    /// of them as they are can keep that part without a copy on the
+    /// upgrade's pause. By default, [`restore`](RawState::restore).
+    fn restore_owned(bytes: Vec<u8>) -> Result<Self, String> {
+        Self::restore(&bytes)
+    }
 }
 
 /// What a guest calls before `init` or `get-state` gave it a module.
@@ -305,7 +311,7 @@ macro_rules! export {
                     })
                 }
                 fn get_state(state: ::std::vec::Vec<u8>) -> ::core::result::Result<(), ::std::string::String> {
-                    set($crate::state::$codec::restore::<$ty>(&state)?);
+                    set($crate::state::$codec::take::<$ty>(state)?);
                     Ok(())
                 }
             }

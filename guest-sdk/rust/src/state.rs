@@ -67,6 +67,11 @@ impl Typed {
             v => M::migrate(v, got.state),
         }
     }
+
+    /// [`restore`](Typed::restore), from the bytes the host handed over.
+    pub fn take<M: Module + DeserializeOwned>(bytes: Vec<u8>) -> Result<M, String> {
+        Self::restore(&bytes)
+    }
 }
 
 /// The codec of a [`RawState`] (`export!(T, state Raw)`): its own bytes.
@@ -81,6 +86,11 @@ impl Raw {
     /// A module from bytes.
     pub fn restore<M: RawState>(bytes: &[u8]) -> Result<M, String> {
         M::restore(bytes)
+    }
+
+    /// A module from the bytes the host handed over, which it may keep.
+    pub fn take<M: RawState>(bytes: Vec<u8>) -> Result<M, String> {
+        M::restore_owned(bytes)
     }
 }
 
