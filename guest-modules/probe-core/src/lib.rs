@@ -146,6 +146,15 @@ thread_local! {
     static PER_TICK: std::cell::Cell<u64> = const { std::cell::Cell::new(1) };
     /// Where every number received is passed on (a load setting too).
     static RELAY: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The message `send_next` fills in and sends.
+    static OUTGOING: RefCell<Message> = const {
+        RefCell::new(Message {
+            from: String::new(),
+            kind: String::new(),
+            proto: 0,
+            body: Vec::new(),
+        })
+    };
 }
 
 thread_local! {
@@ -160,16 +169,48 @@ fn log(level: Level, line: &str) {
     host::log(level, line);
 }
 
-/// A CBOR unsigned integer (major type 0), in its shortest form. Written
-/// by hand: it is on every message's path.
-fn encode_num(n: u64) -> Vec<u8> {
-    match n {
-        0..=23 => vec![n as u8],
-        24..=0xff => vec![0x18, n as u8],
-        0x100..=0xffff => [&[0x19][..], &(n as u16).to_be_bytes()].concat(),
-        0x1_0000..=0xffff_ffff => [&[0x1a][..], &(n as u32).to_be_bytes()].concat(),
-        _ => [&[0x1b][..], &n.to_be_bytes()].concat(),
+/// A CBOR unsigned integer (major type 0), in its shortest form, on the
+/// stack. Written by hand: it is on every message's path.
+struct Num {
+    buf: [u8; 9],
+    len: usize,
+}
+
+impl Num {
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
+}
+
+fn encode_num(n: u64) -> Num {
+    let b = n.to_be_bytes();
+    let mut buf = [0u8; 9];
+    let len = match n {
+        0..=23 => {
+            buf[0] = n as u8;
+            1
+        }
+        24..=0xff => {
+            buf[..2].copy_from_slice(&[0x18, n as u8]);
+            2
+        }
+        0x100..=0xffff => {
+            buf[0] = 0x19;
+            buf[1..3].copy_from_slice(&b[6..]);
+            3
+        }
+        0x1_0000..=0xffff_ffff => {
+            buf[0] = 0x1a;
+            buf[1..5].copy_from_slice(&b[4..]);
+            5
+        }
+        _ => {
+            buf[0] = 0x1b;
+            buf[1..].copy_from_slice(&b);
+            9
+        }
+    };
+    Num { buf, len }
 }
 
 /// `n` in decimal, at the end of `line`.
@@ -462,17 +503,23 @@ impl Probe {
                 1
             }
         });
-        let msg = Message {
-            from: if forged {
-                "MALLORY".into()
-            } else {
-                String::new()
-            },
-            kind: "num".into(),
-            proto: self.speaks.first().copied().unwrap_or(0),
-            body: encode_num(n),
-        };
-        if let Err(e) = host::send(to, &msg) {
+        // One message reused for every number (a relay sends one per
+        // message it serves): no allocation on that path.
+        let sent = OUTGOING.with(|m| {
+            let mut msg = m.borrow_mut();
+            msg.from.clear();
+            if forged {
+                msg.from.push_str("MALLORY");
+            }
+            if msg.kind != "num" {
+                msg.kind = "num".into();
+            }
+            msg.proto = self.speaks.first().copied().unwrap_or(0);
+            msg.body.clear();
+            msg.body.extend_from_slice(encode_num(n).as_slice());
+            host::send(to, &msg)
+        });
+        if let Err(e) = sent {
             // Not accepted, so not counted: the next number stays consecutive.
             with(|s| {
                 if let Some(x) = s.sent.get_mut(to) {
@@ -493,7 +540,7 @@ impl Probe {
             let chunk = left.min(256);
             let next = with(|s| s.sent.get(to).copied().unwrap_or(0)) + 1;
             for k in 0..chunk {
-                out.push_bytes(to, "num", proto, &encode_num(next + k));
+                out.push_bytes(to, "num", proto, encode_num(next + k).as_slice());
             }
             let (accepted, tried) = match out.flush() {
                 Ok(_) => (chunk, chunk),
@@ -514,7 +561,7 @@ impl Probe {
             *e += 1;
             *e
         });
-        if let Err(e) = host::publish(event, &encode_num(n)) {
+        if let Err(e) = host::publish(event, encode_num(n).as_slice()) {
             log(Level::Warn, &format!("publish {event} failed: {e}"));
         }
     }

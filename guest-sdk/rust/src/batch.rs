@@ -23,7 +23,15 @@ fn bytes_at<'a>(b: &'a [u8], at: &mut usize) -> &'a [u8] {
 }
 
 fn string_at(b: &[u8], at: &mut usize) -> String {
-    String::from_utf8_lossy(bytes_at(b, at)).into_owned()
+    let raw = bytes_at(b, at);
+    String::from_utf8(owned(raw)).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
+}
+
+/// `b` in a vector of its own.
+fn owned(b: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(b.len());
+    put_small(&mut v, b);
+    v
 }
 
 /// Serve every message packed in `batch` with `service`, in order,
@@ -36,7 +44,7 @@ pub fn serve(batch: &[u8], mut service: impl FnMut(Message) -> Result<(), String
         let from = string_at(batch, &mut at);
         let kind = string_at(batch, &mut at);
         let proto = u32_at(batch, &mut at);
-        let body = bytes_at(batch, &mut at).to_vec();
+        let body = owned(bytes_at(batch, &mut at));
         let outcome = service(Message {
             from,
             kind,
@@ -44,6 +52,18 @@ pub fn serve(batch: &[u8], mut service: impl FnMut(Message) -> Result<(), String
             body,
         });
         host::batch_served(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+}
+
+/// Append `b`: a few bytes one by one (a bulk copy of a length not known
+/// in advance is a call out of the guest each time), more in one copy.
+fn put_small(v: &mut Vec<u8>, b: &[u8]) {
+    if b.len() <= 16 {
+        for &x in b {
+            v.push(x);
+        }
+    } else {
+        v.extend_from_slice(b);
     }
 }
 
@@ -84,15 +104,15 @@ impl Outbox {
 
     /// Add a message whose body is already bytes, in protocol `proto`.
     pub fn push_bytes(&mut self, to: &str, kind: &str, proto: u32, body: &[u8]) {
+        let p = &mut self.packed;
+        p.reserve(16 + to.len() + kind.len() + body.len());
         for part in [to.as_bytes(), kind.as_bytes()] {
-            self.packed
-                .extend_from_slice(&(part.len() as u32).to_le_bytes());
-            self.packed.extend_from_slice(part);
+            p.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            put_small(p, part);
         }
-        self.packed.extend_from_slice(&proto.to_le_bytes());
-        self.packed
-            .extend_from_slice(&(body.len() as u32).to_le_bytes());
-        self.packed.extend_from_slice(body);
+        p.extend_from_slice(&proto.to_le_bytes());
+        p.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        put_small(p, body);
         self.len += 1;
     }
 

@@ -5,8 +5,10 @@
 //! and `S` the module itself, serialized with serde. A reader of the same
 //! `V` deserializes `S`; a newer reader migrates it; an older one refuses.
 
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
+
+use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::{Module, RawState, Value};
 
@@ -17,11 +19,70 @@ struct Outgoing<'a, T> {
     state: &'a T,
 }
 
-#[derive(Deserialize)]
-struct Incoming {
-    #[serde(rename = "liveswap-state")]
-    version: u32,
-    state: Value,
+/// What the map held under `state`: the module itself when the version
+/// came first and is the reader's own (one pass, nothing in between), or
+/// the value to migrate or check.
+enum Held<M> {
+    Mine(Result<M, String>),
+    Other(Value),
+}
+
+/// Reads `{"liveswap-state": V, "state": S}` in one pass.
+struct Incoming<M> {
+    version: Option<u32>,
+    state: Option<Held<M>>,
+}
+
+impl<'de, M: Module + DeserializeOwned> Deserialize<'de> for Incoming<M> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(Fields(PhantomData))
+    }
+}
+
+struct Fields<M>(PhantomData<M>);
+
+impl<'de, M: Module + DeserializeOwned> Visitor<'de> for Fields<M> {
+    type Value = Incoming<M>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map with `liveswap-state` and `state`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut got = Incoming {
+            version: None,
+            state: None,
+        };
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "liveswap-state" => got.version = Some(map.next_value()?),
+                "state" if got.version == Some(M::STATE_VERSION) => {
+                    // A module that does not read stops the walk here: the
+                    // rest of the input is not where the map expects it.
+                    let m = map.next_value_seed(Own::<M>(PhantomData))?;
+                    let failed = m.is_err();
+                    got.state = Some(Held::Mine(m));
+                    if failed {
+                        return Ok(got);
+                    }
+                }
+                "state" => got.state = Some(Held::Other(map.next_value()?)),
+                _ => drop(map.next_value::<IgnoredAny>()?),
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// The module, or why it did not read (kept, to be told as such).
+struct Own<M>(PhantomData<M>);
+
+impl<'de, M: DeserializeOwned> DeserializeSeed<'de> for Own<M> {
+    type Value = Result<M, String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        Ok(M::deserialize(d).map_err(|e| e.to_string()))
+    }
 }
 
 /// The typed state codec (`export!(T)`).
@@ -42,29 +103,38 @@ impl Typed {
         Ok(out)
     }
 
-    /// A module from a state some version saved.
+    /// A module from a state some version saved: a state of its own
+    /// version is read in one pass straight into the module.
     pub fn restore<M: Module + DeserializeOwned>(bytes: &[u8]) -> Result<M, String> {
-        let got: Incoming = ciborium::from_reader(bytes).map_err(|e| {
+        let not_typed = |e: &dyn std::fmt::Display| {
             format!(
                 "{} cannot read this state: it is not a typed liveswap state \
                  (a map with `liveswap-state` and `state`): {e}",
                 M::VERSION
             )
-        })?;
+        };
+        let mut scratch = [0u8; 256];
+        let got: Incoming<M> = ciborium::de::from_reader_with_buffer(bytes, &mut scratch)
+            .map_err(|e| not_typed(&e))?;
+        let (Some(v), Some(state)) = (got.version, got.state) else {
+            return Err(not_typed(&"a key is missing"));
+        };
         let ours = M::STATE_VERSION;
-        match got.version {
-            v if v == ours => got.state.deserialized().map_err(|e| {
-                format!(
-                    "{} cannot read state version {v} although it is its own: {e}",
-                    M::VERSION
-                )
-            }),
-            v if v > ours => Err(format!(
+        let own = |e: &dyn std::fmt::Display| {
+            format!(
+                "{} cannot read state version {v} although it is its own: {e}",
+                M::VERSION
+            )
+        };
+        match state {
+            Held::Mine(m) => m.map_err(|e| own(&e)),
+            Held::Other(value) if v == ours => value.deserialized().map_err(|e| own(&e)),
+            Held::Other(_) if v > ours => Err(format!(
                 "{} reads state version {ours} and older; this state is version {v}, \
                  written by a newer version: use a version that knows it",
                 M::VERSION
             )),
-            v => M::migrate(v, got.state),
+            Held::Other(value) => M::migrate(v, value),
         }
     }
 
@@ -203,6 +273,41 @@ mod tests {
             err.contains("3.0 reads state version 3 and has no migration from state version 1"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn its_own_version_unreadable_or_the_keys_in_another_order_are_told_apart() {
+        // `state` before `liveswap-state` still reads (through a value).
+        let mut bytes = Vec::new();
+        let swapped = Value::Map(vec![
+            (
+                Value::Text("state".into()),
+                Value::serialized(&V1 { count: 7 }).unwrap(),
+            ),
+            (
+                Value::Text("liveswap-state".into()),
+                Value::Integer(1.into()),
+            ),
+        ]);
+        ciborium::into_writer(&swapped, &mut bytes).unwrap();
+        assert_eq!(Typed::restore::<V1>(&bytes).unwrap(), V1 { count: 7 });
+        // Its own version with a state of another shape: said as such.
+        let wrong = Outgoing {
+            version: 1,
+            state: &"not a V1",
+        };
+        bytes.clear();
+        ciborium::into_writer(&wrong, &mut bytes).unwrap();
+        let err = Typed::restore::<V1>(&bytes).unwrap_err();
+        assert!(
+            err.contains("1.0 cannot read state version 1 although it is its own"),
+            "{err}"
+        );
+        // A map without the version.
+        bytes.clear();
+        ciborium::into_writer(&Value::Map(Vec::new()), &mut bytes).unwrap();
+        let err = Typed::restore::<V1>(&bytes).unwrap_err();
+        assert!(err.contains("not a typed liveswap state"), "{err}");
     }
 
     #[test]
