@@ -24,14 +24,7 @@ fn bytes_at<'a>(b: &'a [u8], at: &mut usize) -> &'a [u8] {
 
 fn string_at(b: &[u8], at: &mut usize) -> String {
     let raw = bytes_at(b, at);
-    String::from_utf8(owned(raw)).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
-}
-
-/// `b` in a vector of its own.
-fn owned(b: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(b.len());
-    put_small(&mut v, b);
-    v
+    String::from_utf8(raw.to_vec()).unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned())
 }
 
 /// Serve every message packed in `batch` with `service`, in order,
@@ -44,7 +37,7 @@ pub fn serve(batch: &[u8], mut service: impl FnMut(Message) -> Result<(), String
         let from = string_at(batch, &mut at);
         let kind = string_at(batch, &mut at);
         let proto = u32_at(batch, &mut at);
-        let body = owned(bytes_at(batch, &mut at));
+        let body = bytes_at(batch, &mut at).to_vec();
         let outcome = service(Message {
             from,
             kind,
