@@ -48,18 +48,6 @@ pub fn serve(batch: &[u8], mut service: impl FnMut(Message) -> Result<(), String
     }
 }
 
-/// Append `b`: a few bytes one by one (a bulk copy of a length not known
-/// in advance is a call out of the guest each time), more in one copy.
-fn put_small(v: &mut Vec<u8>, b: &[u8]) {
-    if b.len() <= 16 {
-        for &x in b {
-            v.push(x);
-        }
-    } else {
-        v.extend_from_slice(b);
-    }
-}
-
 /// Messages collected to go out in one host call ([`Outbox::flush`]),
 /// each exactly as [`send`](crate::send) would send it, in order.
 ///
@@ -101,11 +89,11 @@ impl Outbox {
         p.reserve(16 + to.len() + kind.len() + body.len());
         for part in [to.as_bytes(), kind.as_bytes()] {
             p.extend_from_slice(&(part.len() as u32).to_le_bytes());
-            put_small(p, part);
+            p.extend_from_slice(part);
         }
         p.extend_from_slice(&proto.to_le_bytes());
         p.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        put_small(p, body);
+        p.extend_from_slice(body);
         self.len += 1;
     }
 
