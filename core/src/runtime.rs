@@ -297,10 +297,6 @@ impl RuntimeBuilder {
     fn engine_config(&self) -> wasmtime::Config {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(self.epoch_deadlines);
-        // Guests are synchronous (WASI 0.2, no component-model async):
-        // without the concurrent machinery a host call no longer creates
-        // and deletes a host task in the store (an allocation each).
-        config.concurrency_support(false);
         // For `perf`: name the guests' functions (/tmp/perf-PID.map).
         if std::env::var_os("LIVESWAP_PERFMAP").is_some() {
             config.profiler(wasmtime::ProfilingStrategy::PerfMap);
