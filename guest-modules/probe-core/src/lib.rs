@@ -170,7 +170,7 @@ fn log(level: Level, line: &str) {
 }
 
 /// A CBOR unsigned integer (major type 0), in its shortest form, on the
-/// stack. Written by hand: it is on every message's path.
+/// stack: it is on every message's path.
 struct Num {
     buf: [u8; 9],
     len: usize,
@@ -182,35 +182,20 @@ impl Num {
     }
 }
 
+impl shape::Sink for Num {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+}
+
 fn encode_num(n: u64) -> Num {
-    let b = n.to_be_bytes();
-    let mut buf = [0u8; 9];
-    let len = match n {
-        0..=23 => {
-            buf[0] = n as u8;
-            1
-        }
-        24..=0xff => {
-            buf[..2].copy_from_slice(&[0x18, n as u8]);
-            2
-        }
-        0x100..=0xffff => {
-            buf[0] = 0x19;
-            buf[1..3].copy_from_slice(&b[6..]);
-            3
-        }
-        0x1_0000..=0xffff_ffff => {
-            buf[0] = 0x1a;
-            buf[1..5].copy_from_slice(&b[4..]);
-            5
-        }
-        _ => {
-            buf[0] = 0x1b;
-            buf[1..].copy_from_slice(&b);
-            9
-        }
+    let mut num = Num {
+        buf: [0; 9],
+        len: 0,
     };
-    Num { buf, len }
+    shape::put_head(&mut num, shape::UINT, n);
+    num
 }
 
 /// `n` in decimal, at the end of `line`.
@@ -231,18 +216,10 @@ fn push_num(line: &mut String, n: u64) {
 
 /// Read a CBOR unsigned integer; anything else goes through ciborium.
 fn decode_num(body: &[u8]) -> Option<u64> {
-    let (&head, rest) = body.split_first()?;
-    let fixed = |n: usize| -> Option<u64> {
-        let b = rest.get(..n)?;
-        (rest.len() == n).then(|| b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
-    };
-    match head {
-        0x00..=0x17 if rest.is_empty() => Some(u64::from(head)),
-        0x18 => fixed(1),
-        0x19 => fixed(2),
-        0x1a => fixed(4),
-        0x1b => fixed(8),
-        _ => ciborium::from_reader(body).ok(),
+    let mut rest = body;
+    match shape::uint(&mut rest) {
+        Some(n) => rest.is_empty().then_some(n),
+        None => ciborium::from_reader(body).ok(),
     }
 }
 

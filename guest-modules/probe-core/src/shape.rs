@@ -78,7 +78,7 @@ pub(crate) fn encode(s: &State, shape: u32, writer: &str) -> Vec<u8> {
 }
 
 /// Where encoded bytes go: a vector, or a count of them.
-trait Sink {
+pub(crate) trait Sink {
     fn put(&mut self, bytes: &[u8]);
 }
 
@@ -124,7 +124,7 @@ fn write<O: Sink>(o: &mut O, s: &State, shape: u32, writer: &str) {
     put_field(o, "writer", |o| put_text(o, writer));
 }
 
-const UINT: u8 = 0;
+pub(crate) const UINT: u8 = 0;
 const BYTES: u8 = 2;
 const TEXT: u8 = 3;
 const ARRAY: u8 = 4;
@@ -133,7 +133,7 @@ const FALSE: u8 = 0xf4;
 const TRUE: u8 = 0xf5;
 
 /// A CBOR head in its shortest form.
-fn put_head(o: &mut impl Sink, major: u8, n: u64) {
+pub(crate) fn put_head(o: &mut impl Sink, major: u8, n: u64) {
     let m = major << 5;
     let b = n.to_be_bytes();
     match n {
@@ -315,7 +315,7 @@ fn read<T: DeserializeOwned>(
     }
 }
 
-fn uint(r: &mut &[u8]) -> Option<u64> {
+pub(crate) fn uint(r: &mut &[u8]) -> Option<u64> {
     match head(r)? {
         (UINT, Some(v)) => Some(v),
         _ => None,
@@ -551,6 +551,28 @@ mod tests {
         s.pad = vec![7u8; 10].into();
         let small = decode(encode(&s, 2, "2.0")).unwrap().state().unwrap();
         assert_eq!((small.pad.buf.len(), small.pad.at.start), (10, 0));
+    }
+
+    #[test]
+    fn message_numbers_are_cbor_in_their_shortest_form_and_read_back() {
+        let cases = [
+            (0, 1),
+            (23, 1),
+            (24, 2),
+            (255, 2),
+            (256, 3),
+            (65_536, 5),
+            (u64::MAX, 9),
+        ];
+        for (n, len) in cases {
+            let got = crate::encode_num(n);
+            let mut want = Vec::new();
+            ciborium::into_writer(&n, &mut want).unwrap();
+            assert_eq!((got.as_slice(), got.len), (&want[..], len));
+            assert_eq!(crate::decode_num(got.as_slice()), Some(n));
+        }
+        assert_eq!(crate::decode_num(&[0x18, 30, 0]), None, "a trailing byte");
+        assert_eq!(crate::decode_num(b"\x61x"), None, "text, not a number");
     }
 
     #[test]
